@@ -1,0 +1,44 @@
+# Every target installs what it needs first, so each works on a fresh clone with only Python and pip.
+.DEFAULT_GOAL := help
+UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
+PYTHON ?= python3
+
+.PHONY: help
+help: ## Show the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+.PHONY: .uv
+.uv: ## Install uv with pip when it is missing
+	@command -v $(UV) >/dev/null 2>&1 || $(PYTHON) -m pip install --user --quiet 'uv>=0.9' || $(PYTHON) -m pip install --quiet 'uv>=0.9'
+
+.PHONY: install
+install: .uv ## Create .venv with the library and its development tools, exactly as uv.lock pins them
+	@$(UV) sync --frozen --all-groups --all-extras
+
+.PHONY: demo
+demo: install ## Run the quickstart demo offline on scripted models (no API key)
+	@$(UV) run --frozen python examples/quickstart.py
+
+.PHONY: test
+test: install ## Run the test suite with branch coverage of src/
+	@$(UV) run --frozen coverage run -m pytest
+	@$(UV) run --frozen coverage report
+
+.PHONY: lint
+lint: install ## ruff check, ruff format --check, pyright (strict on src/)
+	@$(UV) run --frozen ruff check src tests examples bench
+	@$(UV) run --frozen ruff format --check src tests examples bench
+	@$(UV) run --frozen pyright
+
+.PHONY: format
+format: install ## Apply ruff's fixes and formatting
+	@$(UV) run --frozen ruff check --fix src tests examples bench
+	@$(UV) run --frozen ruff format src tests examples bench
+
+.PHONY: docs
+docs: install ## Build the documentation site strictly into site/
+	@$(UV) run --frozen mkdocs build --strict
+
+.PHONY: docs-serve
+docs-serve: install ## Serve the documentation site with live reload
+	@$(UV) run --frozen mkdocs serve

@@ -1,0 +1,162 @@
+"""The task event family.
+
+Every state change of a task produces exactly one event, and every task ends with exactly one terminal event
+([`TaskCompleted`][pydantic_ai_subagents.TaskCompleted], [`TaskFailed`][pydantic_ai_subagents.TaskFailed] or
+[`TaskCancelled`][pydantic_ai_subagents.TaskCancelled]). Events are Pydantic AI
+[`CapabilityEvent`][pydantic_ai.messages.CapabilityEvent]s, so with the
+[`SubAgents`][pydantic_ai_subagents.SubAgents] capability they appear in the parent's own event stream
+(`run_stream_events`, `event_stream_handler`); applications also get them from
+[`TaskManager.events`][pydantic_ai_subagents.TaskManager.events].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic_ai.messages import CapabilityEvent
+
+from ._state import CancelKind, StatusChange, TaskRecord, TaskStatus
+
+__all__ = (
+    'TaskAnswered',
+    'TaskCancelRequested',
+    'TaskCancelled',
+    'TaskCompleted',
+    'TaskCreated',
+    'TaskEvent',
+    'TaskFailed',
+    'TaskQuestionAsked',
+    'TaskStarted',
+    'event_for_change',
+)
+
+
+@dataclass(kw_only=True)
+class TaskEvent(CapabilityEvent, namespace='subagents', abstract=True):
+    """Base of every task event."""
+
+    task_id: str
+    """The task the event is about."""
+    subagent: str
+    """The subagent doing the task."""
+    scope: str
+    """The conversation (or run) the task belongs to."""
+    parent_task_id: str | None = None
+    """The task that started this one, for nested tasks."""
+    status: TaskStatus = TaskStatus.PENDING
+    """The task's status after the event."""
+    at: float = 0.0
+    """When it happened, on the `time.monotonic()` clock."""
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether this is the task's terminal event."""
+        return self.status.is_terminal
+
+
+@dataclass(kw_only=True)
+class TaskCreated(TaskEvent):
+    """A task was created; `status` is `PENDING` (waiting for a slot) or already `RUNNING`."""
+
+    description: str = ''
+    """The work as the parent described it."""
+    mode: str = 'sync'
+    """`sync` or `async`."""
+
+
+@dataclass(kw_only=True)
+class TaskStarted(TaskEvent):
+    """A queued task got a slot and its subagent started."""
+
+
+@dataclass(kw_only=True)
+class TaskQuestionAsked(TaskEvent):
+    """The subagent asked its parent a question and waits for the answer."""
+
+    question: str = ''
+    """The question."""
+
+
+@dataclass(kw_only=True)
+class TaskAnswered(TaskEvent):
+    """The subagent's question was answered (or timed out) and it works again."""
+
+
+@dataclass(kw_only=True)
+class TaskCancelRequested(TaskEvent):
+    """Someone asked to cancel the task.
+
+    Not terminal: [`TaskCancelled`][pydantic_ai_subagents.TaskCancelled] follows when the subagent has really stopped.
+    """
+
+    cancel_kind: CancelKind = 'soft'
+    """`soft` or `hard`."""
+    requested_by: str = ''
+    """Who asked: `model`, `application`, `parent`, `escalation`, ..."""
+
+
+@dataclass(kw_only=True)
+class TaskCompleted(TaskEvent):
+    """The subagent finished with a result."""
+
+    result: Any = None
+    """The subagent's output."""
+
+
+@dataclass(kw_only=True)
+class TaskFailed(TaskEvent):
+    """The subagent failed."""
+
+    error: str = ''
+    """Why."""
+
+
+@dataclass(kw_only=True)
+class TaskCancelled(TaskEvent):
+    """The task was cancelled and its subagent has stopped."""
+
+    cancel_kind: CancelKind = 'hard'
+    """`soft` (wrapped up, with a partial result) or `hard`."""
+    partial_result: str | None = None
+    """What the subagent produced before it stopped (soft cancel)."""
+
+
+def _common(record: TaskRecord, at: float) -> dict[str, Any]:
+    return {
+        'task_id': record.id,
+        'subagent': record.subagent,
+        'scope': record.scope,
+        'parent_task_id': record.parent_task_id,
+        'status': record.status,
+        'at': at,
+    }
+
+
+def event_for_change(change: StatusChange) -> TaskEvent:
+    """The one event that reports a status change."""
+    record = change.record
+    common = _common(record, record.history[-1].at if record.history else 0.0)
+    new = change.new
+    if change.old is None:
+        return TaskCreated(description=record.description, mode=record.mode, **common)
+    if new is TaskStatus.RUNNING:
+        if change.old is TaskStatus.WAITING_FOR_ANSWER:
+            return TaskAnswered(**common)
+        return TaskStarted(**common)
+    if new is TaskStatus.WAITING_FOR_ANSWER:
+        return TaskQuestionAsked(question=record.question or '', **common)
+    if new is TaskStatus.COMPLETED:
+        return TaskCompleted(result=record.result, **common)
+    if new is TaskStatus.FAILED:
+        return TaskFailed(error=record.error or '', **common)
+    kind: CancelKind = record.cancel.kind if record.cancel is not None else 'hard'
+    return TaskCancelled(cancel_kind=kind, partial_result=record.partial_result, **common)
+
+
+def cancel_requested_event(record: TaskRecord) -> TaskCancelRequested:
+    """The event reporting a cancel request recorded on `record`."""
+    assert record.cancel is not None
+    return TaskCancelRequested(
+        cancel_kind=record.cancel.kind, requested_by=record.cancel.requested_by, **_common(record, record.cancel.at)
+    )

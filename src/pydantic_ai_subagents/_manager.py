@@ -1,0 +1,829 @@
+"""The task manager: owns the tasks, their scopes, limits, queue and retention, and every background task.
+
+Rules it keeps:
+
+- Structured: every task runs in the manager's own anyio task group. Closing the manager
+  ([`aclose`][pydantic_ai_subagents.TaskManager.aclose], or leaving `async with manager:`) hard-cancels what is
+  still live and waits for it, so nothing is orphaned.
+- All state changes happen on the manager's event loop. The application entry points
+  ([`soft_cancel`][pydantic_ai_subagents.TaskManager.soft_cancel],
+  [`hard_cancel`][pydantic_ai_subagents.TaskManager.hard_cancel],
+  [`answer`][pydantic_ai_subagents.TaskManager.answer]) may be called from any thread: off the loop they hand the
+  call to it and wait for its answer.
+- A task's status becomes terminal only after its run has really exited, and exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import threading
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+import anyio
+import anyio.abc
+import anyio.from_thread
+import anyio.lowlevel
+from pydantic_ai import Agent
+from pydantic_ai.exceptions import UserError
+from pydantic_ai.messages import ModelMessage
+from pydantic_ai.models import Model
+from pydantic_ai.tools import RunContext
+from pydantic_ai.usage import RunUsage, UsageLimits
+
+from ._bus import Answer, BusClosedError, CancelRequest, InMemoryMessageBus, Message, MessageBus, Question
+from ._config import SubAgentConfig, build_agent
+from ._errors import ManagerClosedError, ReplyTimeoutError, SubagentsError, TaskAlreadyFinishedError, TaskLimitError
+from ._events import TaskEvent, cancel_requested_event, event_for_change
+from ._runner import (
+    SOFT_CANCEL_NOTICE,
+    TaskRuntime,
+    bounded_limits,
+    current_task,
+    render_output,
+    run_subagent,
+    sync_tool_names,
+    usage_snapshot,
+)
+from ._state import InMemoryTaskStore, StatusChange, TaskMode, TaskRecord, TaskStatus, TaskStore
+
+__all__ = ('OnRunEnd', 'TaskEventMessage', 'TaskManager', 'WaitMode')
+
+OnRunEnd = Literal['keep', 'wait', 'cancel']
+"""What happens to a run's background tasks when the run ends: they go on (`keep`), the run waits for them
+(`wait`), or they are cancelled (`cancel`)."""
+
+WaitMode = Literal['all', 'any']
+"""Wait until all the given tasks, or any one of them, finished or asked a question."""
+
+_R = TypeVar('_R')
+
+MANAGER = 'manager'
+"""The manager's participant name on the bus."""
+EVENTS_TOPIC = 'subagents.events'
+"""The bus topic every task event is published on."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskEventMessage(Message):
+    """A task event, as published on the bus."""
+
+    event: TaskEvent
+    """The event."""
+
+
+@dataclass(kw_only=True, eq=False)
+class _LiveRun:
+    """A parent run that is live in a scope: where notices and events for that scope go."""
+
+    ctx: RunContext[Any]
+    events: deque[TaskEvent] | None = None
+    wake: anyio.Event = field(default_factory=anyio.Event)
+
+
+class TaskManager:
+    """Owns subagent tasks: runs them, limits them, keeps their records and lets code watch and control them.
+
+    A toolset created by [`create_subagent_toolset`][pydantic_ai_subagents.create_subagent_toolset] makes one; an
+    application can make its own and pass it in, to control the tasks from outside the agent (another thread, an
+    HTTP handler). Use it as `async with TaskManager() as manager:` or call
+    [`aclose`][pydantic_ai_subagents.TaskManager.aclose] when done; if neither is done, it starts itself on first
+    use on the running asyncio loop.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_concurrent_tasks: int | None = 8,
+        max_nesting_depth: int = 3,
+        max_tasks_per_scope: int = 100,
+        default_timeout: float | None = None,
+        question_timeout: float = 600.0,
+        soft_cancel_grace: float = 30.0,
+        soft_cancel_grace_turns: int = 2,
+        hard_cancel_wait: float = 2.0,
+        max_retained: int = 1000,
+        retention_seconds: float | None = 3600.0,
+        store: TaskStore | None = None,
+        bus: MessageBus | None = None,
+    ) -> None:
+        """Create a manager.
+
+        Args:
+            max_concurrent_tasks: Tasks running at once at each nesting level; more wait `PENDING` and start in
+                order. Per level, so a task waiting on its own nested tasks can never starve them. `None`: no limit.
+            max_nesting_depth: How deep subagents may delegate: 1 allows no nested tasks.
+            max_tasks_per_scope: Live (unfinished) tasks one conversation may have; a bound an LLM cannot get around.
+            default_timeout: Wall-clock seconds per task when its config sets none; `None`: no limit.
+            question_timeout: How long a subagent's question waits for an answer before it is told to go on alone.
+            soft_cancel_grace: Seconds a soft-cancelled subagent has to wrap up before the cancel turns hard.
+            soft_cancel_grace_turns: Model turns a soft-cancelled subagent may take after the notice before the
+                cancel turns hard (its wrap-up answer is one turn).
+            hard_cancel_wait: How long `hard_cancel_task` waits for the run to stop before replying that the stop
+                is pending (a sync tool in a thread can delay it).
+            max_retained: Finished tasks kept for `check_task` and the application (oldest dropped first).
+            retention_seconds: Finished tasks older than this are dropped; `None`: only `max_retained` applies.
+            store: Where records live; the in-memory store by default.
+            bus: The message bus; the in-memory bus by default.
+        """
+        if max_concurrent_tasks is not None and max_concurrent_tasks < 1:
+            raise ValueError('max_concurrent_tasks must be at least 1 (or None)')
+        if max_nesting_depth < 1:
+            raise ValueError('max_nesting_depth must be at least 1')
+        self.max_concurrent_tasks = max_concurrent_tasks
+        self.max_nesting_depth = max_nesting_depth
+        self.max_tasks_per_scope = max_tasks_per_scope
+        self.default_timeout = default_timeout
+        self.question_timeout = question_timeout
+        self.soft_cancel_grace = soft_cancel_grace
+        self.soft_cancel_grace_turns = soft_cancel_grace_turns
+        self.hard_cancel_wait = hard_cancel_wait
+        self.store: TaskStore = store or InMemoryTaskStore(
+            max_retained=max_retained, retention_seconds=retention_seconds
+        )
+        self.bus: MessageBus = bus or InMemoryMessageBus()
+        self._runtimes: dict[str, TaskRuntime] = {}
+        self._questions: dict[str, Message] = {}
+        self._slots: dict[int, anyio.Semaphore] = {}
+        self._live_runs: dict[str, list[_LiveRun]] = {}
+        self._undelivered: dict[str, dict[str, None]] = {}
+        self._transcripts: dict[str, list[ModelMessage]] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._closing: anyio.Event | None = None
+        self._host_done: anyio.Event | None = None
+        self._token: anyio.lowlevel.EventLoopToken | None = None
+        self._loop_thread: int | None = None
+        self._closed = False
+        self._start_lock: anyio.Lock | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> TaskManager:
+        await self._ensure_started()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @property
+    def closed(self) -> bool:
+        """Whether [`aclose`][pydantic_ai_subagents.TaskManager.aclose] was called."""
+        return self._closed
+
+    async def _ensure_started(self) -> anyio.abc.TaskGroup:
+        if self._closed:
+            raise ManagerClosedError('the task manager is closed')
+        if self._tg is not None:
+            if threading.get_ident() != self._loop_thread:
+                raise SubagentsError('this task manager runs on another event loop thread')
+            return self._tg
+        self._token = anyio.lowlevel.current_token()
+        self._loop_thread = threading.get_ident()
+        started = anyio.Event()
+        self._closing = anyio.Event()
+        self._host_done = anyio.Event()
+        _spawn_system_task(self._host, started)
+        await started.wait()
+        assert self._tg is not None
+        return self._tg
+
+    async def _host(self, started: anyio.Event) -> None:
+        assert self._closing is not None
+        assert self._host_done is not None
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                inbox = self.bus.open_mailbox(MANAGER, max_buffer=100_000, overflow='error')
+                tg.start_soon(self._serve_questions, inbox)
+                started.set()
+                await self._closing.wait()
+                await self._stop_all()
+                inbox.close()
+        finally:
+            self._tg = None
+            self._host_done.set()
+
+    async def aclose(self) -> None:
+        """Hard-cancel every live task, wait for all of them to stop, and close the bus. Idempotent."""
+        if self._closed:
+            if self._host_done is not None:
+                await self._host_done.wait()
+            return
+        self._closed = True
+        if self._closing is not None and self._host_done is not None:
+            self._closing.set()
+            await self._host_done.wait()
+        await self.bus.aclose()
+
+    async def _stop_all(self) -> None:
+        for runtime in list(self._runtimes.values()):
+            self._hard_cancel_now(runtime, 'close')
+        for runtime in list(self._runtimes.values()):
+            with anyio.move_on_after(self.hard_cancel_wait):
+                await runtime.stopped.wait()
+        for runtime in list(self._runtimes.values()):
+            runtime.cancel_scope.cancel()
+
+    # ----------------------------------------------------------------- starting tasks
+
+    async def start(
+        self,
+        config: SubAgentConfig,
+        description: str,
+        *,
+        scope: str,
+        mode: TaskMode = 'async',
+        model: Model | str | None = None,
+        deps: Any = None,
+        parent_usage: RunUsage | None = None,
+        parent_limits: UsageLimits | None = None,
+        agent: Agent[Any, Any] | None = None,
+    ) -> TaskRecord:
+        """Create a task for `config` and start it in the background (or queue it); return its first snapshot.
+
+        Args:
+            config: The subagent.
+            description: The work, as the subagent will read it.
+            scope: Whose task it is (a conversation id); only that scope's callers can see it through the tools.
+            mode: Recorded on the task; `sync` callers then wait with
+                [`wait_for`][pydantic_ai_subagents.TaskManager.wait_for].
+            model: The model when the config has none (the parent's).
+            deps: The subagent's deps (already mapped).
+            parent_usage: The parent's usage, into which the task's usage is rolled up when it ends.
+            parent_limits: The parent's limits; the task's own budget is lowered to what they have left.
+            agent: The agent to run, if already built.
+
+        Raises:
+            TaskLimitError: the nesting depth or the per-scope task limit is reached.
+            ManagerClosedError: the manager is closed.
+        """
+        tg = await self._ensure_started()
+        parent = current_task.get()
+        depth = 1 if parent is None else parent[1].depth + 1
+        if depth > self.max_nesting_depth:
+            raise TaskLimitError(f'nesting depth limit reached ({self.max_nesting_depth})')
+        live = len(self.store.list(scope, active_only=True))
+        if live >= self.max_tasks_per_scope:
+            raise TaskLimitError(f'{live} tasks are live in this conversation; the limit is {self.max_tasks_per_scope}')
+        task_id = secrets.token_hex(12)
+        runtime = TaskRuntime(
+            id=task_id,
+            config=config,
+            agent=agent or build_agent(config),
+            prompt=description,
+            model=config.model or model,
+            deps=deps,
+            usage_limits=bounded_limits(config.usage_limits, parent_limits, parent_usage),
+            timeout=config.timeout or self.default_timeout,
+            depth=depth,
+            parent_usage=parent_usage,
+            sync_tool_names=sync_tool_names(config.toolsets),
+        )
+        record = TaskRecord(
+            id=task_id,
+            subagent=config.name,
+            description=description,
+            mode=mode,
+            scope=scope,
+            parent_task_id=None if parent is None else parent[1].id,
+            depth=depth,
+        )
+        self._runtimes[task_id] = runtime
+        if parent is not None:
+            parent[1].children.append((self, task_id))
+        change = self.store.create(record)
+        self._changed(runtime, change)
+        tg.start_soon(self._run, runtime, name=f'subagent task {task_id}')
+        self._prune()
+        return change.record
+
+    def _slot(self, depth: int) -> anyio.Semaphore | None:
+        if self.max_concurrent_tasks is None:
+            return None
+        slot = self._slots.get(depth)
+        if slot is None:
+            slot = self._slots[depth] = anyio.Semaphore(self.max_concurrent_tasks, fast_acquire=True)
+        return slot
+
+    async def _run(self, runtime: TaskRuntime) -> None:
+        inbox = None
+        try:
+            with runtime.cancel_scope:
+                slot = self._slot(runtime.depth)
+                if slot is not None:
+                    await slot.acquire()
+                try:
+                    record = self.store.get(runtime.id)
+                    if record is None or record.status.is_terminal:
+                        return  # cancelled while queued
+                    inbox = self.bus.open_mailbox(f'task:{runtime.id}', max_buffer=16)
+                    self._require_tg().start_soon(self._serve_task_inbox, runtime, inbox)
+                    runtime.started = True
+                    self._changed(runtime, self.store.transition(runtime.id, TaskStatus.RUNNING))
+                    await run_subagent(self, runtime)
+                finally:
+                    if slot is not None:
+                        slot.release()
+        finally:
+            if inbox is not None:
+                inbox.close()
+            record = self.store.get(runtime.id)
+            if record is not None and not record.status.is_terminal:
+                # Reached only when the run was torn down from outside (manager closed past its grace).
+                self._finish(runtime, TaskStatus.CANCELLED, note='stopped because the task manager was closed')
+            runtime.stopped.set()
+            self._runtimes.pop(runtime.id, None)
+            self._questions.pop(runtime.id, None)
+
+    def _require_tg(self) -> anyio.abc.TaskGroup:
+        if self._tg is None:
+            raise ManagerClosedError('the task manager is closed')
+        return self._tg
+
+    async def _serve_task_inbox(self, runtime: TaskRuntime, inbox: Any) -> None:
+        """Turn cancel requests arriving on the bus into a notice inside the subagent's own run."""
+        async for message in inbox:
+            if isinstance(message, CancelRequest) and message.kind == 'soft':
+                self._deliver_soft_notice(runtime)
+
+    def _deliver_soft_notice(self, runtime: TaskRuntime) -> None:
+        run = runtime.run
+        if run is None:
+            runtime.notice_pending = True
+            return
+        # If the run is already ending, enqueue refuses: its result then counts as the wrap-up answer.
+        with contextlib.suppress(UserError):
+            run.enqueue(SOFT_CANCEL_NOTICE, priority='asap')
+
+    async def _serve_questions(self, inbox: Any) -> None:
+        async for message in inbox:
+            if isinstance(message, Question):
+                self._on_question(message)
+
+    # ----------------------------------------------------------------- called by the runner
+
+    def on_turn(self, runtime: TaskRuntime) -> None:
+        """A model turn of the task's subagent starts: update usage, and escalate an overdue soft cancel."""
+        self.store.update(runtime.id, usage=usage_snapshot(runtime.usage))
+        asked = runtime.soft_requested_turn
+        if asked is not None and runtime.turns - asked > self.soft_cancel_grace_turns:
+            self._escalate(runtime)
+
+    def finish_completed(self, runtime: TaskRuntime, output: Any) -> None:
+        """The subagent's run returned `output`."""
+        record = self.store.get(runtime.id)
+        if record is not None and record.cancel is not None:
+            self._finish(runtime, TaskStatus.CANCELLED, partial_result=render_output(output))
+        else:
+            self._finish(runtime, TaskStatus.COMPLETED, result=output)
+
+    def finish_failed(self, runtime: TaskRuntime, error: str) -> None:
+        """The subagent's run failed."""
+        record = self.store.get(runtime.id)
+        if record is not None and record.cancel is not None and record.cancel.kind == 'hard':
+            self._finish(runtime, TaskStatus.CANCELLED)
+        else:
+            self._finish(runtime, TaskStatus.FAILED, error=error)
+
+    def finish_cancelled(self, runtime: TaskRuntime, partial: str | None) -> None:
+        """The subagent's run was stopped by its cancellation token."""
+        record = self.store.get(runtime.id)
+        escalated = record is not None and record.cancel is not None and record.cancel.requested_by == 'escalation'
+        if runtime.transcript is not None:
+            self._transcripts[runtime.id] = runtime.transcript
+        self._finish(runtime, TaskStatus.CANCELLED, partial_result=partial if escalated else None)
+
+    def _finish(self, runtime: TaskRuntime, status: TaskStatus, **fields: Any) -> None:
+        fields['usage'] = usage_snapshot(runtime.usage)
+        try:
+            change = self.store.transition(runtime.id, status, **fields)
+        except TaskAlreadyFinishedError:
+            return
+        self._changed(runtime, change)
+        if runtime.thread_note:
+            self.store.update(runtime.id, note=runtime.thread_note)
+
+    async def ask_parent(self, task_id: str, question: str) -> str:
+        """Called by a subagent's `ask_parent` tool: wait for the answer (or a cancel, or the timeout)."""
+        message = Question(sender=f'task:{task_id}', recipient=MANAGER, task_id=task_id, question=question)
+        try:
+            reply = await self.bus.ask(message, timeout=self.question_timeout)
+        except ReplyTimeoutError:
+            self._resume(task_id)
+            return (
+                f'No answer came within {self.question_timeout:g} s. Go on with your best judgement and say '
+                'in your result which assumption you made.'
+            )
+        except BusClosedError:
+            return 'No answer: the parent is shutting down. Stop and reply with what you have.'
+        self._resume(task_id)
+        assert isinstance(reply, Answer)
+        return reply.answer
+
+    def _resume(self, task_id: str) -> None:
+        self._questions.pop(task_id, None)
+        runtime = self._runtimes.get(task_id)
+        record = self.store.get(task_id)
+        if runtime is not None and record is not None and record.status is TaskStatus.WAITING_FOR_ANSWER:
+            self._changed(runtime, self.store.transition(task_id, TaskStatus.RUNNING))
+
+    def _on_question(self, message: Question) -> None:
+        runtime = self._runtimes.get(message.task_id)
+        record = self.store.get(message.task_id)
+        if runtime is None or record is None or record.status is not TaskStatus.RUNNING:
+            self.bus.reply(message, Answer(sender=MANAGER, task_id=message.task_id, answer='The task is ending.'))
+            return
+        if record.cancel is not None:
+            self.bus.reply(message, Answer(sender=MANAGER, task_id=message.task_id, answer=SOFT_CANCEL_NOTICE))
+            return
+        self._questions[message.task_id] = message
+        self._changed(
+            runtime, self.store.transition(message.task_id, TaskStatus.WAITING_FOR_ANSWER, question=message.question)
+        )
+
+    # ----------------------------------------------------------------- status changes, events, notices
+
+    def _changed(self, runtime: TaskRuntime | None, change: StatusChange) -> None:
+        event = event_for_change(change)
+        self._dispatch(event)
+        if runtime is not None:
+            runtime.notify()
+        if change.new.is_terminal or change.new is TaskStatus.WAITING_FOR_ANSWER:
+            self._notify_parent(change.record)
+
+    def _dispatch(self, event: TaskEvent) -> None:
+        if not self.bus.closed:
+            self.bus.publish(TaskEventMessage(sender=MANAGER, topic=EVENTS_TOPIC, event=event))
+        for live in self._live_runs.get(event.scope, ()):
+            if live.events is not None:
+                live.events.append(event)
+                live.wake.set()
+
+    def _notify_parent(self, record: TaskRecord) -> None:
+        """Tell the parent's model what happened, unless one of its tool calls is waiting on the task right now."""
+        runtime = self._runtimes.get(record.id)
+        if runtime is not None and runtime.direct_waiters:
+            return
+        undelivered = self._undelivered.setdefault(record.scope, {})
+        undelivered[record.id] = None
+        for live in self._live_runs.get(record.scope, ()):
+            if self._enqueue_notices(live, record.scope):
+                return
+
+    def _enqueue_notices(self, live: _LiveRun, scope: str) -> bool:
+        pending = self._undelivered.get(scope)
+        if not pending:
+            return True
+        lines: list[str] = []
+        for task_id in pending:
+            record = self.store.get(task_id)
+            if record is not None:
+                lines.append(self.describe(record, self.notice_chars))
+        if not lines:
+            pending.clear()
+            return True
+        try:
+            live.ctx.enqueue('[subagents] ' + '\n'.join(lines), priority='asap')
+        except UserError:
+            return False  # that run has ended; the next run of the conversation gets it
+        pending.clear()
+        return True
+
+    notice_chars: int = 2000
+    """Characters of a result quoted in a notice to the parent; the rest is behind `check_task`."""
+
+    def mark_seen(self, record: TaskRecord) -> None:
+        """The parent's model has now seen this task's state: drop it from the notices still owed."""
+        if record.is_terminal or record.status is TaskStatus.WAITING_FOR_ANSWER:
+            pending = self._undelivered.get(record.scope)
+            if pending is not None:
+                pending.pop(record.id, None)
+
+    @asynccontextmanager
+    async def attach_run(self, ctx: RunContext[Any], scope: str, *, forward_events: bool) -> AsyncGenerator[None]:
+        """Register a live parent run of `scope`: notices (and, with `forward_events`, task events) go into it.
+
+        On entry, what finished since the scope's previous run is delivered at once.
+        """
+        live = _LiveRun(ctx=ctx, events=deque() if forward_events else None)
+        self._live_runs.setdefault(scope, []).append(live)
+        try:
+            self._enqueue_notices(live, scope)
+            if live.events is None:
+                yield
+            else:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._forward_events, live)
+                    try:
+                        yield
+                    finally:
+                        tg.cancel_scope.cancel()
+        finally:
+            lives = self._live_runs.get(scope)
+            if lives is not None:
+                lives.remove(live)
+                if not lives:
+                    del self._live_runs[scope]
+
+    async def _forward_events(self, live: _LiveRun) -> None:
+        assert live.events is not None
+        while True:
+            await live.wake.wait()
+            live.wake = anyio.Event()
+            while live.events:
+                event = live.events.popleft()
+                try:
+                    await live.ctx.emit(event)
+                except UserError:
+                    return
+
+    # ----------------------------------------------------------------- reading
+
+    def get(self, task_id: str, *, scope: str | None = None) -> TaskRecord | None:
+        """A task's snapshot, or `None` if unknown, pruned, or (with `scope`) not that scope's."""
+        record = self.store.get(task_id)
+        if record is None or (scope is not None and record.scope != scope):
+            return None
+        return record
+
+    def list(self, scope: str | None = None, *, active_only: bool = False) -> list[TaskRecord]:
+        """Tasks in creation order: all, or one scope's; all states, or only the live ones."""
+        return self.store.list(scope, active_only=active_only)
+
+    def transcript(self, task_id: str) -> list[ModelMessage] | None:
+        """The messages of a cancelled task's stopped run, for the application (never shown to the parent)."""
+        return self._transcripts.get(task_id)
+
+    def queue_position(self, task_id: str) -> int | None:
+        """1-based position of a `PENDING` task among those waiting at its nesting level, else `None`."""
+        record = self.store.get(task_id)
+        if record is None or record.status is not TaskStatus.PENDING:
+            return None
+        waiting = [
+            r for r in self.store.list(active_only=True) if r.status is TaskStatus.PENDING and r.depth == record.depth
+        ]
+        return next((i for i, r in enumerate(waiting, 1) if r.id == task_id), None)
+
+    def describe(self, record: TaskRecord, max_chars: int) -> str:
+        """One task's state in the words the parent's model reads."""
+        return describe_record(record, max_chars, position=self.queue_position(record.id))
+
+    async def wait_for(self, task_id: str, *, until_question: bool = True, timeout: float | None = None) -> TaskRecord:
+        """Wait until the task is finished (or, with `until_question`, asks a question); return its snapshot.
+
+        Raises:
+            TaskNotFoundError: unknown task.
+            TimeoutError: still not there after `timeout` seconds.
+        """
+        records = await self.wait([task_id], mode='all', until_question=until_question, timeout=timeout)
+        return records[0]
+
+    async def wait(
+        self,
+        task_ids: Sequence[str],
+        *,
+        mode: WaitMode = 'all',
+        until_question: bool = True,
+        timeout: float | None = None,
+        _direct: bool = False,
+    ) -> list[TaskRecord]:
+        """Wait until all (or any) of the tasks are finished or asking a question; return their snapshots.
+
+        Returns at the timeout too, with the tasks as they are then: check the statuses.
+
+        Raises:
+            TaskNotFoundError: an id is unknown.
+        """
+        from ._errors import TaskNotFoundError
+
+        def settled(record: TaskRecord) -> bool:
+            return record.is_terminal or (until_question and record.status is TaskStatus.WAITING_FOR_ANSWER)
+
+        def snapshot() -> list[TaskRecord]:
+            records: list[TaskRecord] = []
+            for task_id in task_ids:
+                record = self.store.get(task_id)
+                if record is None:
+                    raise TaskNotFoundError(task_id)
+                records.append(record)
+            return records
+
+        records = snapshot()
+        runtimes = [self._runtimes[r.id] for r in records if r.id in self._runtimes]
+        if _direct:
+            for runtime in runtimes:
+                runtime.direct_waiters += 1
+        try:
+            with anyio.move_on_after(timeout):
+                while True:
+                    done = [settled(r) for r in records]
+                    if (all(done) if mode == 'all' else any(done)) or not records:
+                        break
+                    changed = anyio.Event()
+                    for runtime in runtimes:
+                        runtime.watchers.append(changed)
+                    await changed.wait()
+                    records = snapshot()
+        finally:
+            if _direct:
+                for runtime in runtimes:
+                    runtime.direct_waiters -= 1
+        return snapshot()
+
+    async def events(self, scope: str | None = None, *, max_buffer: int = 1000) -> AsyncIterator[TaskEvent]:
+        """Task events as they happen, for all scopes or one.
+
+        First comes a [`TaskCreated`][pydantic_ai_subagents.TaskCreated] for each task that is live when you
+        subscribe (with its current status), so a late subscriber knows the current state.
+
+        Bounded: a subscriber that falls more than `max_buffer` events behind loses the oldest ones (counted on the
+        subscription). Ends when the manager is closed.
+        """
+        await self._ensure_started()
+        from ._events import TaskCreated
+
+        subscription = self.bus.subscribe(EVENTS_TOPIC, max_buffer=max_buffer, overflow='drop_oldest')
+        try:
+            for record in self.store.list(scope, active_only=True):
+                yield TaskCreated(
+                    task_id=record.id,
+                    subagent=record.subagent,
+                    scope=record.scope,
+                    parent_task_id=record.parent_task_id,
+                    status=record.status,
+                    at=record.history[-1].at if record.history else 0.0,
+                    description=record.description,
+                    mode=record.mode,
+                )
+            async for message in subscription:
+                if isinstance(message, TaskEventMessage) and (scope is None or message.event.scope == scope):
+                    yield message.event
+        except BusClosedError:
+            return
+        finally:
+            subscription.close()
+
+    # ----------------------------------------------------------------- control (any thread)
+
+    def _call(self, func: Callable[[], _R]) -> _R:
+        """Run `func` on the manager's loop: directly on its thread, else through anyio's thread portal."""
+        if self._token is None or threading.get_ident() == self._loop_thread:
+            return func()
+        return anyio.from_thread.run_sync(func, token=self._token)
+
+    def soft_cancel(self, task_id: str, *, requested_by: str = 'application') -> bool:
+        """Ask a task's subagent to stop and return partial results. Safe from any thread.
+
+        A `PENDING` task is cancelled at once; a waiting question is released with a cancellation answer. If the
+        subagent has not finished within the grace period (`soft_cancel_grace` seconds or
+        `soft_cancel_grace_turns` model turns), the cancel turns hard.
+
+        Returns:
+            Whether the request was accepted: `False` for an unknown or finished task, or a repeated request.
+        """
+        return self._call(lambda: self._soft_cancel_now(task_id, requested_by))
+
+    def hard_cancel(self, task_id: str, *, requested_by: str = 'application') -> bool:
+        """Stop a task's subagent now, and every task it started, at any depth. Safe from any thread.
+
+        Returns at once; the status becomes `CANCELLED` when the run has really stopped
+        (await [`wait_for`][pydantic_ai_subagents.TaskManager.wait_for] to know when).
+
+        Returns:
+            Whether the request was accepted: `False` for an unknown or finished task, or a repeated request.
+        """
+        return self._call(lambda: self._hard_cancel_by_id(task_id, requested_by))
+
+    def answer(self, task_id: str, answer: str) -> bool:
+        """Answer the question a task's subagent is waiting on. Safe from any thread.
+
+        Returns:
+            `False` if the task is unknown or not waiting for an answer.
+        """
+        return self._call(lambda: self._answer_now(task_id, answer))
+
+    def _answer_now(self, task_id: str, answer: str) -> bool:
+        question = self._questions.pop(task_id, None)
+        if question is None:
+            return False
+        return self.bus.reply(question, Answer(sender=MANAGER, task_id=task_id, answer=answer))
+
+    def _soft_cancel_now(self, task_id: str, requested_by: str) -> bool:
+        record = self.store.get(task_id)
+        runtime = self._runtimes.get(task_id)
+        if record is None or runtime is None or record.is_terminal or record.cancel is not None:
+            return False
+        record = self.store.request_cancel(task_id, 'soft', requested_by)
+        self._dispatch(cancel_requested_event(record))
+        if record.status is TaskStatus.PENDING:
+            self._cancel_pending(runtime)
+            return True
+        runtime.soft_requested_turn = runtime.turns
+        question = self._questions.pop(task_id, None)
+        if question is not None:
+            self.bus.reply(question, Answer(sender=MANAGER, task_id=task_id, answer=SOFT_CANCEL_NOTICE))
+        try:
+            self.bus.send(
+                CancelRequest(
+                    sender=MANAGER, recipient=f'task:{task_id}', task_id=task_id, kind='soft', requested_by=requested_by
+                )
+            )
+        except SubagentsError:
+            self._deliver_soft_notice(runtime)
+        self._require_tg().start_soon(self._grace_timer, runtime)
+        return True
+
+    async def _grace_timer(self, runtime: TaskRuntime) -> None:
+        with anyio.move_on_after(self.soft_cancel_grace):
+            await runtime.stopped.wait()
+            return
+        self._escalate(runtime)
+
+    def _escalate(self, runtime: TaskRuntime) -> None:
+        record = self.store.get(runtime.id)
+        if record is None or record.is_terminal:
+            return
+        self._hard_cancel_now(runtime, 'escalation')
+
+    def _hard_cancel_by_id(self, task_id: str, requested_by: str) -> bool:
+        record = self.store.get(task_id)
+        runtime = self._runtimes.get(task_id)
+        if record is None or runtime is None or record.is_terminal:
+            return False
+        if record.cancel is not None and record.cancel.kind == 'hard':
+            return False
+        self._hard_cancel_now(runtime, requested_by)
+        return True
+
+    def _hard_cancel_now(self, runtime: TaskRuntime, requested_by: str) -> None:
+        try:
+            record = self.store.request_cancel(runtime.id, 'hard', requested_by)
+        except TaskAlreadyFinishedError:
+            return
+        self._dispatch(cancel_requested_event(record))
+        for manager, child_id in runtime.children:
+            manager._hard_cancel_by_id(child_id, 'parent')
+        if record.status is TaskStatus.PENDING:
+            self._cancel_pending(runtime)
+            return
+        runtime.token.cancel()
+
+    def _cancel_pending(self, runtime: TaskRuntime) -> None:
+        self._finish(runtime, TaskStatus.CANCELLED)
+        runtime.cancel_scope.cancel()
+
+    def _prune(self) -> None:
+        for task_id in self.store.prune():
+            self._transcripts.pop(task_id, None)
+
+
+def describe_record(record: TaskRecord, max_chars: int, *, position: int | None = None) -> str:
+    """A task's state in the short, exact words the parent's model reads."""
+    head = f'Task {record.id} ({record.subagent})'
+    status = record.status
+    if status is TaskStatus.PENDING:
+        where = f', position {position} in the queue' if position else ''
+        return f'{head} is pending{where}.'
+    if status is TaskStatus.RUNNING:
+        extra = ' Cancellation requested.' if record.cancel is not None else ''
+        return f'{head} is running ({record.elapsed():.0f}s).{extra}'
+    if status is TaskStatus.WAITING_FOR_ANSWER:
+        return f'{head} asks: {record.question}\nAnswer with answer_subagent(task_id="{record.id}", answer=...).'
+    if status is TaskStatus.COMPLETED:
+        return f'{head} completed. Result:\n{truncate(render_output(record.result), max_chars)}'
+    if status is TaskStatus.FAILED:
+        return f'{head} failed: {record.error}'
+    if record.partial_result:
+        return f'{head}: Task cancelled. Partial results: {truncate(record.partial_result, max_chars)}'
+    return f'{head}: Task cancelled. No partial results.'
+
+
+def truncate(text: str, max_chars: int) -> str:
+    """Cut `text` to `max_chars` with a marker saying how much was left out (the full text stays stored)."""
+    if len(text) <= max_chars:
+        return text
+    return f'{text[:max_chars]}\n[... {len(text) - max_chars} more characters truncated]'
+
+
+def _spawn_system_task(func: Callable[[anyio.Event], Any], started: anyio.Event) -> None:
+    """Start the manager's host task, which must outlive the agent run that first used the manager."""
+    import sniffio
+
+    backend = sniffio.current_async_library()
+    if backend == 'trio':
+        import trio
+
+        trio.lowlevel.spawn_system_task(func, started)
+    else:
+        import asyncio
+
+        task = asyncio.get_running_loop().create_task(func(started), name='pydantic-ai-subagents manager')
+        _HOST_TASKS.add(task)
+        task.add_done_callback(_HOST_TASKS.discard)
+
+
+_HOST_TASKS: set[Any] = set()

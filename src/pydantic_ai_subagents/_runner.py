@@ -1,0 +1,271 @@
+"""Runs one subagent task on Pydantic AI: the only module that drives an agent run.
+
+One task is one `Agent.iter` run with its own [`CancellationToken`][pydantic_ai.CancellationToken] and its own
+[`RunUsage`][pydantic_ai.usage.RunUsage] (so a child's budget is its own), rolled up into the parent's usage when it
+ends. The runner owns the translation of how the run ended into exactly one terminal state:
+
+- the run returns: `COMPLETED`, or `CANCELLED` with the output as partial result if a soft cancel was requested;
+- `RunCancelled` after a hard cancel: `CANCELLED` (after an escalated soft cancel, with what the transcript holds);
+- `RunTimedOut`, `UsageLimitExceeded` or any other error: `FAILED` with a message that is safe to show a model.
+
+The status only becomes terminal after the run has really exited.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from pydantic_ai import Agent, CancellationToken, RunCancelled, RunTimedOut
+from pydantic_ai._agent_graph import ModelRequestNode
+from pydantic_ai.capabilities import AbstractCapability
+from pydantic_ai.exceptions import ModelRetry, UsageLimitExceeded
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
+from pydantic_ai.models import Model
+from pydantic_ai.run import AgentRun
+from pydantic_ai.tools import RunContext, ToolDefinition
+from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
+from pydantic_ai.usage import RunUsage, UsageLimits
+from pydantic_core import to_json
+
+from ._config import SubAgentConfig
+from ._state import TaskUsage
+
+if TYPE_CHECKING:
+    from ._manager import TaskManager
+
+__all__ = ('current_task', 'partial_from_messages', 'render_output')
+
+SOFT_CANCEL_NOTICE = (
+    'CANCELLATION REQUEST: your parent asked you to stop this task now. Do not start new work or call more tools. '
+    'Reply at once with: what you completed, what was in progress, what was not started, and any findings so far.'
+)
+
+
+@dataclass(kw_only=True, eq=False)
+class TaskRuntime:
+    """What the manager and the runner share about one live task (never handed to users)."""
+
+    id: str
+    config: SubAgentConfig
+    agent: Agent[Any, Any]
+    prompt: str
+    model: Model | str | None
+    deps: Any
+    usage_limits: UsageLimits | None
+    timeout: float | None
+    depth: int
+    parent_usage: RunUsage | None = None
+    token: CancellationToken = field(default_factory=CancellationToken)
+    run: AgentRun[Any, Any] | None = None
+    usage: RunUsage = field(default_factory=RunUsage)
+    cancel_scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    started: bool = False
+    stopped: anyio.Event = field(default_factory=anyio.Event)
+    """Set once the task's run has exited (or the task ended before starting)."""
+    watchers: list[anyio.Event] = field(default_factory=list[anyio.Event])
+    """Events set at each status change of this task (waiters register here)."""
+    children: list[tuple[TaskManager, str]] = field(default_factory=list[tuple['TaskManager', str]])
+    """Nested tasks started by this task's subagent, for the hard-cancel cascade."""
+    soft_requested_turn: int | None = None
+    turns: int = 0
+    notice_pending: bool = False
+    inflight_sync_tools: dict[str, int] = field(default_factory=dict[str, int])
+    sync_tool_names: frozenset[str] = frozenset()
+    thread_note: str | None = None
+    transcript: list[ModelMessage] | None = None
+    direct_waiters: int = 0
+    """Tool calls of the parent waiting on this task right now; they report its outcome, so no notice is sent."""
+
+    def notify(self) -> None:
+        watchers, self.watchers = self.watchers, []
+        for event in watchers:
+            event.set()
+
+
+current_task: ContextVar[tuple[TaskManager, TaskRuntime] | None] = ContextVar(
+    'pydantic_ai_subagents.current_task', default=None
+)
+"""The task whose subagent is running in this context: how a nested task finds its parent."""
+
+
+def render_output(output: Any) -> str:
+    """A subagent's output as text for a model: strings as they are, anything else as JSON."""
+    if isinstance(output, str):
+        return output
+    return to_json(output).decode()
+
+
+def partial_from_messages(messages: Sequence[ModelMessage], limit: int = 4000) -> str | None:
+    """What can be recovered from a stopped run's transcript: its last text and the tool results after it."""
+    last_text: str | None = None
+    tool_results: list[str] = []
+    for message in reversed(messages):
+        if isinstance(message, ModelResponse):
+            text = ''.join(p.content for p in message.parts if isinstance(p, TextPart)).strip()
+            if text:
+                last_text = text
+                break
+        else:
+            for part in message.parts:
+                if isinstance(part, ToolReturnPart) and part.outcome == 'success':
+                    tool_results.append(f'{part.tool_name}: {part.model_response_str()}')
+    pieces: list[str] = []
+    if last_text:
+        pieces.append(last_text)
+    if tool_results:
+        pieces.append('Tool results: ' + '; '.join(reversed(tool_results)))
+    if not pieces:
+        return None
+    text = '\n'.join(pieces)
+    return text if len(text) <= limit else text[:limit] + ' [...]'
+
+
+def bounded_limits(own: UsageLimits | None, parent: UsageLimits | None, parent_usage: RunUsage | None) -> UsageLimits:
+    """The child's limits: its own (or the defaults), lowered to what the parent's limits have left."""
+    limits = UsageLimits() if own is None else UsageLimits(**{f.name: getattr(own, f.name) for f in fields(own)})
+    if parent is None or parent_usage is None:
+        return limits
+    pairs = (
+        ('request_limit', 'requests'),
+        ('tool_calls_limit', 'tool_calls'),
+        ('input_tokens_limit', 'input_tokens'),
+        ('output_tokens_limit', 'output_tokens'),
+        ('total_tokens_limit', 'total_tokens'),
+    )
+    for limit_name, usage_name in pairs:
+        parent_limit: int | None = getattr(parent, limit_name)
+        if parent_limit is None:
+            continue
+        left = max(0, parent_limit - getattr(parent_usage, usage_name))
+        own_limit: int | None = getattr(limits, limit_name)
+        setattr(limits, limit_name, left if own_limit is None else min(own_limit, left))
+    return limits
+
+
+def sync_tool_names(toolsets: Sequence[AbstractToolset[Any]]) -> frozenset[str]:
+    """Names of the plain (non-async) function tools: those Pydantic AI runs in a worker thread."""
+    names: set[str] = set()
+    for toolset in toolsets:
+        if isinstance(toolset, FunctionToolset):
+            for name, tool in toolset.tools.items():
+                if not inspect.iscoroutinefunction(tool.function):
+                    names.add(name)
+    return frozenset(names)
+
+
+@dataclass
+class _TaskTracker(AbstractCapability[Any]):
+    """Counts model turns and notes which thread-run tools are in flight, for soft-cancel grace and hard cancel."""
+
+    runtime: TaskRuntime
+
+    async def wrap_tool_execute(
+        self, ctx: RunContext[Any], *, call: ToolCallPart, tool_def: ToolDefinition, args: Any, handler: Any
+    ) -> Any:
+        name = tool_def.name
+        if name not in self.runtime.sync_tool_names:
+            return await handler(args)
+        inflight = self.runtime.inflight_sync_tools
+        inflight[name] = inflight.get(name, 0) + 1
+        try:
+            return await handler(args)
+        finally:
+            inflight[name] -= 1
+            if not inflight[name]:
+                del inflight[name]
+
+
+def ask_parent_toolset(manager: TaskManager, runtime: TaskRuntime) -> FunctionToolset[Any]:
+    """The `ask_parent` tool of one task's subagent."""
+
+    async def ask_parent(question: str) -> str:
+        """Ask your parent agent a question and wait for the answer. Use it only when you cannot go on without it.
+
+        Args:
+            question: The question, self-contained.
+        """
+        if not question.strip():
+            raise ModelRetry('The question is empty: write the question you need answered.')
+        return await manager.ask_parent(runtime.id, question)
+
+    return FunctionToolset([ask_parent], max_retries=2)
+
+
+async def run_subagent(manager: TaskManager, runtime: TaskRuntime) -> None:
+    """Drive the subagent's run and record how it ended. Never raises (except for the caller's cancellation)."""
+    toolsets: list[AbstractToolset[Any]] = []
+    if runtime.config.can_ask_questions:
+        toolsets.append(ask_parent_toolset(manager, runtime))
+    token = current_task.set((manager, runtime))
+    try:
+        async with runtime.agent.iter(
+            runtime.prompt,
+            model=runtime.model,
+            deps=runtime.deps,
+            usage=runtime.usage,
+            usage_limits=runtime.usage_limits,
+            cancellation_token=runtime.token,
+            timeout=runtime.timeout,
+            toolsets=toolsets,
+            capabilities=[_TaskTracker(runtime)],
+        ) as run:
+            runtime.run = run
+            if runtime.notice_pending:
+                run.enqueue(SOFT_CANCEL_NOTICE, priority='asap')
+                runtime.notice_pending = False
+            async for node in run:
+                if isinstance(node, ModelRequestNode):
+                    runtime.turns += 1
+                    manager.on_turn(runtime)
+            assert run.result is not None
+            output = run.result.output
+        manager.finish_completed(runtime, output)
+    except RunTimedOut:
+        manager.finish_failed(runtime, f'timed out after {runtime.timeout:g} s')
+    except RunCancelled as e:
+        runtime.transcript = e.all_messages()
+        manager.finish_cancelled(runtime, partial_from_messages(runtime.transcript))
+    except UsageLimitExceeded as e:
+        manager.finish_failed(runtime, f'usage limit reached: {e}')
+    except Exception as e:
+        manager.finish_failed(runtime, safe_error(e))
+    finally:
+        current_task.reset(token)
+        runtime.run = None
+        if runtime.parent_usage is not None:
+            runtime.parent_usage.incr(runtime.usage)
+        if runtime.inflight_sync_tools:
+            names = ', '.join(sorted(runtime.inflight_sync_tools))
+            runtime.thread_note = (
+                f'a sync tool ({names}) was still running in a worker thread when the task stopped; '
+                'Python cannot stop it, and its late result is discarded'
+            )
+            runtime.inflight_sync_tools.clear()
+
+
+def safe_error(error: BaseException, limit: int = 500) -> str:
+    """An error as one line for a model: the type and message, no traceback, secrets-looking tokens masked."""
+    text = f'{type(error).__name__}: {error}'.replace('\n', ' ').strip()
+    text = _mask_secrets(text)
+    return text if len(text) <= limit else text[:limit] + ' [...]'
+
+
+def _mask_secrets(text: str) -> str:
+    import re
+
+    return re.sub(r'(?i)(sk-[A-Za-z0-9_-]{8,}|(?:api[_-]?key|token|secret|password)\s*[=:]\s*\S+)', '[redacted]', text)
+
+
+def usage_snapshot(usage: RunUsage) -> TaskUsage:
+    """The state module's plain copy of a run's usage."""
+    return TaskUsage(
+        requests=usage.requests,
+        tool_calls=usage.tool_calls,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+    )
