@@ -147,6 +147,16 @@ def bounded_limits(own: UsageLimits | None, parent: UsageLimits | None, parent_u
     return limits
 
 
+def _exhausted_limit(limits: UsageLimits | None) -> str | None:
+    # Pydantic AI reads a limit of 0 as "no limit", so a budget the parent has used up must be caught here.
+    if limits is None:
+        return None
+    for name in ('request_limit', 'tool_calls_limit', 'input_tokens_limit', 'output_tokens_limit', 'total_tokens_limit'):
+        if getattr(limits, name) == 0:
+            return name
+    return None
+
+
 def sync_tool_names(toolsets: Sequence[AbstractToolset[Any]]) -> frozenset[str]:
     """Names of the plain (non-async) function tools: those Pydantic AI runs in a worker thread."""
     names: set[str] = set()
@@ -201,6 +211,10 @@ async def run_subagent(manager: TaskManager, runtime: TaskRuntime) -> None:
     toolsets: list[AbstractToolset[Any]] = []
     if runtime.config.can_ask_questions:
         toolsets.append(ask_parent_toolset(manager, runtime))
+    exhausted = _exhausted_limit(runtime.usage_limits)
+    if exhausted is not None:
+        manager.finish_failed(runtime, f"usage limit reached: the parent's {exhausted} is used up")
+        return
     token = current_task.set((manager, runtime))
     try:
         async with runtime.agent.iter(

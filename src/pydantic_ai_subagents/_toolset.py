@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import anyio
 from pydantic_ai.exceptions import ModelRetry
@@ -134,8 +134,8 @@ class SubAgentToolset(AbstractToolset[Any]):
         """Stop every remaining task and close the manager."""
         await self.manager.aclose()
 
-    async def get_instructions(self, ctx: RunContext[Any]) -> str:
-        return INSTRUCTIONS
+    async def get_instructions(self, ctx: RunContext[Any]) -> Any:
+        return await self._tools.get_instructions(ctx)
 
     async def get_tools(self, ctx: RunContext[Any]) -> dict[str, Any]:
         return await self._tools.get_tools(ctx)
@@ -282,7 +282,9 @@ class SubAgentToolset(AbstractToolset[Any]):
 
         return FunctionToolset(
             [task, check_task, list_active_tasks, soft_cancel_task, hard_cancel_task, answer_subagent, wait_tasks],
-            max_retries=3,
+            # Retries count consecutive failures of one tool; an LLM deserves a few before its run is ended.
+            max_retries=5,
+            instructions=INSTRUCTIONS,
         )
 
     def _own(self, ctx: RunContext[Any], task_id: str) -> TaskRecord | None:
@@ -299,7 +301,9 @@ class SubAgentToolset(AbstractToolset[Any]):
 
 def _parent_model(ctx: RunContext[Any]) -> Model[Any] | None:
     model: Any = ctx.model
-    return model if isinstance(model, Model) else None
+    if isinstance(model, Model):
+        return cast('Model[Any]', model)
+    return None
 
 
 def _line(record: TaskRecord) -> str:

@@ -1,0 +1,321 @@
+"""Shared pieces of the benchmark harness: settings, variants, statistics, memory probes, result records, tables."""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Variant = Literal['ours', 'floor']
+"""What a workload runs: `ours` (this library) or `floor` (the same work on plain Pydantic AI / anyio).
+
+Other implementations (`subagents-pydantic-ai`, `pydantic-ai-harness`) are not wired yet: see bench/README.md.
+"""
+
+VARIANTS: tuple[Variant, ...] = ('ours', 'floor')
+
+Mode = Literal['quick', 'default', 'full']
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes and repetition counts of one harness invocation."""
+
+    mode: Mode
+    reps: int
+    delegation_turns: int
+    fanout_tasks: int
+    fanout_growth: tuple[int, ...]
+    fanout_timeout: float
+    cancel_live: tuple[int, ...]
+    cancel_samples: int
+    soft_cancel_samples: int
+    memory_live: int
+    memory_retained: int
+    churn_tasks: int
+    churn_every: int
+    bus_messages: int
+    model_cost_live: int = 50
+    subprocess: bool = True
+
+    @classmethod
+    def for_mode(cls, mode: Mode) -> Settings:
+        if mode == 'quick':
+            return cls(
+                mode=mode,
+                reps=1,
+                delegation_turns=10,
+                fanout_tasks=50,
+                fanout_growth=(),
+                fanout_timeout=60,
+                cancel_live=(1, 10),
+                cancel_samples=20,
+                soft_cancel_samples=2,
+                memory_live=20,
+                memory_retained=20,
+                churn_tasks=200,
+                churn_every=100,
+                bus_messages=2_000,
+                subprocess=False,
+            )
+        if mode == 'full':
+            return cls(
+                mode=mode,
+                reps=5,
+                delegation_turns=1000,
+                fanout_tasks=1000,
+                fanout_growth=(1_000, 10_000, 100_000),
+                fanout_timeout=1800,
+                cancel_live=(1, 100, 1000),
+                cancel_samples=2000,
+                soft_cancel_samples=50,
+                memory_live=1000,
+                memory_retained=1000,
+                churn_tasks=100_000,
+                churn_every=10_000,
+                bus_messages=200_000,
+            )
+        return cls(
+            mode=mode,
+            reps=3,
+            delegation_turns=300,
+            fanout_tasks=1000,
+            fanout_growth=(1_000, 10_000),
+            fanout_timeout=400,
+            cancel_live=(1, 100, 1000),
+            cancel_samples=300,
+            soft_cancel_samples=10,
+            memory_live=300,
+            memory_retained=500,
+            churn_tasks=20_000,
+            churn_every=2_000,
+            bus_messages=20_000,
+        )
+
+
+# ----------------------------------------------------------------------------------------------- statistics
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100) with linear interpolation between closest ranks."""
+    if not values:
+        return math.nan
+    data = sorted(values)
+    if len(data) == 1:
+        return data[0]
+    pos = (len(data) - 1) * q / 100
+    low = math.floor(pos)
+    high = min(low + 1, len(data) - 1)
+    return data[low] + (data[high] - data[low]) * (pos - low)
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Median and range of repeated measurements."""
+    return {
+        'median': statistics.median(values),
+        'min': min(values),
+        'max': max(values),
+        'n': len(values),
+    }
+
+
+def latency(values: Sequence[float]) -> dict[str, float]:
+    """p50 / p99 / max of a latency sample."""
+    return {
+        'p50': percentile(values, 50),
+        'p99': percentile(values, 99),
+        'max': max(values),
+        'n': len(values),
+    }
+
+
+async def alternate(
+    reps: int, variants: Sequence[Variant], run: Callable[[Variant], Awaitable[float]]
+) -> dict[Variant, list[float]]:
+    """Run each variant `reps` times, alternating and reversing the order each round (ABBA) to cancel drift."""
+    samples: dict[Variant, list[float]] = {v: [] for v in variants}
+    for rep in range(reps):
+        order = list(variants) if rep % 2 == 0 else list(reversed(variants))
+        for variant in order:
+            gc.collect()
+            samples[variant].append(await run(variant))
+    return samples
+
+
+# ----------------------------------------------------------------------------------------------- memory
+
+
+def rss_bytes() -> int | None:
+    """Current resident set size, where the platform tells it (`/proc/self/statm`), else `None`."""
+    try:
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far (`getrusage`)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == 'darwin' else peak * 1024
+
+
+# ----------------------------------------------------------------------------------------------- results
+
+
+@dataclass
+class Metric:
+    """One row of the results table."""
+
+    name: str
+    unit: str
+    ours: Any = None
+    floor: Any = None
+    ratio: float | None = None
+    goal: str | None = None
+    met: bool | None = None
+    note: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = {k: v for k, v in self.__dict__.items() if v is not None}
+        return _round(data)
+
+
+@dataclass
+class WorkloadResult:
+    """What one workload reports: table rows, optional series (growth, RSS over time) and notes."""
+
+    name: str
+    title: str
+    params: dict[str, Any] = field(default_factory=dict[str, Any])
+    metrics: list[Metric] = field(default_factory=list[Metric])
+    series: dict[str, Any] = field(default_factory=dict[str, Any])
+    notes: list[str] = field(default_factory=list[str])
+    seconds: float = 0.0
+
+    def add(self, metric: Metric) -> Metric:
+        self.metrics.append(metric)
+        return metric
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            'title': self.title,
+            'params': self.params,
+            'metrics': [m.to_json() for m in self.metrics],
+            'series': _round(self.series),
+            'notes': self.notes,
+            'seconds': round(self.seconds, 1),
+        }
+
+
+def _round(value: Any) -> Any:
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return None
+        return float(f'{value:.4g}')
+    if isinstance(value, dict):
+        return {k: _round(v) for k, v in value.items()}  # pyright: ignore[reportUnknownVariableType]
+    if isinstance(value, list | tuple):
+        return [_round(v) for v in value]  # pyright: ignore[reportUnknownVariableType]
+    return value
+
+
+def fmt(value: Any, unit: str = '') -> str:
+    """A compact human rendering of a number or a stats dict."""
+    if value is None:
+        return '-'
+    if isinstance(value, dict):
+        if 'p99' in value:
+            return f'p50 {fmt(value["p50"])} p99 {fmt(value["p99"])}'
+        if 'median' in value:
+            return f'{fmt(value["median"])} [{fmt(value["min"])}-{fmt(value["max"])}]'
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f'{value:,}'
+    if isinstance(value, float):
+        if math.isnan(value):
+            return '-'
+        magnitude = abs(value)
+        if magnitude >= 1000:
+            return f'{value:,.0f}'
+        if magnitude >= 100:
+            return f'{value:.0f}'
+        if magnitude >= 10:
+            return f'{value:.1f}'
+        if magnitude >= 1:
+            return f'{value:.2f}'
+        return f'{value:.3g}'
+    return str(value)
+
+
+def render_table(results: Sequence[WorkloadResult]) -> str:
+    """The terminal table: one row per metric, grouped by workload."""
+    header = ('metric', 'unit', 'ours', 'floor', 'ours/floor', 'goal', 'met')
+    rows: list[tuple[str, ...]] = []
+    for result in results:
+        rows.append((f'[{result.name}] {result.title}', '', '', '', '', '', ''))
+        for m in result.metrics:
+            met = '-' if m.met is None else ('yes' if m.met else 'NO')
+            rows.append(
+                (
+                    '  ' + m.name,
+                    m.unit,
+                    fmt(m.ours),
+                    fmt(m.floor),
+                    '-' if m.ratio is None else f'{m.ratio:.2f}x',
+                    m.goal or '',
+                    met,
+                )
+            )
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    lines = ['  '.join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines.append('  '.join('-' * w for w in widths))
+    for r in rows:
+        if r[1:] == ('', '', '', '', '', ''):
+            lines.append(r[0])
+        else:
+            lines.append('  '.join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    return '\n'.join(lines)
+
+
+def ratio(ours: float | None, floor: float | None) -> float | None:
+    if ours is None or floor is None or floor == 0:
+        return None
+    return ours / floor
+
+
+# ----------------------------------------------------------------------------------------------- subprocesses
+
+
+def run_worker(args: Sequence[str], timeout: float) -> dict[str, Any]:
+    """Run `bench/run.py --worker ...` in a fresh interpreter (clean RSS) and return the JSON it prints.
+
+    On a timeout the result is `{'timeout': seconds}`.
+    """
+    cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'run.py'), '--worker', *args]
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return {'timeout': timeout}
+    if proc.returncode != 0:
+        raise RuntimeError(f'worker {" ".join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}')
+    lines = [line for line in proc.stdout.splitlines() if line.startswith('{')]
+    data: dict[str, Any] = json.loads(lines[-1])
+    data.setdefault('process_seconds', time.perf_counter() - started)
+    return data
+
+
+def mib(n: float | None) -> float | None:
+    return None if n is None else n / (1024 * 1024)

@@ -1,0 +1,210 @@
+"""Benchmark harness for pydantic-ai-subagents: our library against a plain Pydantic AI / anyio floor.
+
+    uv run python bench/run.py            # default sizes, a few minutes; writes bench/results/latest.json
+    uv run python bench/run.py --quick    # tiny sizes, a few seconds (smoke run); writes no JSON unless --json
+    uv run python bench/run.py --full     # bigger sizes; writes bench/results/latest-full.json
+    uv run python bench/run.py --only delegation,bus
+    uv run python bench/run.py --profile fanout   # cProfile of our variant of one workload
+
+See bench/README.md for the workloads and how to read the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime
+import io
+import json
+import os
+import platform
+import pstats
+import sys
+import time
+from collections.abc import Callable
+from importlib.metadata import version
+from typing import Any
+
+import anyio
+
+from _harness import Mode, Settings, WorkloadResult, render_table
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKLOADS = ('delegation', 'fanout', 'cancel', 'memory', 'model_cost', 'bus')
+
+
+def _load(name: str) -> Callable[[Settings], WorkloadResult]:
+    import w_bus
+    import w_cancel
+    import w_delegation
+    import w_fanout
+    import w_memory
+    import w_model_cost
+
+    modules = {
+        'delegation': w_delegation,
+        'fanout': w_fanout,
+        'cancel': w_cancel,
+        'memory': w_memory,
+        'model_cost': w_model_cost,
+        'bus': w_bus,
+    }
+    return modules[name].run
+
+
+def environment(settings: Settings) -> dict[str, Any]:
+    return {
+        'mode': settings.mode,
+        'date': datetime.date.today().isoformat(),
+        'python': platform.python_version(),
+        'implementation': platform.python_implementation(),
+        'system': f'{platform.system()} {platform.machine()}',
+        'cpus': os.cpu_count(),
+        'pydantic_ai_subagents': version('pydantic-ai-subagents'),
+        'pydantic_ai': version('pydantic-ai-slim'),
+        'anyio': version('anyio'),
+    }
+
+
+def worker(args: list[str]) -> None:
+    """Entry point of the fresh interpreters some measurements need; prints one JSON line."""
+    kind = args[0]
+    if kind == 'fanout-point':
+        from w_fanout import worker_point
+
+        data = worker_point(args[1], int(args[2]))  # type: ignore[arg-type]
+    elif kind == 'churn':
+        from w_memory import worker_churn
+
+        data = worker_churn(args[1], int(args[2]), int(args[3]), int(args[4]))  # type: ignore[arg-type]
+    else:
+        raise SystemExit(f'unknown worker {kind!r}')
+    print(json.dumps(data))
+
+
+def profile(name: str, settings: Settings) -> None:
+    """Run our variant of one workload under cProfile; print the hottest functions and the library's own."""
+    import w_bus
+    import w_cancel
+    import w_delegation
+    import w_fanout
+    import w_memory
+
+    targets: dict[str, Callable[[], Any]] = {
+        'delegation': lambda: anyio.run(w_delegation.one_run, 'ours', settings.delegation_turns),
+        'fanout': lambda: anyio.run(w_fanout.fan_out, 'ours', settings.fanout_tasks),
+        'cancel': lambda: anyio.run(w_cancel.hard_cancel_ours, max(settings.cancel_live), 200, __import__('random').Random(1)),
+        'memory': lambda: anyio.run(w_memory.churn, 'ours', 2000, 1000, 1000),
+        'bus': lambda: anyio.run(w_bus.handoff, 'ours', 'p2p', settings.bus_messages),
+    }
+    if name not in targets:
+        raise SystemExit(f'--profile takes one of {", ".join(targets)}')
+    targets[name]()  # warm-up
+    profiler = cProfile.Profile()
+    profiler.enable()
+    targets[name]()
+    profiler.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats('tottime').print_stats(30)
+    print('== hottest functions (own time)')
+    print(out.getvalue().replace(os.path.dirname(os.path.dirname(anyio.__file__)) + os.sep, ''))
+    print('== library functions (cumulative)')
+    print(f'{"ncalls":>9} {"tottime":>9} {"cumtime":>9}  function')
+    raw: dict[tuple[str, int, str], tuple[int, int, float, float, Any]] = stats.stats  # type: ignore[attr-defined]
+    rows = [(key, value) for key, value in raw.items() if f'pydantic_ai_subagents{os.sep}' in key[0]]
+    rows.sort(key=lambda item: -item[1][3])
+    for (filename, line, func), (_, ncalls, tottime, cumtime, _) in rows[:30]:
+        print(f'{ncalls:>9} {tottime:>9.3f} {cumtime:>9.3f}  {os.path.basename(filename)}:{line}({func})')
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument('--quick', action='store_true', help='tiny sizes, a few seconds (smoke run)')
+    size.add_argument('--full', action='store_true', help='bigger sizes (delegation 1,000 turns, fan-out to 100k, ...)')
+    parser.add_argument('--only', help=f'comma-separated workloads out of: {", ".join(WORKLOADS)}')
+    parser.add_argument('--json', help='where to write the JSON results (default: bench/results/latest[-full].json)')
+    parser.add_argument('--no-json', action='store_true', help='write no JSON file')
+    parser.add_argument('--profile', metavar='WORKLOAD', help='cProfile our variant of one workload and exit')
+    parser.add_argument('--worker', nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        worker(args.worker)
+        return 0
+    mode: Mode = 'quick' if args.quick else 'full' if args.full else 'default'
+    settings = Settings.for_mode(mode)
+    if args.profile:
+        profile(args.profile, settings)
+        return 0
+    names = WORKLOADS if not args.only else tuple(n.strip() for n in args.only.split(','))
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        parser.error(f'unknown workload(s) {", ".join(unknown)}; choose from {", ".join(WORKLOADS)}')
+
+    env = environment(settings)
+    print(f'pydantic-ai-subagents bench ({mode}): ' + ', '.join(f'{k}={v}' for k, v in env.items() if k != 'mode'))
+    results: list[WorkloadResult] = []
+    started = time.perf_counter()
+    for name in names:
+        t0 = time.perf_counter()
+        print(f'... {name}', flush=True)
+        result = _load(name)(settings)
+        result.seconds = time.perf_counter() - t0
+        results.append(result)
+        print(f'    done in {result.seconds:.1f} s', flush=True)
+    total = time.perf_counter() - started
+
+    print()
+    print(render_table(results))
+    for result in results:
+        for note in result.notes:
+            print(f'  * [{result.name}] {note}')
+    _print_series(results)
+    print(f'\ntotal {total:.0f} s')
+
+    path = args.json
+    if path is None and not args.no_json and mode != 'quick':
+        path = os.path.join(HERE, 'results', 'latest.json' if mode == 'default' else 'latest-full.json')
+    if path and not args.no_json:
+        payload = {
+            'environment': env,
+            'total_seconds': round(total, 1),
+            'workloads': {r.name: r.to_json() for r in results},
+        }
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, 'w') as f:
+            json.dump(payload, f, indent=1, ensure_ascii=False)
+            f.write('\n')
+        print(f'results written to {os.path.relpath(path)}')
+    return 0
+
+
+def _print_series(results: list[WorkloadResult]) -> None:
+    from _harness import fmt, mib
+
+    for result in results:
+        if result.name == 'fanout' and 'growth' in result.series:
+            print('\nfan-out growth (fresh interpreter per point):')
+            print(f'  {"tasks":>8}  {"variant":<6}  {"wall s":>8}  {"ms/task":>8}  {"peak RSS growth MiB":>20}')
+            for variant, points in result.series['growth'].items():
+                for p in points:
+                    secs = p.get('seconds')
+                    print(
+                        f'  {p["tasks"]:>8,}  {variant:<6}  {fmt(secs) if secs else "timeout":>8}  '
+                        f'{fmt(secs / p["tasks"] * 1e3) if secs else "-":>8}  {fmt(mib(p.get("rss_delta"))):>20}'
+                    )
+        if result.name == 'memory' and 'churn' in result.series:
+            print('\nRSS while churning (after gc; ours keeps max_retained records, floor the last outputs):')
+            ours, floor = result.series['churn']['ours'], result.series['churn']['floor']
+            print(f'  {"tasks":>8}  {"ours MiB":>9}  {"floor MiB":>9}  {"records":>8}  {"undelivered":>11}')
+            for o, f in zip(ours, floor, strict=False):
+                print(
+                    f'  {o["tasks"]:>8,}  {fmt(mib(o["rss"])):>9}  {fmt(mib(f["rss"])):>9}  '
+                    f'{o.get("store_records", "-"):>8}  {o.get("undelivered_notices", "-"):>11}'
+                )
+
+
+if __name__ == '__main__':
+    sys.exit(main())

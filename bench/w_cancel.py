@@ -1,0 +1,315 @@
+"""Workload 3, cancel latency.
+
+Hard cancel: L tasks are live, every child blocked inside a model call that sleeps for an hour. Repeatedly, for a
+random live task, time from `manager.hard_cancel(id)` to the moment its run has really exited (the task runtime's
+`stopped` event, awaited right after the call), then start a replacement so L stay live. Right after `hard_cancel`
+returns, the status must still be non-terminal; once `stopped` is set it must be terminal: both are checked on every
+sample. floor: plain `child.run(...)` tasks, each in its own anyio `CancelScope`; time from `scope.cancel()` to the
+task's exit.
+
+Soft cancel: a child that loops model turn -> `work` tool (5 ms each). After a few turns, at a random moment,
+`manager.soft_cancel(id)`; count the child model turns that start after the request until the task ends. A
+cooperative child wraps up when it sees the notice; a stubborn one ignores it and is escalated to a hard cancel after
+`soft_cancel_grace_turns`. There is no floor: plain Pydantic AI has no soft cancel.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.abc
+from pydantic_ai import Agent
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.toolsets import FunctionToolset
+from pydantic_ai_subagents import SubAgentConfig, TaskManager, TaskStatus
+
+from _harness import Metric, Settings, Variant, WorkloadResult, latency, ratio
+from _models import CHILD_INSTRUCTIONS, Entered, blocked_child, request_text
+
+GOAL_P99_US = 500.0
+SEED = 20_240_601
+
+
+class _GcWatch:
+    """Counts full (generation 2) garbage collections, to tell GC pauses from the cancel path itself."""
+
+    def __init__(self) -> None:
+        self.full = 0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == 'stop' and info['generation'] == 2:
+            self.full += 1
+
+    def __enter__(self) -> _GcWatch:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
+
+
+@dataclass
+class HardCancelSample:
+    latencies_us: list[float] = field(default_factory=list[float])
+    clean_us: list[float] = field(default_factory=list[float])
+    """Latencies of the samples during which no full garbage collection ran."""
+    call_us: list[float] = field(default_factory=list[float])
+    premature_terminal: int = 0
+    """Status already terminal when `hard_cancel` returned (before the run exited)."""
+    not_terminal_after_stop: int = 0
+    """Status still non-terminal after the run exited."""
+    wrong_final_status: int = 0
+    rejected: int = 0
+
+
+async def hard_cancel_ours(live: int, samples: int, rng: random.Random) -> HardCancelSample:
+    with _GcWatch() as watch:
+        return await _hard_cancel_ours(live, samples, rng, watch)
+
+
+async def hard_cancel_floor(live: int, samples: int, rng: random.Random) -> HardCancelSample:
+    with _GcWatch() as watch:
+        return await _hard_cancel_floor(live, samples, rng, watch)
+
+
+async def _hard_cancel_ours(live: int, samples: int, rng: random.Random, watch: _GcWatch) -> HardCancelSample:
+    entered = Entered()
+    config = SubAgentConfig(name='worker', instructions=CHILD_INSTRUCTIONS, model=blocked_child(entered.enter))
+    out = HardCancelSample()
+    async with TaskManager(max_concurrent_tasks=None, max_tasks_per_scope=live + 1) as manager:
+        ids = [(await manager.start(config, f'Job {i}.', scope='bench')).id for i in range(live)]
+        await entered.wait_for(live)
+        for _ in range(samples):
+            full_gcs = watch.full
+            index = rng.randrange(len(ids))
+            task_id = ids[index]
+            runtime = manager._runtimes[task_id]  # pyright: ignore[reportPrivateUsage]
+            started = time.perf_counter()
+            accepted = manager.hard_cancel(task_id)
+            returned = time.perf_counter()
+            record = manager.get(task_id)
+            await runtime.stopped.wait()
+            stopped = time.perf_counter()
+            if not accepted:
+                out.rejected += 1
+            if record is not None and record.status.is_terminal:
+                out.premature_terminal += 1
+            final = manager.get(task_id)
+            if final is None or not final.status.is_terminal:
+                out.not_terminal_after_stop += 1
+            elif final.status is not TaskStatus.CANCELLED:
+                out.wrong_final_status += 1
+            out.latencies_us.append((stopped - started) * 1e6)
+            if watch.full == full_gcs:
+                out.clean_us.append((stopped - started) * 1e6)
+            out.call_us.append((returned - started) * 1e6)
+            ids[index] = (await manager.start(config, 'Replacement job.', scope='bench')).id
+            await entered.wait_for(entered.count + 1)
+    return out
+
+
+async def _hard_cancel_floor(live: int, samples: int, rng: random.Random, watch: _GcWatch) -> HardCancelSample:
+    entered = Entered()
+    child = Agent(blocked_child(entered.enter), instructions=CHILD_INSTRUCTIONS)
+    out = HardCancelSample()
+
+    @dataclass
+    class Slot:
+        scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+        stopped: anyio.Event = field(default_factory=anyio.Event)
+
+    async def one(slot: Slot, prompt: str) -> None:
+        try:
+            with slot.scope:
+                await child.run(prompt)
+        finally:
+            slot.stopped.set()
+
+    async with anyio.create_task_group() as tg:
+        slots = [Slot() for _ in range(live)]
+        for i, slot in enumerate(slots):
+            tg.start_soon(one, slot, f'Job {i}.')
+        await entered.wait_for(live)
+        for _ in range(samples):
+            full_gcs = watch.full
+            index = rng.randrange(len(slots))
+            slot = slots[index]
+            started = time.perf_counter()
+            slot.scope.cancel()
+            returned = time.perf_counter()
+            await slot.stopped.wait()
+            stopped = time.perf_counter()
+            out.latencies_us.append((stopped - started) * 1e6)
+            if watch.full == full_gcs:
+                out.clean_us.append((stopped - started) * 1e6)
+            out.call_us.append((returned - started) * 1e6)
+            slots[index] = Slot()
+            tg.start_soon(one, slots[index], 'Replacement job.')
+            await entered.wait_for(entered.count + 1)
+        tg.cancel_scope.cancel()
+    return out
+
+
+@dataclass
+class _SoftChild:
+    cooperative: bool
+    calls: int = 0
+    notice_seen_at: int | None = None
+
+    def model(self) -> FunctionModel:
+        async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+            self.calls += 1
+            await anyio.sleep(0.005)
+            notice = any('CANCELLATION REQUEST' in request_text(m) for m in messages)
+            if notice and self.notice_seen_at is None:
+                self.notice_seen_at = self.calls
+            if notice and self.cooperative:
+                return ModelResponse(parts=[TextPart(f'Partial: finished {self.calls - 1} steps, the rest not started.')])
+            return ModelResponse(parts=[ToolCallPart('work', {})])
+
+        return FunctionModel(respond)
+
+
+async def work() -> str:
+    """One step of work."""
+    await anyio.sleep(0.005)
+    return 'step done'
+
+
+async def soft_cancel_turns(cooperative: bool, samples: int, rng: random.Random) -> dict[str, Any]:
+    turns_after: list[int] = []
+    wall_ms: list[float] = []
+    statuses: dict[str, int] = {}
+    with_partial = 0
+    kinds: dict[str, int] = {}
+    async with TaskManager(soft_cancel_grace=30.0, soft_cancel_grace_turns=2) as manager:
+        for _ in range(samples):
+            child = _SoftChild(cooperative=cooperative)
+            config = SubAgentConfig(
+                name='worker', instructions=CHILD_INSTRUCTIONS, model=child.model(), toolsets=[FunctionToolset([work])]
+            )
+            record = await manager.start(config, 'Do ten steps of work.', scope='bench')
+            warm = rng.randint(1, 4)
+            while child.calls < warm:
+                await anyio.sleep(0.001)
+            await anyio.sleep(rng.uniform(0, 0.01))
+            calls_at = child.calls
+            started = time.perf_counter()
+            manager.soft_cancel(record.id)
+            final = await manager.wait_for(record.id, until_question=False)
+            wall_ms.append((time.perf_counter() - started) * 1e3)
+            turns_after.append(child.calls - calls_at)
+            statuses[final.status.value] = statuses.get(final.status.value, 0) + 1
+            if final.cancel is not None:
+                kinds[final.cancel.kind] = kinds.get(final.cancel.kind, 0) + 1
+            if final.status is TaskStatus.CANCELLED and final.partial_result:
+                with_partial += 1
+    return {
+        'turns_after': {
+            'median': statistics.median(turns_after),
+            'min': min(turns_after),
+            'max': max(turns_after),
+            'n': len(turns_after),
+        },
+        'wall_ms': {'median': statistics.median(wall_ms), 'min': min(wall_ms), 'max': max(wall_ms)},
+        'statuses': statuses,
+        'cancel_kinds': kinds,
+        'cancelled_with_partial': with_partial,
+    }
+
+
+def _clean(sample: HardCancelSample) -> dict[str, float] | None:
+    return latency(sample.clean_us) if sample.clean_us else None
+
+
+def run(settings: Settings) -> WorkloadResult:
+    result = WorkloadResult(
+        'cancel',
+        'Cancel latency (children blocked in a model call)',
+        params={'live': list(settings.cancel_live), 'samples': settings.cancel_samples},
+    )
+
+    async def main() -> dict[str, Any]:
+        rng = random.Random(SEED)
+        await hard_cancel_ours(1, 3, rng)  # warm-up
+        await hard_cancel_floor(1, 3, rng)
+        data: dict[str, Any] = {}
+        for live in settings.cancel_live:
+            runs: dict[Variant, HardCancelSample] = {}
+            # Alternate the order per level so neither variant always runs on a warmer heap.
+            order: list[Variant] = ['ours', 'floor'] if live % 2 else ['floor', 'ours']
+            for variant in order:
+                fn = hard_cancel_ours if variant == 'ours' else hard_cancel_floor
+                runs[variant] = await fn(live, settings.cancel_samples, random.Random(SEED + live))
+            data[f'hard_{live}'] = runs
+        data['soft_cooperative'] = await soft_cancel_turns(True, settings.soft_cancel_samples, rng)
+        data['soft_stubborn'] = await soft_cancel_turns(False, settings.soft_cancel_samples, rng)
+        return data
+
+    data = anyio.run(main)
+    checks: dict[str, dict[str, int]] = {}
+    for live in settings.cancel_live:
+        ours: HardCancelSample = data[f'hard_{live}']['ours']
+        floor: HardCancelSample = data[f'hard_{live}']['floor']
+        o, f = latency(ours.latencies_us), latency(floor.latencies_us)
+        goal = live == max(settings.cancel_live)
+        result.add(
+            Metric(
+                f'hard cancel -> run exited, {live:,} live',
+                'us',
+                o,
+                f,
+                ratio(o['p99'], f['p99']),
+                f'p99 < {GOAL_P99_US:g} us' if goal else None,
+                (o['p99'] < GOAL_P99_US) if goal else None,
+            )
+        )
+        oc, fc = _clean(ours), _clean(floor)
+        result.add(
+            Metric(
+                '  same, samples without a full GC',
+                'us',
+                oc,
+                fc,
+                None if oc is None or fc is None else ratio(oc['p99'], fc['p99']),
+                note=f'{len(ours.latencies_us) - len(ours.clean_us)} ours / '
+                f'{len(floor.latencies_us) - len(floor.clean_us)} floor samples had a full GC',
+            )
+        )
+        result.add(Metric('  hard_cancel() call itself', 'us', latency(ours.call_us)))
+        result.series[f'hard_cancel_{live}_live'] = {'ours': o, 'floor': f, 'ours_no_gc': oc, 'floor_no_gc': fc}
+        checks[str(live)] = {
+            'premature_terminal': ours.premature_terminal,
+            'not_terminal_after_stop': ours.not_terminal_after_stop,
+            'wrong_final_status': ours.wrong_final_status,
+            'rejected': ours.rejected,
+        }
+    bad = sum(c['premature_terminal'] + c['not_terminal_after_stop'] + c['wrong_final_status'] for c in checks.values())
+    result.series['status_checks'] = checks
+    result.add(
+        Metric(
+            'status CANCELLED before the run exited',
+            'samples',
+            sum(c['premature_terminal'] for c in checks.values()),
+            goal='0',
+            met=bad == 0,
+            note='also counts: not terminal after exit, final status not CANCELLED',
+        )
+    )
+    for name, label in (('soft_cooperative', 'cooperative child'), ('soft_stubborn', 'stubborn child')):
+        soft = data[name]
+        result.series[name] = soft
+        result.add(Metric(f'soft cancel: turns after request ({label})', 'turns', soft['turns_after']))
+        result.add(Metric(f'soft cancel: request -> task ended ({label})', 'ms', soft['wall_ms']))
+        result.notes.append(
+            f'soft cancel, {label}: final statuses {soft["statuses"]}, cancel kinds {soft["cancel_kinds"]}, '
+            f'{soft["cancelled_with_partial"]}/{soft["turns_after"]["n"]} ended CANCELLED with a partial result'
+        )
+    return result
