@@ -90,12 +90,16 @@ class Script:
         self.retries.append(retries)
         self.prompts.append(prompts)
 
-    async def stream(self, messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | dict[int, DeltaToolCall]]:
+    async def stream(
+        self, messages: list[ModelMessage], info: AgentInfo
+    ) -> AsyncIterator[str | dict[int, DeltaToolCall]]:
         response = await self(messages, info)
         calls: dict[int, DeltaToolCall] = {}
         for i, part in enumerate(response.parts):
             if isinstance(part, ToolCallPart):
-                calls[i] = DeltaToolCall(name=part.tool_name, json_args=part.args_as_json_str(), tool_call_id=part.tool_call_id)
+                calls[i] = DeltaToolCall(
+                    name=part.tool_name, json_args=part.args_as_json_str(), tool_call_id=part.tool_call_id
+                )
         if calls:
             yield calls
         else:

@@ -40,7 +40,7 @@ CASES = (
         'quickstart.py',
         (
             '== 1. A sync task',
-            "-> task(description='Two facts about tide pools', subagent_type='researcher')",
+            "-> task(description='Two facts about tide pools', subagent_type='researcher', mode='sync')",
             '<- Findings: ',
             'is running',
             'researcher running',

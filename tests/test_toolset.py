@@ -270,7 +270,9 @@ async def test_structured_output_reaches_the_parent_as_json() -> None:
         score: int
 
     config = SubAgentConfig(
-        name='analyst', output_type=Finding, model=TestModel(call_tools=[], custom_output_args={'title': 'T', 'score': 3})
+        name='analyst',
+        output_type=Finding,
+        model=TestModel(call_tools=[], custom_output_args={'title': 'T', 'score': 3}),
     )
     script = Script([[call('task', description='analyse', subagent_type='analyst')]])
     toolset = create_subagent_toolset([config])
@@ -351,9 +353,7 @@ async def test_usage_limits_per_subagent_and_from_the_parent() -> None:
 async def test_concurrency_limit_queues_tasks_in_order() -> None:
     gates = [Gate(answer=f'r{i}') for i in range(3)]
     configs = [SubAgentConfig(name=f'w{i}', model=g.model()) for i, g in enumerate(gates)]
-    script = Script(
-        [[call('task', description=f'job {i}', subagent_type=f'w{i}', mode='async') for i in range(3)]]
-    )
+    script = Script([[call('task', description=f'job {i}', subagent_type=f'w{i}', mode='async') for i in range(3)]])
     toolset = create_subagent_toolset(configs, max_concurrent_tasks=1)
     async with toolset:
         await Agent(script.model(), toolsets=[toolset]).run('go')
@@ -407,17 +407,17 @@ async def test_live_task_limit_per_conversation() -> None:
         assert len(toolset.manager.list()) == 2
         gate.release.set()
     refusals = [r for r in script.replies[1] if r.startswith('Task not started')]
-    assert refusals == ['Task not started: 2 tasks are live in this conversation; the limit is 2. '
-                        'Finish or cancel tasks first, or do this work yourself.']
+    assert refusals == [
+        'Task not started: 2 tasks are live in this conversation; the limit is 2. '
+        'Finish or cancel tasks first, or do this work yourself.'
+    ]
 
 
 async def test_two_hundred_delegations_in_one_run() -> None:
     script = Script([[call('task', description=f'step {i}', subagent_type='researcher')] for i in range(200)])
     toolset = create_subagent_toolset([researcher(TestModel(call_tools=[], custom_output_text='ok'))])
     async with toolset:
-        result = await Agent(script.model(), toolsets=[toolset]).run(
-            'go', usage_limits=UsageLimits(request_limit=1000)
-        )
+        result = await Agent(script.model(), toolsets=[toolset]).run('go', usage_limits=UsageLimits(request_limit=1000))
         records = toolset.manager.list()
     assert len(records) == 200
     assert all(r.status is TaskStatus.COMPLETED for r in records)
@@ -478,7 +478,15 @@ async def test_tool_definitions_stay_small() -> None:
     assert script.info is not None
     tools = script.info.function_tools
     assert sorted(t.name for t in tools) == sorted(
-        ['task', 'check_task', 'list_active_tasks', 'soft_cancel_task', 'hard_cancel_task', 'answer_subagent', 'wait_tasks']
+        [
+            'task',
+            'check_task',
+            'list_active_tasks',
+            'soft_cancel_task',
+            'hard_cancel_task',
+            'answer_subagent',
+            'wait_tasks',
+        ]
     )
     size = sum(
         len(json.dumps({'name': t.name, 'description': t.description, 'parameters': t.parameters_json_schema}))

@@ -16,12 +16,14 @@ Rules it keeps:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import secrets
 import threading
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal, TypeVar
 
 import anyio
@@ -275,7 +277,7 @@ class TaskManager:
             config=config,
             agent=agent or build_agent(config),
             prompt=description,
-            model=config.model or model,
+            model=config.model or (None if config.agent is not None and config.agent.model is not None else model),
             deps=deps,
             usage_limits=bounded_limits(config.usage_limits, parent_limits, parent_usage),
             timeout=config.timeout or self.default_timeout,
@@ -297,7 +299,9 @@ class TaskManager:
             parent[1].children.append((self, task_id))
         change = self.store.create(record)
         self._changed(runtime, change)
-        tg.start_soon(self._run, runtime, name=f'subagent task {task_id}')
+        # A fresh context: the task must not inherit the parent run's deadline or other run-scoped state;
+        # how long it may run is its own `timeout`, and a sync task stops with its parent through a hard cancel.
+        contextvars.Context().run(partial(tg.start_soon, name=f'subagent task {task_id}'), self._run, runtime)
         self._prune()
         return change.record
 
@@ -399,13 +403,13 @@ class TaskManager:
 
     def _finish(self, runtime: TaskRuntime, status: TaskStatus, **fields: Any) -> None:
         fields['usage'] = usage_snapshot(runtime.usage)
+        if runtime.thread_note and 'note' not in fields:
+            fields['note'] = runtime.thread_note
         try:
             change = self.store.transition(runtime.id, status, **fields)
         except TaskAlreadyFinishedError:
             return
         self._changed(runtime, change)
-        if runtime.thread_note:
-            self.store.update(runtime.id, note=runtime.thread_note)
 
     async def ask_parent(self, task_id: str, question: str) -> str:
         """Called by a subagent's `ask_parent` tool: wait for the answer (or a cancel, or the timeout)."""
@@ -770,6 +774,12 @@ class TaskManager:
         if record.status is TaskStatus.PENDING:
             self._cancel_pending(runtime)
             return
+        if runtime.inflight_sync_tools:
+            names = ', '.join(sorted(runtime.inflight_sync_tools))
+            runtime.thread_note = (
+                f'a sync tool ({names}) was still running in a worker thread when the task was stopped; '
+                'Python cannot stop a thread, so it may still finish, and its late result is discarded'
+            )
         runtime.token.cancel()
 
     def _cancel_pending(self, runtime: TaskRuntime) -> None:

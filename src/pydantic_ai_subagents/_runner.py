@@ -151,7 +151,13 @@ def _exhausted_limit(limits: UsageLimits | None) -> str | None:
     # Pydantic AI reads a limit of 0 as "no limit", so a budget the parent has used up must be caught here.
     if limits is None:
         return None
-    for name in ('request_limit', 'tool_calls_limit', 'input_tokens_limit', 'output_tokens_limit', 'total_tokens_limit'):
+    for name in (
+        'request_limit',
+        'tool_calls_limit',
+        'input_tokens_limit',
+        'output_tokens_limit',
+        'total_tokens_limit',
+    ):
         if getattr(limits, name) == 0:
             return name
     return None
@@ -240,7 +246,7 @@ async def run_subagent(manager: TaskManager, runtime: TaskRuntime) -> None:
             output = run.result.output
         manager.finish_completed(runtime, output)
     except RunTimedOut:
-        manager.finish_failed(runtime, f'timed out after {runtime.timeout:g} s')
+        manager.finish_failed(runtime, f'timed out after {runtime.timeout:g} s' if runtime.timeout else 'timed out')
     except RunCancelled as e:
         runtime.transcript = e.all_messages()
         manager.finish_cancelled(runtime, partial_from_messages(runtime.transcript))
@@ -253,13 +259,7 @@ async def run_subagent(manager: TaskManager, runtime: TaskRuntime) -> None:
         runtime.run = None
         if runtime.parent_usage is not None:
             runtime.parent_usage.incr(runtime.usage)
-        if runtime.inflight_sync_tools:
-            names = ', '.join(sorted(runtime.inflight_sync_tools))
-            runtime.thread_note = (
-                f'a sync tool ({names}) was still running in a worker thread when the task stopped; '
-                'Python cannot stop it, and its late result is discarded'
-            )
-            runtime.inflight_sync_tools.clear()
+        runtime.inflight_sync_tools.clear()
 
 
 def safe_error(error: BaseException, limit: int = 500) -> str:
