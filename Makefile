@@ -37,7 +37,7 @@ format: install ## Apply ruff's fixes and formatting
 
 .PHONY: docs
 docs: install ## Build the documentation site strictly into site/
-	@$(UV) run --frozen mkdocs build --strict
+	@NO_MKDOCS_2_WARNING=1 $(UV) run --frozen mkdocs build --strict
 
 .PHONY: docs-serve
 docs-serve: install ## Serve the documentation site with live reload

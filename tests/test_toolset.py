@@ -494,3 +494,19 @@ async def test_tool_definitions_stay_small() -> None:
     )
     assert size <= 2500, size
     assert len(INSTRUCTIONS) <= 600
+
+
+async def test_a_notice_the_model_already_read_through_a_tool_is_taken_back() -> None:
+    async def finish_then_check(s: Script) -> list[Any]:
+        tid = task_id_from(s.reply())
+        with anyio.fail_after(5):
+            while not toolset.manager.list()[0].is_terminal:
+                await anyio.sleep(0.001)
+        return [call('check_task', task_id=tid)]
+
+    script = Script([[call('task', description='job', subagent_type='researcher', mode='async')], finish_then_check])
+    toolset = create_subagent_toolset([researcher()])
+    async with toolset:
+        await Agent(script.model(), toolsets=[toolset]).run('go')
+    assert script.last[0].endswith('completed. Result:\n42 facts')
+    assert not [p for p in script.prompts[-1] if p.startswith('[subagents]')]

@@ -154,6 +154,7 @@ class TaskManager:
         self._live_runs: dict[str, list[_LiveRun]] = {}
         self._undelivered: dict[str, dict[str, None]] = {}
         self._transcripts: dict[str, list[ModelMessage]] = {}
+        self._queued_notices: dict[str, tuple[_LiveRun, str]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._closing: anyio.Event | None = None
         self._host_done: anyio.Event | None = None
@@ -482,19 +483,18 @@ class TaskManager:
         pending = self._undelivered.get(scope)
         if not pending:
             return True
-        lines: list[str] = []
-        for task_id in pending:
+        for task_id in list(pending):
             record = self.store.get(task_id)
             if record is not None:
-                lines.append(self.describe(record, self.notice_chars))
-        if not lines:
-            pending.clear()
-            return True
-        try:
-            live.ctx.enqueue('[subagents] ' + '\n'.join(lines), priority='asap')
-        except UserError:
-            return False  # that run has ended; the next run of the conversation gets it
-        pending.clear()
+                try:
+                    enqueue_id = live.ctx.enqueue(
+                        '[subagents] ' + self.describe(record, self.notice_chars), priority='asap'
+                    )
+                except UserError:
+                    return False  # that run has ended; the next run of the conversation gets it
+                if enqueue_id is not None:
+                    self._queued_notices[task_id] = (live, enqueue_id)
+            del pending[task_id]
         return True
 
     notice_chars: int = 2000
@@ -506,6 +506,11 @@ class TaskManager:
             pending = self._undelivered.get(record.scope)
             if pending is not None:
                 pending.pop(record.id, None)
+            queued = self._queued_notices.pop(record.id, None)
+            if queued is not None:
+                # The model just read it from a tool: take back the notice still waiting to be delivered.
+                with contextlib.suppress(UserError):
+                    queued[0].ctx.dequeue(queued[1])
 
     @asynccontextmanager
     async def attach_run(self, ctx: RunContext[Any], scope: str, *, forward_events: bool) -> AsyncGenerator[None]:
@@ -527,6 +532,9 @@ class TaskManager:
                     finally:
                         tg.cancel_scope.cancel()
         finally:
+            for task_id, (queued_live, _) in list(self._queued_notices.items()):
+                if queued_live is live:
+                    del self._queued_notices[task_id]
             lives = self._live_runs.get(scope)
             if lives is not None:
                 lives.remove(live)
@@ -579,9 +587,10 @@ class TaskManager:
     async def wait_for(self, task_id: str, *, until_question: bool = True, timeout: float | None = None) -> TaskRecord:
         """Wait until the task is finished (or, with `until_question`, asks a question); return its snapshot.
 
+        At the timeout it returns the task as it is then: check its status.
+
         Raises:
             TaskNotFoundError: unknown task.
-            TimeoutError: still not there after `timeout` seconds.
         """
         records = await self.wait([task_id], mode='all', until_question=until_question, timeout=timeout)
         return records[0]

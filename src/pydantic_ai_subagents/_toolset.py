@@ -241,7 +241,7 @@ class SubAgentToolset(AbstractToolset[Any]):
                 return refusal
             manager.hard_cancel(task_id, requested_by='model')
             with anyio.move_on_after(manager.hard_cancel_wait):
-                record = await manager.wait_for(task_id, until_question=False)
+                (record,) = await manager.wait([task_id], until_question=False, _direct=True)
             record = manager.get(task_id) or record
             if record.is_terminal:
                 manager.mark_seen(record)
