@@ -41,6 +41,7 @@ from ._bus import Answer, BusClosedError, CancelRequest, InMemoryMessageBus, Mes
 from ._config import SubAgentConfig, build_agent
 from ._errors import ManagerClosedError, ReplyTimeoutError, SubagentsError, TaskAlreadyFinishedError, TaskLimitError
 from ._events import TaskEvent, cancel_requested_event, event_for_change
+from ._otel import capture_context, end_attributes, task_span
 from ._runner import (
     SOFT_CANCEL_NOTICE,
     TaskRuntime,
@@ -285,6 +286,7 @@ class TaskManager:
             depth=depth,
             parent_usage=parent_usage,
             sync_tool_names=sync_tool_names(config.toolsets),
+            trace_context=capture_context(),
         )
         record = TaskRecord(
             id=task_id,
@@ -315,6 +317,17 @@ class TaskManager:
         return slot
 
     async def _run(self, runtime: TaskRuntime) -> None:
+        record = self.store.get(runtime.id)
+        assert record is not None
+        with task_span(record, runtime.trace_context) as span:
+            try:
+                await self._run_in_span(runtime)
+            finally:
+                final = self.store.get(runtime.id)
+                if final is not None:
+                    end_attributes(span, final)
+
+    async def _run_in_span(self, runtime: TaskRuntime) -> None:
         inbox = None
         try:
             with runtime.cancel_scope:

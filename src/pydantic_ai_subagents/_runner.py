@@ -30,6 +30,7 @@ from pydantic_ai.run import AgentRun
 from pydantic_ai.tools import RunContext, ToolDefinition
 from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
 from pydantic_ai.usage import RunUsage, UsageLimits
+from opentelemetry.context import Context
 from pydantic_core import to_json
 
 from ._config import SubAgentConfig
@@ -78,6 +79,8 @@ class TaskRuntime:
     sync_tool_names: frozenset[str] = frozenset()
     thread_note: str | None = None
     transcript: list[ModelMessage] | None = None
+    trace_context: Context = field(default_factory=Context)
+    """The tracing context of the tool call that created the task."""
     direct_waiters: int = 0
     """Tool calls of the parent waiting on this task right now; they report its outcome, so no notice is sent."""
 

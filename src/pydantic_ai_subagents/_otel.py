@@ -1,0 +1,77 @@
+"""Tracing: one OpenTelemetry span per task, through the OpenTelemetry API only.
+
+With no tracer provider configured the API is a no-op, so tracing costs next to nothing. With Logfire
+(`logfire.configure()` + `logfire.instrument_pydantic_ai()`) or a plain OpenTelemetry SDK, each task is one span named
+for its subagent. A sync task's span is a child of the parent's tool-call span (the caller waits inside it); an async
+task's span starts a trace of its own with a link to that tool-call span, since it outlives the call. The subagent's
+own Pydantic AI spans nest under the task span.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from ._state import TaskRecord
+
+__all__ = ('TRACER_NAME', 'capture_context', 'end_attributes', 'task_span')
+
+TRACER_NAME = 'pydantic-ai-subagents'
+"""The instrumentation scope name of this library's spans."""
+
+_tracer = trace.get_tracer(TRACER_NAME)
+
+
+def capture_context() -> otel_context.Context:
+    """The caller's tracing context, captured where a task is created (the parent's tool call)."""
+    return otel_context.get_current()
+
+
+@contextmanager
+def task_span(record: TaskRecord, caller: otel_context.Context) -> Generator[trace.Span]:
+    """The span of one task, current for the duration of the block (so the subagent's spans nest under it)."""
+    attributes: dict[str, Any] = {
+        'subagents.task_id': record.id,
+        'subagents.subagent': record.subagent,
+        'subagents.mode': record.mode,
+        'subagents.scope': record.scope,
+        'subagents.depth': record.depth,
+    }
+    if record.parent_task_id:
+        attributes['subagents.parent_task_id'] = record.parent_task_id
+    caller_span = trace.get_current_span(caller).get_span_context()
+    if record.mode == 'sync':
+        parent, links = caller, None
+    else:
+        parent = otel_context.Context()
+        links = [trace.Link(caller_span)] if caller_span.is_valid else None
+    with _tracer.start_as_current_span(
+        f'subagent {record.subagent}',
+        context=parent,
+        links=links,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        yield span
+
+
+def end_attributes(span: trace.Span, record: TaskRecord) -> None:
+    """Record how the task ended on its span."""
+    if not span.is_recording():
+        return
+    span.set_attribute('subagents.status', record.status.value)
+    usage = record.usage
+    span.set_attribute('subagents.usage.requests', usage.requests)
+    span.set_attribute('subagents.usage.input_tokens', usage.input_tokens)
+    span.set_attribute('subagents.usage.output_tokens', usage.output_tokens)
+    if record.cancel is not None:
+        span.set_attribute('subagents.cancel_kind', record.cancel.kind)
+        span.set_attribute('subagents.cancel_requested_by', record.cancel.requested_by)
+    if record.error:
+        span.set_attribute('subagents.error', record.error)
+        span.set_status(trace.StatusCode.ERROR, record.error)
