@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from opentelemetry.context import Context
 from pydantic_ai import Agent, CancellationToken, RunCancelled, RunTimedOut
 from pydantic_ai._agent_graph import ModelRequestNode
 from pydantic_ai.capabilities import AbstractCapability
@@ -30,7 +31,6 @@ from pydantic_ai.run import AgentRun
 from pydantic_ai.tools import RunContext, ToolDefinition
 from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
 from pydantic_ai.usage import RunUsage, UsageLimits
-from opentelemetry.context import Context
 from pydantic_core import to_json
 
 from ._config import SubAgentConfig
