@@ -6,7 +6,8 @@ the way an LLM would. A child model can `await anyio.sleep(...)` to take time, s
 
 Set `SUBAGENTS_DEMO_MODEL` (for example `openai:gpt-5-mini`) to run an example on a real model instead; then
 `demo_model()` returns that name, `parent()` returns `None` (use the agent's own model) and `child()` returns `None`
-(a subagent uses its parent's model).
+(a subagent uses its parent's model). The provider's package (e.g. `pydantic-ai-slim[openai]`) and API key must be
+available.
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ def lead_script(h: History) -> ModelResponse:
     if not h.returns('task'):
         return call('task', description=h.prompt, subagent_type='researcher', mode='sync')
     reason = h.last_return('task').split('. ')[0]
-    return say(f'{reason}, so I did it myself: sea stars can regrow lost arms.')
+    return say(f'I could not delegate ({reason}), so I did it myself: sea stars can regrow lost arms.')
 
 
 lead = SubAgentConfig(

@@ -73,7 +73,7 @@ async def main() -> None:
 
         watcher = asyncio.create_task(answer_questions())
         await asyncio.sleep(0)  # let the watcher subscribe before the task starts
-        record = await manager.start(writer, TAGLINE['description'], scope='app', model=writer.model)
+        record = await manager.start(writer, TAGLINE['description'], scope='app', model=writer.model or demo_model())
         record = await manager.wait_for(record.id, until_question=False, timeout=10)
         await watcher
         print(f'  task {record.id[:8]}... {record.status.value}: {record.result}')

@@ -4,7 +4,8 @@ Runs offline on scripted models:
 
     uv run python examples/quickstart.py        # or: make demo
 
-On a real model (the parent and its subagents all use it):
+On a real model (the parent and its subagents all use it; the provider's package, e.g. `pydantic-ai-slim[openai]`,
+and its API key are needed):
 
     SUBAGENTS_DEMO_MODEL=openai:gpt-5-mini uv run python examples/quickstart.py
 
@@ -59,6 +60,10 @@ agent = Agent(demo_model(), toolsets=[toolset], instructions='You coordinate sub
 
 
 async def step(title: str, prompt: str, model: FunctionModel | None) -> None:
+    """One run of the parent. `model` is its scripted stand-in (`None` on a real model, which follows `prompt`).
+
+    A script is one step per turn; each step reads the history `h` (e.g. the task IDs from earlier replies).
+    """
     section(title)
     print(f'user: {prompt}')
     result = await agent.run(prompt, model=model, event_stream_handler=print_events)
@@ -71,7 +76,9 @@ async def main() -> None:
             '1. A sync task: the parent waits for the result',
             'Use the researcher in sync mode to find two facts about tide pools, then tell me what it found.',
             parent(
-                lambda h: call('task', description='Two facts about tide pools', subagent_type='researcher'),
+                lambda h: call(
+                    'task', description='Two facts about tide pools', subagent_type='researcher', mode='sync'
+                ),
                 lambda h: say(f'The researcher reports: {h.last_return("task")}'),
             ),
         )

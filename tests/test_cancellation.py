@@ -473,3 +473,73 @@ async def test_closing_the_manager_mid_flight_stops_everything() -> None:
     assert manager.soft_cancel(ids[0]) is False
     with pytest.raises(Exception, match='closed'):
         await model_says(toolset, call('task', description='x', subagent_type='w0'))
+
+
+async def test_a_subagents_background_tasks_stop_when_its_task_ends() -> None:
+    inner_gate = Gate()
+    nested = create_subagent_toolset([SubAgentConfig(name='inner', model=inner_gate.model())], general_purpose=False)
+    lead_script = Script(
+        [[call('task', description='background', subagent_type='inner', mode='async')]], final='lead done'
+    )
+    toolset = create_subagent_toolset([SubAgentConfig(name='worker', model=lead_script.model(), toolsets=[nested])])
+    async with toolset, nested:
+        tid = await start_async(toolset)
+        lead = await toolset.manager.wait_for(tid)
+        (child,) = nested.manager.list()
+        child = await nested.manager.wait_for(child.id)
+    assert lead.status is TaskStatus.COMPLETED
+    assert child.status is TaskStatus.CANCELLED
+    assert child.cancel is not None and child.cancel.requested_by == 'parent'
+
+
+def test_application_calls_from_threads_after_the_loop_is_gone_return_false() -> None:
+    import asyncio
+
+    gate = Gate()
+    manager = TaskManager()
+    config = SubAgentConfig(name='worker', model=gate.model())
+
+    async def start() -> str:
+        record = await manager.start(config, 'job', scope='s')
+        await gate.entered.wait()
+        return record.id
+
+    loop = asyncio.new_event_loop()
+    tid = loop.run_until_complete(start())
+    # The loop is idle (not running): the request is taken directly, and acted on when the loop runs again.
+    outcome: list[bool] = []
+    thread = threading.Thread(target=lambda: outcome.append(manager.hard_cancel(tid)))
+    thread.start()
+    thread.join(5)
+    record = loop.run_until_complete(manager.wait_for(tid))
+    loop.run_until_complete(manager.aclose())
+    loop.close()
+    thread = threading.Thread(target=lambda: outcome.append(manager.soft_cancel(tid)))
+    thread.start()
+    thread.join(5)
+    assert outcome == [True, False]
+    assert record.status is TaskStatus.CANCELLED
+
+
+def test_one_toolset_across_run_sync_and_asyncio_run() -> None:
+    import asyncio
+
+    toolset = create_subagent_toolset([worker(child_text_model('ok'))])
+    script = Script([[call('task', description='x', subagent_type='worker')]] * 1)
+    agent = Agent(script.model(), toolsets=[toolset])
+    agent.run_sync('one')
+    agent.run_sync('two', model=Script([[call('task', description='x', subagent_type='worker')]]).model())
+
+    async def once() -> None:
+        await agent.run('three', model=Script([[call('task', description='x', subagent_type='worker')]]).model())
+
+    asyncio.run(once())
+    asyncio.run(once())
+    records = toolset.manager.list()
+    assert [r.status for r in records] == [TaskStatus.COMPLETED] * 4
+
+
+def child_text_model(answer: str) -> Any:
+    from .conftest import child_text
+
+    return child_text(answer)

@@ -15,6 +15,7 @@ Rules it keeps:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import secrets
@@ -162,7 +163,7 @@ class TaskManager:
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._loop_thread: int | None = None
         self._closed = False
-        self._start_lock: anyio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -181,35 +182,65 @@ class TaskManager:
     async def _ensure_started(self) -> anyio.abc.TaskGroup:
         if self._closed:
             raise ManagerClosedError('the task manager is closed')
-        if self._tg is not None:
-            if threading.get_ident() != self._loop_thread:
-                raise SubagentsError('this task manager runs on another event loop thread')
-            return self._tg
+        loop = self._loop
+        if loop is asyncio.get_running_loop():
+            if self._tg is not None:
+                return self._tg
+            self._forget_dead_loop()  # the host was cancelled from outside; start again
+        elif loop is not None:
+            if not (loop.is_closed() or (not loop.is_running() and not self._runtimes)):
+                raise SubagentsError(
+                    'this task manager has live tasks on another event loop: use one manager (one toolset) per '
+                    'loop, or close it first'
+                )
+            self._forget_dead_loop()
         self._token = anyio.lowlevel.current_token()
         self._loop_thread = threading.get_ident()
         started = anyio.Event()
         self._closing = anyio.Event()
         self._host_done = anyio.Event()
-        _spawn_system_task(self._host, started)
+        self._loop = _spawn_host_task(self._host, started)
         await started.wait()
-        assert self._tg is not None
+        if self._tg is None:
+            raise ManagerClosedError('the task manager could not start')
         return self._tg
+
+    def _forget_dead_loop(self) -> None:
+        """Move to a new loop: the old one was closed (its tasks died with it) or is idle with no live task."""
+        for runtime in list(self._runtimes.values()):
+            record = self.store.get(runtime.id)
+            if record is not None and not record.is_terminal:
+                with contextlib.suppress(TaskAlreadyFinishedError):
+                    self.store.transition(runtime.id, TaskStatus.FAILED, error='its event loop was closed')
+        self._runtimes.clear()
+        self._questions.clear()
+        self._live_runs.clear()
+        self._queued_notices.clear()
+        self._slots.clear()
+        self._tg = None
+        self.bus = InMemoryMessageBus() if isinstance(self.bus, InMemoryMessageBus) else self.bus
 
     async def _host(self, started: anyio.Event) -> None:
         assert self._closing is not None
         assert self._host_done is not None
+        inbox = self.bus.open_mailbox(MANAGER, max_buffer=100_000, overflow='error')
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
-                inbox = self.bus.open_mailbox(MANAGER, max_buffer=100_000, overflow='error')
                 tg.start_soon(self._serve_questions, inbox)
                 started.set()
-                await self._closing.wait()
-                await self._stop_all()
-                inbox.close()
+                try:
+                    await self._closing.wait()
+                finally:
+                    # Also when the loop itself shuts down (asyncio.run cancels what is left): stop the tasks first.
+                    with anyio.CancelScope(shield=True):
+                        await self._stop_all()
+                    tg.cancel_scope.cancel()
         finally:
+            inbox.close()
             self._tg = None
             self._host_done.set()
+            started.set()
 
     async def aclose(self) -> None:
         """Hard-cancel every live task, wait for all of them to stop, and close the bus. Idempotent."""
@@ -343,6 +374,10 @@ class TaskManager:
                     runtime.started = True
                     self._changed(runtime, self.store.transition(runtime.id, TaskStatus.RUNNING))
                     await run_subagent(self, runtime)
+                    # A subagent's conversation ends with its task: nobody could collect what its own background
+                    # tasks produce, so they stop with it.
+                    for manager, child_id in runtime.children:
+                        manager._hard_cancel_by_id(child_id, 'parent')
                 finally:
                     if slot is not None:
                         slot.release()
@@ -695,11 +730,24 @@ class TaskManager:
 
     # ----------------------------------------------------------------- control (any thread)
 
-    def _call(self, func: Callable[[], _R]) -> _R:
-        """Run `func` on the manager's loop: directly on its thread, else through anyio's thread portal."""
-        if self._token is None or threading.get_ident() == self._loop_thread:
+    def _call(self, func: Callable[[], bool]) -> bool:
+        """Run `func` on the manager's loop and return its answer; `False` once the manager is closed.
+
+        On the loop's thread, or while the loop is not running (between two `run_sync` calls, say), it is called
+        directly: nothing else touches the manager then. Otherwise it is handed to the loop through anyio's thread
+        portal and this thread waits for the answer.
+        """
+        if self._closed:
+            return False
+        loop = self._loop
+        if self._token is None or loop is None or threading.get_ident() == self._loop_thread or not loop.is_running():
+            if loop is not None and loop.is_closed():
+                return False
             return func()
-        return anyio.from_thread.run_sync(func, token=self._token)
+        try:
+            return anyio.from_thread.run_sync(func, token=self._token)
+        except (anyio.RunFinishedError, RuntimeError):
+            return False  # the loop stopped while the call was on its way
 
     def soft_cancel(self, task_id: str, *, requested_by: str = 'application') -> bool:
         """Ask a task's subagent to stop and return partial results. Safe from any thread.
@@ -841,21 +889,16 @@ def truncate(text: str, max_chars: int) -> str:
     return f'{text[:max_chars]}\n[... {len(text) - max_chars} more characters truncated]'
 
 
-def _spawn_system_task(func: Callable[[anyio.Event], Any], started: anyio.Event) -> None:
-    """Start the manager's host task, which must outlive the agent run that first used the manager."""
-    import sniffio
+def _spawn_host_task(func: Callable[[anyio.Event], Any], started: anyio.Event) -> asyncio.AbstractEventLoop:
+    """Start the manager's host task, which must outlive the agent run that first used the manager.
 
-    backend = sniffio.current_async_library()
-    if backend == 'trio':
-        import trio
-
-        trio.lowlevel.spawn_system_task(func, started)
-    else:
-        import asyncio
-
-        task = asyncio.get_running_loop().create_task(func(started), name='pydantic-ai-subagents manager')
-        _HOST_TASKS.add(task)
-        task.add_done_callback(_HOST_TASKS.discard)
+    Pydantic AI runs agents on asyncio, so the host is an asyncio task; it is kept referenced until done.
+    """
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(func(started), name='pydantic-ai-subagents manager')
+    _HOST_TASKS.add(task)
+    task.add_done_callback(_HOST_TASKS.discard)
+    return loop
 
 
-_HOST_TASKS: set[Any] = set()
+_HOST_TASKS: set[asyncio.Task[Any]] = set()

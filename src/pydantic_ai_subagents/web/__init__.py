@@ -1,0 +1,72 @@
+"""A web API and a live dashboard for a [`TaskManager`][pydantic_ai_subagents.TaskManager]'s tasks.
+
+Needs the `web` extra (`pip install 'pydantic-ai-subagents[web]'`): FastAPI, and uvicorn to serve the demo app.
+
+```python
+from fastapi import FastAPI, HTTPException, Request
+
+from pydantic_ai_subagents.web import create_router
+
+
+def require_operator(request: Request) -> None:
+    if request.cookies.get('session') != 'expected':  # your own check
+        raise HTTPException(401, 'not authenticated')
+
+
+app = FastAPI()
+app.include_router(create_router(toolset.manager, auth=require_operator, prefix='/subagents'))
+```
+
+The routes follow the task methods of the A2A protocol: `GET /tasks` (list), `GET /tasks/{task_id}` (get),
+`POST /tasks/{task_id}/cancel` (cancel, `{"kind": "soft" | "hard"}`), `POST /tasks/{task_id}/answer` (answer a
+subagent's question), `GET /tasks/events` (server-sent events) and `GET /` (the dashboard page). Authentication is
+required by default: pass an `auth` dependency, or `allow_unauthenticated=True` for local use only.
+"""
+
+from __future__ import annotations
+
+try:
+    import fastapi as _fastapi
+except ImportError as _error:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        'pydantic_ai_subagents.web needs FastAPI: install the web extra, pip install "pydantic-ai-subagents[web]"'
+    ) from _error
+
+from ._app import create_app
+from ._models import (
+    AnswerTaskBody,
+    AnswerTaskResult,
+    CancelTaskBody,
+    CancelTaskResult,
+    CancelView,
+    ErrorDetail,
+    StatusView,
+    TaskList,
+    TaskView,
+    UsageView,
+    event_to_json,
+    render_text,
+)
+from ._router import REQUESTED_BY, create_router
+from ._sse import EventStreamResponse
+
+del _fastapi
+
+__all__ = (
+    'REQUESTED_BY',
+    'AnswerTaskBody',
+    'AnswerTaskResult',
+    'CancelTaskBody',
+    'CancelTaskResult',
+    'CancelView',
+    'ErrorDetail',
+    'EventStreamResponse',
+    'StatusView',
+    'TaskList',
+    'TaskView',
+    'UsageView',
+    'create_app',
+    'create_router',
+    'event_to_json',
+    'render_text',
+)

@@ -1,0 +1,249 @@
+"""The JSON shapes of the web API, modelled on the task objects of the A2A protocol.
+
+A task is reported as a [`TaskView`][pydantic_ai_subagents.web.TaskView]: its identity, where it sits in the task
+tree, its current status (`state` plus an ISO 8601 `timestamp`, states in lower case as in
+[`TaskStatus`][pydantic_ai_subagents.TaskStatus]), what it produced, its usage and its history. Every text a model
+wrote (description, result, error, partial result, question) is passed through verbatim: escaping it is the job of
+whoever displays it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import to_json
+
+from .._events import TaskEvent
+from .._state import TaskMode, TaskRecord, TaskStatus
+
+__all__ = (
+    'AnswerTaskBody',
+    'AnswerTaskResult',
+    'CancelTaskBody',
+    'CancelTaskResult',
+    'CancelView',
+    'ErrorDetail',
+    'StatusView',
+    'TaskList',
+    'TaskView',
+    'UsageView',
+    'event_to_json',
+    'render_text',
+)
+
+MAX_ANSWER_CHARS = 20_000
+"""Longest answer accepted for a subagent's question."""
+
+
+def render_text(value: Any) -> str | None:
+    """A task output as text: strings as they are, anything else as JSON, `None` stays `None`."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    return to_json(value, fallback=str).decode()
+
+
+def _wall_clock(record: TaskRecord, monotonic_at: float) -> datetime:
+    """Turn a time of the record's monotonic clock into wall-clock time, anchored at the record's creation."""
+    if not record.history:
+        return record.created_at
+    return record.created_at + timedelta(seconds=monotonic_at - record.history[0].at)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra='forbid')
+
+
+class StatusView(_Model):
+    """A task's state and when it was entered (A2A: `TaskStatus`)."""
+
+    state: TaskStatus
+    """The state, in lower case: `pending`, `running`, `waiting_for_answer`, `completed`, `failed`, `cancelled`."""
+    timestamp: datetime
+    """When the state was entered (UTC)."""
+
+
+class UsageView(_Model):
+    """What a task's subagent used so far."""
+
+    requests: int
+    """Model requests made."""
+    tool_calls: int
+    """Tool calls executed."""
+    input_tokens: int
+    """Input tokens sent."""
+    output_tokens: int
+    """Output tokens received."""
+    total_tokens: int
+    """Input plus output tokens."""
+
+
+class CancelView(_Model):
+    """A cancel request recorded on a task."""
+
+    kind: Literal['soft', 'hard']
+    """`soft`: the subagent was asked to wrap up; `hard`: it is stopped at once."""
+    requested_by: str
+    """Who asked: `application`, `model`, `parent`, `escalation`, ..."""
+    requested_at: datetime
+    """When it was asked (UTC)."""
+
+
+class TaskView(_Model):
+    """One task, as the API reports it (A2A: `Task`)."""
+
+    id: str
+    """The task id."""
+    subagent: str
+    """The subagent doing the work."""
+    description: str
+    """The work, as the parent's model described it."""
+    mode: TaskMode
+    """`sync` (the parent waits) or `async` (it runs in the background)."""
+    scope: str
+    """The conversation (or run) the task belongs to."""
+    parent_task_id: str | None
+    """The task whose subagent started this one; `null` for a top-level task."""
+    depth: int
+    """Nesting depth: 1 for a task started by the top-level agent."""
+    status: StatusView
+    """The current state and when it was entered."""
+    result: str | None
+    """The result as text (JSON for structured output), once `completed`."""
+    error: str | None
+    """Why the task failed, once `failed`."""
+    partial_result: str | None
+    """What a cancelled task had produced."""
+    question: str | None
+    """The question the subagent waits on, while `waiting_for_answer`."""
+    cancel: CancelView | None
+    """The cancel request, if one was made."""
+    note: str | None
+    """An extra remark on how the task ended."""
+    usage: UsageView
+    """Usage of the subagent's run so far."""
+    created_at: datetime
+    """When the task was created (UTC)."""
+    elapsed_seconds: float
+    """Seconds since the task started running (or was created), until it finished or now."""
+    history: list[StatusView]
+    """Every state entered, oldest first."""
+
+    @classmethod
+    def from_record(cls, record: TaskRecord) -> TaskView:
+        """Build the view of a task snapshot."""
+        history = [StatusView(state=t.status, timestamp=_wall_clock(record, t.at)) for t in record.history]
+        status = history[-1] if history else StatusView(state=record.status, timestamp=record.created_at)
+        cancel = None
+        if record.cancel is not None:
+            cancel = CancelView(
+                kind=record.cancel.kind,
+                requested_by=record.cancel.requested_by,
+                requested_at=_wall_clock(record, record.cancel.at),
+            )
+        usage = record.usage
+        return cls(
+            id=record.id,
+            subagent=record.subagent,
+            description=record.description,
+            mode=record.mode,
+            scope=record.scope,
+            parent_task_id=record.parent_task_id,
+            depth=record.depth,
+            status=status,
+            result=render_text(record.result),
+            error=record.error,
+            partial_result=record.partial_result,
+            question=record.question,
+            cancel=cancel,
+            note=record.note,
+            usage=UsageView(
+                requests=usage.requests,
+                tool_calls=usage.tool_calls,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                total_tokens=usage.total_tokens,
+            ),
+            created_at=record.created_at,
+            elapsed_seconds=round(record.elapsed(), 3),
+            history=history,
+        )
+
+
+class TaskList(_Model):
+    """The answer to `GET /tasks`."""
+
+    tasks: list[TaskView]
+    """The matching tasks, in creation order."""
+
+
+class CancelTaskBody(_Model):
+    """The body of `POST /tasks/{task_id}/cancel`."""
+
+    kind: Literal['soft', 'hard'] = 'soft'
+    """`soft`: ask the subagent to wrap up and return partial results; `hard`: stop it now."""
+
+
+class CancelTaskResult(_Model):
+    """The answer to `POST /tasks/{task_id}/cancel`."""
+
+    accepted: bool
+    """Whether the request was taken: `false` when the same (or a stronger) cancel was already requested."""
+    task: TaskView
+    """The task right after the request; its state turns `cancelled` once the subagent has really stopped."""
+
+
+class AnswerTaskBody(_Model):
+    """The body of `POST /tasks/{task_id}/answer`."""
+
+    answer: Annotated[str, Field(min_length=1, max_length=MAX_ANSWER_CHARS)]
+    """The answer to the subagent's pending question; must not be blank."""
+
+    @field_validator('answer')
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError('the answer must not be blank')
+        return value
+
+
+class AnswerTaskResult(_Model):
+    """The answer to `POST /tasks/{task_id}/answer`."""
+
+    accepted: bool
+    """Whether the answer was delivered: `false` when the task was not waiting for one."""
+    task: TaskView
+    """The task right after the request."""
+
+
+class ErrorDetail(_Model):
+    """An error reply."""
+
+    detail: str
+    """What went wrong."""
+
+
+def event_to_json(event: TaskEvent) -> dict[str, Any]:
+    """A task event as a JSON-ready dict: `type` (the event class name), its fields and a wall-clock `timestamp`.
+
+    Outputs are rendered as text (see [`render_text`][pydantic_ai_subagents.web.render_text]); the monotonic `at`
+    is kept as it is, and `timestamp` gives the same moment in UTC.
+    """
+    data: dict[str, Any] = {'type': type(event).__name__}
+    for f in fields(event):
+        if f.name == 'capability_id':
+            continue
+        value = getattr(event, f.name)
+        if f.name == 'result':
+            value = render_text(value)
+        elif isinstance(value, TaskStatus):
+            value = value.value
+        data[f.name] = value
+    wall = datetime.now(UTC) - timedelta(seconds=max(0.0, time.monotonic() - event.at))
+    data['timestamp'] = wall.isoformat()
+    return data

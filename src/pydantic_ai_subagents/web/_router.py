@@ -1,0 +1,199 @@
+"""The FastAPI router: list, read, cancel and answer tasks, stream their events, and serve the dashboard.
+
+Status codes, for every route:
+
+- `401`/`403`: whatever the `auth` dependency raises to refuse a request (nothing else runs).
+- `404`: the task is unknown, was pruned, or (when `?scope=` is given) belongs to another scope; the reply is the
+  same in every case, so a scope filter never reveals that an id exists elsewhere.
+- `409`: `POST .../cancel` on a task that has already finished (A2A's "task not cancelable").
+- `422`: a malformed request: a bad body, an unknown `state`, a blank answer, or a body that is not JSON.
+
+A cancel that repeats an earlier one (or is weaker than it) and an answer to a task that is not waiting for one are
+not errors: they reply `200` with `accepted: false` and the task as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import HTMLResponse
+
+from .._manager import TaskManager
+from .._state import TaskRecord, TaskStatus
+from ._dashboard import dashboard_response
+from ._models import (
+    AnswerTaskBody,
+    AnswerTaskResult,
+    CancelTaskBody,
+    CancelTaskResult,
+    ErrorDetail,
+    TaskList,
+    TaskView,
+)
+from ._sse import EventStreamResponse
+
+__all__ = ('REQUESTED_BY', 'create_router')
+
+REQUESTED_BY = 'web'
+"""How cancel requests made through the API are recorded on a task (`TaskRecord.cancel.requested_by`)."""
+
+ScopeQuery = Annotated[
+    str | None,
+    Query(description='Only tasks of this scope (a conversation id). Without it, every scope is visible.'),
+]
+
+
+def create_router(
+    manager: TaskManager,
+    *,
+    auth: Callable[..., Any] | None = None,
+    allow_unauthenticated: bool = False,
+    prefix: str = '',
+    heartbeat: float = 15.0,
+) -> APIRouter:
+    """Build the router that exposes `manager`'s tasks over HTTP, with a live dashboard at `{prefix}/`.
+
+    Whoever passes `auth` sees and controls the tasks of every scope: `?scope=` is a filter, not a permission.
+
+    The browser dashboard reads the event stream with `EventSource`, which cannot add headers: protect it with an
+    `auth` that reads a cookie or HTTP basic credentials. The control routes only accept JSON bodies, so a
+    cross-site form cannot post to them.
+
+    Args:
+        manager: The task manager to expose.
+        auth: A FastAPI dependency every route depends on (the dashboard and the event stream included). It
+            refuses a request by raising `HTTPException(401)` or `HTTPException(403)`. Required unless
+            `allow_unauthenticated` is true.
+        allow_unauthenticated: Serve without `auth`. Anyone who reaches the server can then read every task and
+            cancel it: only for local development.
+        prefix: Path prefix of every route, e.g. `'/subagents'`.
+        heartbeat: Seconds between keep-alive comments on an idle event stream.
+
+    Raises:
+        ValueError: neither `auth` nor `allow_unauthenticated=True` was given.
+    """
+    if auth is None and not allow_unauthenticated:
+        raise ValueError(
+            'create_router needs an `auth` dependency that refuses unauthorized requests (raise HTTPException(401) '
+            'or 403); pass allow_unauthenticated=True only to serve without authentication on a trusted machine'
+        )
+    responses: dict[int | str, dict[str, Any]] = {}
+    if auth is not None:
+        responses = {
+            401: {'model': ErrorDetail, 'description': 'Not authenticated'},
+            403: {'model': ErrorDetail, 'description': 'Not allowed'},
+        }
+    router = APIRouter(
+        prefix=prefix,
+        tags=['subagent tasks'],
+        dependencies=[] if auth is None else [Depends(auth)],
+        responses=responses,
+    )
+    not_found: dict[int | str, dict[str, Any]] = {404: {'model': ErrorDetail, 'description': 'Unknown task'}}
+    posting: dict[int | str, dict[str, Any]] = {
+        **not_found,
+        400: {'model': ErrorDetail, 'description': 'The body could not be parsed as JSON'},
+    }
+
+    def find(task_id: str, scope: str | None) -> TaskRecord:
+        record = manager.get(task_id, scope=scope)
+        if record is None:
+            raise HTTPException(404, f'task {task_id!r} not found')
+        return record
+
+    def current(record: TaskRecord) -> TaskRecord:
+        return manager.get(record.id) or record
+
+    @router.get('/', response_class=HTMLResponse, include_in_schema=False, name='subagents_dashboard')
+    async def dashboard() -> HTMLResponse:  # pyright: ignore[reportUnusedFunction]
+        """The dashboard page: a live task tree with answer and cancel controls."""
+        return dashboard_response()
+
+    @router.get('/tasks', name='subagents_list_tasks')
+    async def list_tasks(  # pyright: ignore[reportUnusedFunction]
+        scope: ScopeQuery = None,
+        state: Annotated[
+            list[TaskStatus] | None, Query(description='Only tasks in one of these states (repeatable).')
+        ] = None,
+    ) -> TaskList:
+        """List tasks in creation order, optionally of one scope and in some states (A2A: `tasks/list`)."""
+        records = manager.list(scope)
+        if state:
+            wanted = set(state)
+            records = [r for r in records if r.status in wanted]
+        return TaskList(tasks=[TaskView.from_record(r) for r in records])
+
+    @router.get(
+        '/tasks/events',
+        name='subagents_task_events',
+        response_class=EventStreamResponse,
+        status_code=200,
+        responses={
+            200: {'content': {'text/event-stream': {}}, 'description': 'A stream of task events'},
+            503: {'model': ErrorDetail, 'description': 'The task manager is closed'},
+        },
+    )
+    async def task_events(scope: ScopeQuery = None) -> EventStreamResponse:  # pyright: ignore[reportUnusedFunction]
+        """Stream task events as server-sent events (A2A: `tasks/resubscribe`).
+
+        First a `TaskCreated` for each live task (with its current status), then every event as it happens. Each
+        event is one `data:` line of JSON: `type` (the event class), `task_id`, `status`, `timestamp` and the
+        event's own fields. The stream ends when the task manager is closed.
+        """
+        if manager.closed:
+            raise HTTPException(503, 'the task manager is closed')
+        return EventStreamResponse(manager, scope, heartbeat=heartbeat)
+
+    @router.get('/tasks/{task_id}', name='subagents_get_task', responses=not_found)
+    async def get_task(task_id: str, scope: ScopeQuery = None) -> TaskView:  # pyright: ignore[reportUnusedFunction]
+        """Read one task (A2A: `tasks/get`)."""
+        return TaskView.from_record(find(task_id, scope))
+
+    @router.post(
+        '/tasks/{task_id}/cancel',
+        name='subagents_cancel_task',
+        responses={
+            **posting,
+            409: {'model': ErrorDetail, 'description': 'The task has already finished'},
+        },
+    )
+    async def cancel_task(  # pyright: ignore[reportUnusedFunction]
+        task_id: str, body: CancelTaskBody, scope: ScopeQuery = None
+    ) -> CancelTaskResult:
+        """Cancel a task, softly (it wraps up with partial results) or hard (A2A: `tasks/cancel`).
+
+        Hard-cancelling a task also stops every task it started. The reply comes at once: the state becomes
+        `cancelled` when the subagent has really stopped (follow the event stream, or read the task again).
+        """
+        record = find(task_id, scope)
+        if record.is_terminal:
+            raise HTTPException(409, f'task {task_id!r} is already {record.status.value}')
+        control = manager.hard_cancel if body.kind == 'hard' else manager.soft_cancel
+        # The manager's control methods are safe from any thread: from a worker thread they run on its own loop,
+        # whether or not this app shares that loop.
+        accepted = await anyio.to_thread.run_sync(partial(control, task_id, requested_by=REQUESTED_BY))
+        record = current(record)
+        if not accepted and record.is_terminal:
+            raise HTTPException(409, f'task {task_id!r} is already {record.status.value}')
+        return CancelTaskResult(accepted=accepted, task=TaskView.from_record(record))
+
+    @router.post('/tasks/{task_id}/answer', name='subagents_answer_task', responses=posting)
+    async def answer_task(  # pyright: ignore[reportUnusedFunction]
+        task_id: str, body: AnswerTaskBody, scope: ScopeQuery = None
+    ) -> AnswerTaskResult:
+        """Answer the question a task's subagent is waiting on.
+
+        `accepted` is false when the task is not waiting for an answer (any more). The state turns back to
+        `running` as soon as the subagent has the answer.
+        """
+        record = find(task_id, scope)
+        accepted = False
+        if record.status is TaskStatus.WAITING_FOR_ANSWER:
+            accepted = await anyio.to_thread.run_sync(manager.answer, task_id, body.answer)
+        return AnswerTaskResult(accepted=accepted, task=TaskView.from_record(current(record)))
+
+    return router
