@@ -19,8 +19,16 @@ install: .uv ## Create .venv with the library and its development tools, exactly
 demo: install ## Run the quickstart demo offline on scripted models (no API key)
 	@$(UV) run --frozen python examples/quickstart.py
 
+.PHONY: system-deps
+system-deps: ## Install the system packages some tests drive for real (Chromium for the dashboard test)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium with apt-get"; \
+	    (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing: install it (e.g. sudo apt-get install chromium) for the browser test"; fi; }
+
 .PHONY: test
-test: install ## Run the test suite with branch coverage of src/
+test: install system-deps ## Run the test suite with branch coverage of src/
 	@$(UV) run --frozen coverage run -m pytest
 	@$(UV) run --frozen coverage report
 
@@ -42,3 +50,7 @@ docs: install ## Build the documentation site strictly into site/
 .PHONY: docs-serve
 docs-serve: install ## Serve the documentation site with live reload
 	@$(UV) run --frozen mkdocs serve
+
+.PHONY: bench
+bench: install ## Run the benchmarks against a plain Pydantic AI floor (a few minutes; see bench/README.md)
+	@$(UV) run --frozen python bench/run.py

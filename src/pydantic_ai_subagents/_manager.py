@@ -20,10 +20,9 @@ import contextlib
 import contextvars
 import secrets
 import threading
-from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal, TypeVar
 
@@ -40,9 +39,11 @@ from pydantic_ai.usage import RunUsage, UsageLimits
 
 from ._bus import Answer, BusClosedError, CancelRequest, InMemoryMessageBus, Message, MessageBus, Question
 from ._config import SubAgentConfig, build_agent
+from ._delivery import Delivery
 from ._errors import ManagerClosedError, ReplyTimeoutError, SubagentsError, TaskAlreadyFinishedError, TaskLimitError
 from ._events import TaskEvent, cancel_requested_event, event_for_change
 from ._otel import capture_context, end_attributes, task_span
+from ._phrasing import describe_record
 from ._runner import (
     SOFT_CANCEL_NOTICE,
     TaskRuntime,
@@ -78,15 +79,6 @@ class TaskEventMessage(Message):
 
     event: TaskEvent
     """The event."""
-
-
-@dataclass(kw_only=True, eq=False)
-class _LiveRun:
-    """A parent run that is live in a scope: where notices and events for that scope go."""
-
-    ctx: RunContext[Any]
-    events: deque[TaskEvent] | None = None
-    wake: anyio.Event = field(default_factory=anyio.Event)
 
 
 class TaskManager:
@@ -153,10 +145,8 @@ class TaskManager:
         self._runtimes: dict[str, TaskRuntime] = {}
         self._questions: dict[str, Message] = {}
         self._slots: dict[int, anyio.Semaphore] = {}
-        self._live_runs: dict[str, list[_LiveRun]] = {}
-        self._undelivered: dict[str, dict[str, None]] = {}
+        self._delivery = Delivery(self._notice_text)
         self._transcripts: dict[str, list[ModelMessage]] = {}
-        self._queued_notices: dict[str, tuple[_LiveRun, str]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._closing: anyio.Event | None = None
         self._host_done: anyio.Event | None = None
@@ -214,8 +204,7 @@ class TaskManager:
                     self.store.transition(runtime.id, TaskStatus.FAILED, error='its event loop was closed')
         self._runtimes.clear()
         self._questions.clear()
-        self._live_runs.clear()
-        self._queued_notices.clear()
+        self._delivery.clear()
         self._slots.clear()
         self._tg = None
         self.bus = InMemoryMessageBus() if isinstance(self.bus, InMemoryMessageBus) else self.bus
@@ -511,95 +500,27 @@ class TaskManager:
     def _dispatch(self, event: TaskEvent) -> None:
         if not self.bus.closed:
             self.bus.publish(TaskEventMessage(sender=MANAGER, topic=EVENTS_TOPIC, event=event))
-        for live in self._live_runs.get(event.scope, ()):
-            if live.events is not None:
-                live.events.append(event)
-                live.wake.set()
+        self._delivery.forward(event)
 
     def _notify_parent(self, record: TaskRecord) -> None:
         """Tell the parent's model what happened, unless one of its tool calls is waiting on the task right now."""
         runtime = self._runtimes.get(record.id)
-        if runtime is not None and runtime.direct_waiters:
-            return
-        undelivered = self._undelivered.setdefault(record.scope, {})
-        undelivered[record.id] = None
-        for live in self._live_runs.get(record.scope, ()):
-            if self._enqueue_notices(live, record.scope):
-                return
-
-    def _enqueue_notices(self, live: _LiveRun, scope: str) -> bool:
-        pending = self._undelivered.get(scope)
-        if not pending:
-            return True
-        for task_id in list(pending):
-            record = self.store.get(task_id)
-            if record is not None:
-                try:
-                    enqueue_id = live.ctx.enqueue(
-                        '[subagents] ' + self.describe(record, self.notice_chars), priority='asap'
-                    )
-                except UserError:
-                    return False  # that run has ended; the next run of the conversation gets it
-                if enqueue_id is not None:
-                    self._queued_notices[task_id] = (live, enqueue_id)
-            del pending[task_id]
-        return True
-
-    notice_chars: int = 2000
-    """Characters of a result quoted in a notice to the parent; the rest is behind `check_task`."""
+        if runtime is None or not runtime.direct_waiters:
+            self._delivery.owe(record)
 
     def mark_seen(self, record: TaskRecord) -> None:
-        """The parent's model has now seen this task's state: drop it from the notices still owed."""
-        if record.is_terminal or record.status is TaskStatus.WAITING_FOR_ANSWER:
-            pending = self._undelivered.get(record.scope)
-            if pending is not None:
-                pending.pop(record.id, None)
-            queued = self._queued_notices.pop(record.id, None)
-            if queued is not None:
-                # The model just read it from a tool: take back the notice still waiting to be delivered.
-                with contextlib.suppress(UserError):
-                    queued[0].ctx.dequeue(queued[1])
+        """The parent's model has now seen this task's state: no notice about it is owed any more."""
+        self._delivery.seen(record)
 
-    @asynccontextmanager
-    async def attach_run(self, ctx: RunContext[Any], scope: str, *, forward_events: bool) -> AsyncGenerator[None]:
-        """Register a live parent run of `scope`: notices (and, with `forward_events`, task events) go into it.
+    def attach_run(
+        self, ctx: RunContext[Any], scope: str, *, forward_events: bool
+    ) -> AbstractAsyncContextManager[None]:
+        """Register a live parent run of `scope` for the block.
 
-        On entry, what finished since the scope's previous run is delivered at once.
+        Notices (and, with `forward_events`, task events) go into it. On entry, what the scope is owed from
+        earlier runs is delivered at once.
         """
-        live = _LiveRun(ctx=ctx, events=deque() if forward_events else None)
-        self._live_runs.setdefault(scope, []).append(live)
-        try:
-            self._enqueue_notices(live, scope)
-            if live.events is None:
-                yield
-            else:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._forward_events, live)
-                    try:
-                        yield
-                    finally:
-                        tg.cancel_scope.cancel()
-        finally:
-            for task_id, (queued_live, _) in list(self._queued_notices.items()):
-                if queued_live is live:
-                    del self._queued_notices[task_id]
-            lives = self._live_runs.get(scope)
-            if lives is not None:
-                lives.remove(live)
-                if not lives:
-                    del self._live_runs[scope]
-
-    async def _forward_events(self, live: _LiveRun) -> None:
-        assert live.events is not None
-        while True:
-            await live.wake.wait()
-            live.wake = anyio.Event()
-            while live.events:
-                event = live.events.popleft()
-                try:
-                    await live.ctx.emit(event)
-                except UserError:
-                    return
+        return self._delivery.attach(ctx, scope, forward_events=forward_events)
 
     # ----------------------------------------------------------------- reading
 
@@ -627,6 +548,13 @@ class TaskManager:
             r for r in self.store.list(active_only=True) if r.status is TaskStatus.PENDING and r.depth == record.depth
         ]
         return next((i for i, r in enumerate(waiting, 1) if r.id == task_id), None)
+
+    notice_chars: int = 2000
+    """Characters of a result quoted in a notice to the parent; the rest is behind `check_task`."""
+
+    def _notice_text(self, task_id: str) -> str | None:
+        record = self.store.get(task_id)
+        return None if record is None else self.describe(record, self.notice_chars)
 
     def describe(self, record: TaskRecord, max_chars: int) -> str:
         """One task's state in the words the parent's model reads."""
@@ -859,34 +787,6 @@ class TaskManager:
     def _prune(self) -> None:
         for task_id in self.store.prune():
             self._transcripts.pop(task_id, None)
-
-
-def describe_record(record: TaskRecord, max_chars: int, *, position: int | None = None) -> str:
-    """A task's state in the short, exact words the parent's model reads."""
-    head = f'Task {record.id} ({record.subagent})'
-    status = record.status
-    if status is TaskStatus.PENDING:
-        where = f', position {position} in the queue' if position else ''
-        return f'{head} is pending{where}.'
-    if status is TaskStatus.RUNNING:
-        extra = ' Cancellation requested.' if record.cancel is not None else ''
-        return f'{head} is running ({record.elapsed():.0f}s).{extra}'
-    if status is TaskStatus.WAITING_FOR_ANSWER:
-        return f'{head} asks: {record.question}\nAnswer with answer_subagent(task_id="{record.id}", answer=...).'
-    if status is TaskStatus.COMPLETED:
-        return f'{head} completed. Result:\n{truncate(render_output(record.result), max_chars)}'
-    if status is TaskStatus.FAILED:
-        return f'{head} failed: {record.error}'
-    if record.partial_result:
-        return f'{head}: Task cancelled. Partial results: {truncate(record.partial_result, max_chars)}'
-    return f'{head}: Task cancelled. No partial results.'
-
-
-def truncate(text: str, max_chars: int) -> str:
-    """Cut `text` to `max_chars` with a marker saying how much was left out (the full text stays stored)."""
-    if len(text) <= max_chars:
-        return text
-    return f'{text[:max_chars]}\n[... {len(text) - max_chars} more characters truncated]'
 
 
 def _spawn_host_task(func: Callable[[anyio.Event], Any], started: anyio.Event) -> asyncio.AbstractEventLoop:

@@ -20,7 +20,8 @@ from pydantic_ai.toolsets import AbstractToolset, FunctionToolset, WrapperToolse
 
 from ._config import GENERAL_PURPOSE, SubAgentConfig
 from ._errors import TaskLimitError
-from ._manager import OnRunEnd, TaskManager, describe_record, truncate
+from ._manager import OnRunEnd, TaskManager
+from ._phrasing import describe_record, list_line, truncate
 from ._runner import render_output
 from ._state import TaskRecord, TaskStatus
 
@@ -216,7 +217,7 @@ class SubAgentToolset(AbstractToolset[Any]):
             records = manager.list(scope_of(ctx), active_only=True)
             if not records:
                 return 'No active tasks.'
-            return '\n'.join(_line(r) for r in records)
+            return '\n'.join(list_line(r) for r in records)
 
         async def soft_cancel_task(ctx: RunContext[Any], task_id: str) -> str:
             """Ask a task to stop and return partial results."""
@@ -304,13 +305,6 @@ def _parent_model(ctx: RunContext[Any]) -> Model[Any] | None:
     if isinstance(model, Model):
         return cast('Model[Any]', model)
     return None
-
-
-def _line(record: TaskRecord) -> str:
-    description = record.description.replace('\n', ' ')
-    if len(description) > 60:
-        description = description[:59] + '…'
-    return f'{record.id} {record.subagent} {record.status.value} {record.elapsed():.0f}s: {description}'
 
 
 def _cancel_refusal(record: TaskRecord) -> str | None:

@@ -1,0 +1,132 @@
+"""Getting what background tasks did to the parent's model, without polling.
+
+A parent run that is live in a scope is *attached*. When a task of that scope finishes or asks a question and no
+tool call of the parent is waiting on it right now, a short notice is owed to the scope: it is enqueued into an
+attached run (`RunContext.enqueue`, priority `asap`), or kept until the scope's next run attaches. A notice the model
+has meanwhile read through a tool (`check_task`, `wait_tasks`) is taken back before it is delivered, so the model
+never reads the same news twice. With the capability, task events are also forwarded into the attached run's event
+stream, in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import AsyncGenerator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from pydantic_ai.exceptions import UserError
+from pydantic_ai.tools import RunContext
+
+from ._events import TaskEvent
+from ._state import TaskRecord, TaskStatus
+
+__all__ = ('Delivery',)
+
+NOTICE_PREFIX = '[subagents] '
+
+
+@dataclass(kw_only=True, eq=False)
+class _LiveRun:
+    ctx: RunContext[Any]
+    events: deque[TaskEvent] | None = None
+    wake: anyio.Event = field(default_factory=anyio.Event)
+
+
+class Delivery:
+    """Notices owed to each scope, the runs they can go into, and the event forwarding to those runs."""
+
+    def __init__(self, describe: Callable[[str], str | None]) -> None:
+        """Create it; `describe(task_id)` phrases a task's current state for a notice (`None` if it is gone)."""
+        self._describe = describe
+        self._live: dict[str, list[_LiveRun]] = {}
+        self._owed: dict[str, dict[str, None]] = {}
+        self._queued: dict[str, tuple[_LiveRun, str]] = {}
+
+    def clear(self) -> None:
+        """Forget the attached runs (their loop is gone); notices still owed stay owed."""
+        self._live.clear()
+        self._queued.clear()
+
+    def owe(self, record: TaskRecord) -> None:
+        """A notice about `record` is owed to its scope: deliver it into an attached run, or keep it."""
+        self._owed.setdefault(record.scope, {})[record.id] = None
+        for live in self._live.get(record.scope, ()):
+            if self._deliver(live, record.scope):
+                return
+
+    def seen(self, record: TaskRecord) -> None:
+        """The model has read `record`'s state through a tool: drop the notice owed or still queued about it."""
+        if not (record.is_terminal or record.status is TaskStatus.WAITING_FOR_ANSWER):
+            return
+        owed = self._owed.get(record.scope)
+        if owed is not None:
+            owed.pop(record.id, None)
+        queued = self._queued.pop(record.id, None)
+        if queued is not None:
+            with contextlib.suppress(UserError):
+                queued[0].ctx.dequeue(queued[1])
+
+    def forward(self, event: TaskEvent) -> None:
+        """Pass a task event to the attached runs of its scope that forward events."""
+        for live in self._live.get(event.scope, ()):
+            if live.events is not None:
+                live.events.append(event)
+                live.wake.set()
+
+    def _deliver(self, live: _LiveRun, scope: str) -> bool:
+        owed = self._owed.get(scope)
+        if not owed:
+            return True
+        for task_id in list(owed):
+            text = self._describe(task_id)
+            if text is not None:
+                try:
+                    enqueue_id = live.ctx.enqueue(NOTICE_PREFIX + text, priority='asap')
+                except UserError:
+                    return False  # that run is ending; the scope's next run gets it
+                if enqueue_id is not None:
+                    self._queued[task_id] = (live, enqueue_id)
+            del owed[task_id]
+        return True
+
+    @asynccontextmanager
+    async def attach(self, ctx: RunContext[Any], scope: str, *, forward_events: bool) -> AsyncGenerator[None]:
+        """Attach a live run of `scope` for the block; deliver what the scope is owed at once."""
+        live = _LiveRun(ctx=ctx, events=deque() if forward_events else None)
+        self._live.setdefault(scope, []).append(live)
+        try:
+            self._deliver(live, scope)
+            if live.events is None:
+                yield
+            else:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._forward_events, live)
+                    try:
+                        yield
+                    finally:
+                        tg.cancel_scope.cancel()
+        finally:
+            for task_id, (queued_live, _) in list(self._queued.items()):
+                if queued_live is live:
+                    del self._queued[task_id]
+            lives = self._live.get(scope)
+            if lives is not None:
+                lives.remove(live)
+                if not lives:
+                    del self._live[scope]
+
+    async def _forward_events(self, live: _LiveRun) -> None:
+        assert live.events is not None
+        while True:
+            await live.wake.wait()
+            live.wake = anyio.Event()
+            while live.events:
+                event = live.events.popleft()
+                try:
+                    await live.ctx.emit(event)
+                except UserError:
+                    return
