@@ -510,3 +510,40 @@ async def test_a_notice_the_model_already_read_through_a_tool_is_taken_back() ->
         await Agent(script.model(), toolsets=[toolset]).run('go')
     assert script.last[0].endswith('completed. Result:\n42 facts')
     assert not [p for p in script.prompts[-1] if p.startswith('[subagents]')]
+
+
+async def test_long_results_are_truncated_for_the_model_but_kept_whole() -> None:
+    script = Script([[call('task', description='x', subagent_type='researcher')]])
+    toolset = create_subagent_toolset([researcher(child_text('y' * 500))], max_result_chars=100)
+    async with toolset:
+        await Agent(script.model(), toolsets=[toolset]).run('go')
+        (record,) = toolset.manager.list()
+    assert script.replies[1][0] == 'y' * 100 + '\n[... 400 more characters truncated]'
+    assert record.result == 'y' * 500
+
+
+async def test_pruned_tasks_are_reported_as_gone_not_unknown() -> None:
+    script = Script(
+        [
+            [call('task', description=f'job {i}', subagent_type='researcher') for i in range(3)],
+            lambda s: (
+                [call('check_task', task_id=r.id) for r in toolset.manager.list()[:1]]
+                + [call('check_task', task_id=first_id[0])]
+            ),
+        ]
+    )
+    first_id: list[str] = []
+    toolset = create_subagent_toolset([researcher()], max_retained=1, retention_seconds=None)
+    original_start = toolset.manager.start
+
+    async def recording_start(*args: Any, **kwargs: Any) -> Any:
+        record = await original_start(*args, **kwargs)
+        first_id.append(record.id)
+        return record
+
+    toolset.manager.start = recording_start  # type: ignore[method-assign]
+    async with toolset:
+        await Agent(script.model(), toolsets=[toolset]).run('go')
+        retained = toolset.manager.list()
+    assert len(retained) <= 2
+    assert script.replies[2][-1] == f'Task {first_id[0]} finished long ago; its record is no longer kept.'

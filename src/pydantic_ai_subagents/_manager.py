@@ -447,7 +447,9 @@ class TaskManager:
             change = self.store.transition(runtime.id, status, **fields)
         except TaskAlreadyFinishedError:
             return
+        runtime.final = change.record
         self._changed(runtime, change)
+        self._prune()
 
     async def ask_parent(self, task_id: str, question: str) -> str:
         """Called by a subagent's `ask_parent` tool: wait for the answer (or a cancel, or the timeout)."""
@@ -592,17 +594,22 @@ class TaskManager:
         def settled(record: TaskRecord) -> bool:
             return record.is_terminal or (until_question and record.status is TaskStatus.WAITING_FOR_ANSWER)
 
+        held = {task_id: self._runtimes[task_id] for task_id in task_ids if task_id in self._runtimes}
+
         def snapshot() -> list[TaskRecord]:
             records: list[TaskRecord] = []
             for task_id in task_ids:
                 record = self.store.get(task_id)
+                if record is None and task_id in held:
+                    # It finished while we waited and retention already dropped it: its final snapshot stands.
+                    record = held[task_id].final
                 if record is None:
                     raise TaskNotFoundError(task_id)
                 records.append(record)
             return records
 
         records = snapshot()
-        runtimes = [self._runtimes[r.id] for r in records if r.id in self._runtimes]
+        runtimes = list(held.values())
         if _direct:
             for runtime in runtimes:
                 runtime.direct_waiters += 1

@@ -34,7 +34,7 @@ from pydantic_ai.usage import RunUsage, UsageLimits
 from pydantic_core import to_json
 
 from ._config import SubAgentConfig
-from ._state import TaskUsage
+from ._state import TaskRecord, TaskUsage
 
 if TYPE_CHECKING:
     from ._manager import TaskManager
@@ -79,6 +79,8 @@ class TaskRuntime:
     sync_tool_names: frozenset[str] = frozenset()
     thread_note: str | None = None
     transcript: list[ModelMessage] | None = None
+    final: TaskRecord | None = None
+    """The task's terminal snapshot, kept here for waiters even if retention drops the record."""
     trace_context: Context = field(default_factory=Context)
     """The tracing context of the tool call that created the task."""
     direct_waiters: int = 0
