@@ -70,6 +70,14 @@ class Delivery:
             with contextlib.suppress(UserError):
                 queued[0].ctx.dequeue(queued[1])
 
+    def forget(self, task_id: str) -> None:
+        """The task's record is gone (retention): no notice about it can be owed any more."""
+        for scope, owed in list(self._owed.items()):
+            owed.pop(task_id, None)
+            if not owed:
+                del self._owed[scope]
+        self._queued.pop(task_id, None)
+
     def forward(self, event: TaskEvent) -> None:
         """Pass a task event to the attached runs of its scope that forward events."""
         for live in self._live.get(event.scope, ()):

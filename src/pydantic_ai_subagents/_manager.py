@@ -146,6 +146,8 @@ class TaskManager:
         self._questions: dict[str, Message] = {}
         self._slots: dict[int, anyio.Semaphore] = {}
         self._delivery = Delivery(self._notice_text)
+        self._agents: dict[int, tuple[SubAgentConfig, Agent[Any, Any]]] = {}
+        self._live_per_scope: dict[str, int] = {}
         self._transcripts: dict[str, list[ModelMessage]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._closing: anyio.Event | None = None
@@ -204,6 +206,7 @@ class TaskManager:
                     self.store.transition(runtime.id, TaskStatus.FAILED, error='its event loop was closed')
         self._runtimes.clear()
         self._questions.clear()
+        self._live_per_scope.clear()
         self._delivery.clear()
         self._slots.clear()
         self._tg = None
@@ -216,7 +219,7 @@ class TaskManager:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
-                tg.start_soon(self._serve_questions, inbox)
+                tg.start_soon(self._serve_inbox, inbox)
                 started.set()
                 try:
                     await self._closing.wait()
@@ -290,14 +293,14 @@ class TaskManager:
         depth = 1 if parent is None else parent[1].depth + 1
         if depth > self.max_nesting_depth:
             raise TaskLimitError(f'nesting depth limit reached ({self.max_nesting_depth})')
-        live = len(self.store.list(scope, active_only=True))
+        live = self._live_per_scope.get(scope, 0)
         if live >= self.max_tasks_per_scope:
             raise TaskLimitError(f'{live} tasks are live in this conversation; the limit is {self.max_tasks_per_scope}')
         task_id = secrets.token_hex(12)
         runtime = TaskRuntime(
             id=task_id,
             config=config,
-            agent=agent or build_agent(config),
+            agent=agent or self._agent_for(config),
             prompt=description,
             model=config.model or (None if config.agent is not None and config.agent.model is not None else model),
             deps=deps,
@@ -328,6 +331,13 @@ class TaskManager:
         self._prune()
         return change.record
 
+    def _agent_for(self, config: SubAgentConfig) -> Agent[Any, Any]:
+        # Built once per config: building an agent costs more than running a short task.
+        cached = self._agents.get(id(config))
+        if cached is None or cached[0] is not config:
+            cached = self._agents[id(config)] = (config, build_agent(config))
+        return cached[1]
+
     def _slot(self, depth: int) -> anyio.Semaphore | None:
         if self.max_concurrent_tasks is None:
             return None
@@ -348,7 +358,6 @@ class TaskManager:
                     end_attributes(span, final)
 
     async def _run_in_span(self, runtime: TaskRuntime) -> None:
-        inbox = None
         try:
             with runtime.cancel_scope:
                 slot = self._slot(runtime.depth)
@@ -358,8 +367,6 @@ class TaskManager:
                     record = self.store.get(runtime.id)
                     if record is None or record.status.is_terminal:
                         return  # cancelled while queued
-                    inbox = self.bus.open_mailbox(f'task:{runtime.id}', max_buffer=16)
-                    self._require_tg().start_soon(self._serve_task_inbox, runtime, inbox)
                     runtime.started = True
                     self._changed(runtime, self.store.transition(runtime.id, TaskStatus.RUNNING))
                     await run_subagent(self, runtime)
@@ -371,8 +378,6 @@ class TaskManager:
                     if slot is not None:
                         slot.release()
         finally:
-            if inbox is not None:
-                inbox.close()
             record = self.store.get(runtime.id)
             if record is not None and not record.status.is_terminal:
                 # Reached only when the run was torn down from outside (manager closed past its grace).
@@ -386,12 +391,6 @@ class TaskManager:
             raise ManagerClosedError('the task manager is closed')
         return self._tg
 
-    async def _serve_task_inbox(self, runtime: TaskRuntime, inbox: Any) -> None:
-        """Turn cancel requests arriving on the bus into a notice inside the subagent's own run."""
-        async for message in inbox:
-            if isinstance(message, CancelRequest) and message.kind == 'soft':
-                self._deliver_soft_notice(runtime)
-
     def _deliver_soft_notice(self, runtime: TaskRuntime) -> None:
         run = runtime.run
         if run is None:
@@ -401,10 +400,16 @@ class TaskManager:
         with contextlib.suppress(UserError):
             run.enqueue(SOFT_CANCEL_NOTICE, priority='asap')
 
-    async def _serve_questions(self, inbox: Any) -> None:
+    async def _serve_inbox(self, inbox: Any) -> None:
+        """The manager's mailbox: questions from subagents, and cancel requests for its tasks."""
         async for message in inbox:
             if isinstance(message, Question):
                 self._on_question(message)
+            elif isinstance(message, CancelRequest) and message.kind == 'soft':
+                # The cooperative half of a soft cancel: a notice inside the subagent's own run.
+                runtime = self._runtimes.get(message.task_id)
+                if runtime is not None:
+                    self._deliver_soft_notice(runtime)
 
     # ----------------------------------------------------------------- called by the runner
 
@@ -492,6 +497,15 @@ class TaskManager:
     # ----------------------------------------------------------------- status changes, events, notices
 
     def _changed(self, runtime: TaskRuntime | None, change: StatusChange) -> None:
+        scope = change.record.scope
+        if change.old is None:
+            self._live_per_scope[scope] = self._live_per_scope.get(scope, 0) + 1
+        elif change.new.is_terminal:
+            left = self._live_per_scope.get(scope, 1) - 1
+            if left:
+                self._live_per_scope[scope] = left
+            else:
+                self._live_per_scope.pop(scope, None)
         event = event_for_change(change)
         self._dispatch(event)
         if runtime is not None:
@@ -620,8 +634,9 @@ class TaskManager:
                     if (all(done) if mode == 'all' else any(done)) or not records:
                         break
                     changed = anyio.Event()
-                    for runtime in runtimes:
-                        runtime.watchers.append(changed)
+                    for record, is_done in zip(records, done, strict=True):
+                        if not is_done and (runtime := held.get(record.id)) is not None:
+                            runtime.watchers.append(changed)
                     await changed.wait()
                     records = snapshot()
         finally:
@@ -738,7 +753,7 @@ class TaskManager:
         try:
             self.bus.send(
                 CancelRequest(
-                    sender=MANAGER, recipient=f'task:{task_id}', task_id=task_id, kind='soft', requested_by=requested_by
+                    sender=MANAGER, recipient=MANAGER, task_id=task_id, kind='soft', requested_by=requested_by
                 )
             )
         except SubagentsError:
@@ -794,6 +809,7 @@ class TaskManager:
     def _prune(self) -> None:
         for task_id in self.store.prune():
             self._transcripts.pop(task_id, None)
+            self._delivery.forget(task_id)
 
 
 def _spawn_host_task(func: Callable[[anyio.Event], Any], started: anyio.Event) -> asyncio.AbstractEventLoop:

@@ -28,7 +28,7 @@ from pydantic_ai.exceptions import ModelRetry, UsageLimitExceeded
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
 from pydantic_ai.models import Model
 from pydantic_ai.run import AgentRun
-from pydantic_ai.tools import RunContext, ToolDefinition
+from pydantic_ai.tools import RunContext, Tool, ToolDefinition
 from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
 from pydantic_ai.usage import RunUsage, UsageLimits
 from pydantic_core import to_json
@@ -201,27 +201,31 @@ class _TaskTracker(AbstractCapability[Any]):
                 del inflight[name]
 
 
-def ask_parent_toolset(manager: TaskManager, runtime: TaskRuntime) -> FunctionToolset[Any]:
-    """The `ask_parent` tool of one task's subagent."""
+async def _ask_parent(question: str) -> str:
+    """Ask your parent agent a question and wait for the answer. Use it only when you cannot go on without it.
 
-    async def ask_parent(question: str) -> str:
-        """Ask your parent agent a question and wait for the answer. Use it only when you cannot go on without it.
+    Args:
+        question: The question, self-contained.
+    """
+    if not question.strip():
+        raise ModelRetry('The question is empty: write the question you need answered.')
+    entry = current_task.get()
+    assert entry is not None, 'ask_parent runs inside a subagent task'
+    manager, runtime = entry
+    return await manager.ask_parent(runtime.id, question)
 
-        Args:
-            question: The question, self-contained.
-        """
-        if not question.strip():
-            raise ModelRetry('The question is empty: write the question you need answered.')
-        return await manager.ask_parent(runtime.id, question)
 
-    return FunctionToolset([ask_parent], max_retries=2)
+ASK_PARENT_TOOLSET: FunctionToolset[Any] = FunctionToolset(
+    [Tool(_ask_parent, name='ask_parent', max_retries=2)], id='pydantic-ai-subagents-ask-parent'
+)
+"""The `ask_parent` tool, built once and shared: it finds its task through the `current_task` context variable."""
 
 
 async def run_subagent(manager: TaskManager, runtime: TaskRuntime) -> None:
     """Drive the subagent's run and record how it ended. Never raises (except for the caller's cancellation)."""
-    toolsets: list[AbstractToolset[Any]] = []
-    if runtime.config.can_ask_questions:
-        toolsets.append(ask_parent_toolset(manager, runtime))
+    toolsets: list[AbstractToolset[Any]] = [ASK_PARENT_TOOLSET] if runtime.config.can_ask_questions else []
+    # Counting thread-run tools costs a hook per tool call: only subagents that have such tools pay it.
+    capabilities: list[AbstractCapability[Any]] = [_TaskTracker(runtime)] if runtime.sync_tool_names else []
     exhausted = _exhausted_limit(runtime.usage_limits)
     if exhausted is not None:
         manager.finish_failed(runtime, f"usage limit reached: the parent's {exhausted} is used up")
@@ -237,7 +241,7 @@ async def run_subagent(manager: TaskManager, runtime: TaskRuntime) -> None:
             cancellation_token=runtime.token,
             timeout=runtime.timeout,
             toolsets=toolsets,
-            capabilities=[_TaskTracker(runtime)],
+            capabilities=capabilities,
         ) as run:
             runtime.run = run
             if runtime.notice_pending:

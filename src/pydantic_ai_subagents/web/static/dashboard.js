@@ -3,6 +3,7 @@
 'use strict';
 (() => {
   const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
+  const LIVE_REFRESH_SECONDS = 5;
   const LABELS = {
     pending: 'pending',
     running: 'running',
@@ -49,6 +50,7 @@
   let refreshTimer = 0;
   let refreshing = false;
   let refreshAgain = false;
+  let lastAttempt = 0;
 
   function scheduleRefresh(delay = 120) {
     clearTimeout(refreshTimer);
@@ -61,6 +63,7 @@
       return;
     }
     refreshing = true;
+    lastAttempt = performance.now();
     try {
       const response = await fetch(apiUrl('tasks'), { headers: { Accept: 'application/json' }, cache: 'no-store' });
       if (!response.ok) {
@@ -197,14 +200,19 @@
     return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
   }
 
+  // Elapsed times run on between refreshes; usage has no event of its own, so live tasks are re-read now and then.
   function tick() {
     const since = (performance.now() - fetchedAt) / 1000;
+    let anyLive = false;
     for (const [id, li] of nodes) {
       const task = tasks.get(id);
       if (!task) continue;
       const live = !TERMINAL.has(task.status.state);
+      anyLive = anyLive || live;
       li.querySelector(':scope > .card .elapsed').textContent = formatSeconds(task.elapsed_seconds + (live ? since : 0));
     }
+    const idle = (performance.now() - lastAttempt) / 1000;
+    if (anyLive && idle > LIVE_REFRESH_SECONDS && !refreshing) scheduleRefresh(0);
   }
 
   // ------------------------------------------------------------------ actions
