@@ -54,3 +54,7 @@ docs-serve: install ## Serve the documentation site with live reload
 .PHONY: bench
 bench: install ## Run the benchmarks against a plain Pydantic AI floor (a few minutes; see bench/README.md)
 	@$(UV) run --frozen python bench/run.py
+
+.PHONY: soak
+soak: install ## Soak the task manager: 10,000 tasks with random cancels, questions and failures (PASS/FAIL)
+	@$(UV) run --frozen python bench/soak.py

@@ -43,9 +43,12 @@ class Settings:
     memory_retained: int
     churn_tasks: int
     churn_every: int
+    churn_floor: bool
     bus_messages: int
     model_cost_live: int = 50
     subprocess: bool = True
+    warmup: bool = True
+    """Run each variant once before measuring (imports, schema caches); off in --quick, which only smoke-tests."""
 
     @classmethod
     def for_mode(cls, mode: Mode) -> Settings:
@@ -53,19 +56,22 @@ class Settings:
             return cls(
                 mode=mode,
                 reps=1,
-                delegation_turns=10,
-                fanout_tasks=50,
+                delegation_turns=5,
+                fanout_tasks=30,
                 fanout_growth=(),
                 fanout_timeout=60,
-                cancel_live=(1, 10),
-                cancel_samples=20,
-                soft_cancel_samples=2,
-                memory_live=20,
-                memory_retained=20,
-                churn_tasks=200,
-                churn_every=100,
-                bus_messages=2_000,
+                cancel_live=(1, 5),
+                cancel_samples=10,
+                soft_cancel_samples=1,
+                memory_live=5,
+                memory_retained=5,
+                churn_tasks=40,
+                churn_every=20,
+                churn_floor=True,
+                bus_messages=500,
+                model_cost_live=10,
                 subprocess=False,
+                warmup=False,
             )
         if mode == 'full':
             return cls(
@@ -82,6 +88,7 @@ class Settings:
                 memory_retained=1000,
                 churn_tasks=100_000,
                 churn_every=10_000,
+                churn_floor=True,
                 bus_messages=200_000,
             )
         return cls(
@@ -89,7 +96,7 @@ class Settings:
             reps=3,
             delegation_turns=300,
             fanout_tasks=1000,
-            fanout_growth=(1_000, 10_000),
+            fanout_growth=(1_000, 3_000),
             fanout_timeout=400,
             cancel_live=(1, 100, 1000),
             cancel_samples=300,
@@ -98,6 +105,7 @@ class Settings:
             memory_retained=500,
             churn_tasks=20_000,
             churn_every=2_000,
+            churn_floor=False,
             bus_messages=20_000,
         )
 
@@ -126,6 +134,20 @@ def spread(values: Sequence[float]) -> dict[str, float]:
         'max': max(values),
         'n': len(values),
     }
+
+
+NOISY = 0.25
+"""A timing whose range exceeds this fraction of its median is flagged as noisy."""
+
+
+def noise_note(ours: dict[str, float], floor: dict[str, float], *, higher_is_better: bool = False) -> str | None:
+    """The ratio of the best runs, and a warning when the repetitions disagree too much to trust the medians."""
+    best = ratio(ours['max'], floor['max']) if higher_is_better else ratio(ours['min'], floor['min'])
+    parts = [] if best is None else [f'best-run ratio {best:.2f}x']
+    worst = max((s['max'] - s['min']) / s['median'] for s in (ours, floor) if s['median'])
+    if worst > NOISY:
+        parts.append(f'NOISY (range {worst:.0%} of the median): rerun on a quiet machine')
+    return '; '.join(parts) or None
 
 
 def latency(values: Sequence[float]) -> dict[str, float]:
@@ -163,8 +185,29 @@ def rss_bytes() -> int | None:
         return None
 
 
+def reset_peak_rss() -> bool:
+    """Reset this process's peak-RSS mark (Linux: write 5 to /proc/self/clear_refs); whether it worked."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+    except OSError:
+        return False
+    return True
+
+
 def peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far (`getrusage`)."""
+    """Peak resident set size of this process: VmHWM where available, else `getrusage`.
+
+    `getrusage` is not used first because on Linux its `ru_maxrss` survives `exec`: a fresh interpreter started by
+    a big parent process reports the parent's size as its own peak.
+    """
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == 'darwin' else peak * 1024
 
@@ -298,23 +341,39 @@ def ratio(ours: float | None, floor: float | None) -> float | None:
 # ----------------------------------------------------------------------------------------------- subprocesses
 
 
-def run_worker(args: Sequence[str], timeout: float) -> dict[str, Any]:
-    """Run `bench/run.py --worker ...` in a fresh interpreter (clean RSS) and return the JSON it prints.
+class Worker:
+    """`bench/run.py --worker ...` in a fresh interpreter (clean RSS); `result()` returns the JSON it prints.
 
-    On a timeout the result is `{'timeout': seconds}`.
+    It runs in the background from construction on, so work that measures no time can overlap with it.
     """
-    cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'run.py'), '--worker', *args]
-    started = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        return {'timeout': timeout}
-    if proc.returncode != 0:
-        raise RuntimeError(f'worker {" ".join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}')
-    lines = [line for line in proc.stdout.splitlines() if line.startswith('{')]
-    data: dict[str, Any] = json.loads(lines[-1])
-    data.setdefault('process_seconds', time.perf_counter() - started)
-    return data
+
+    def __init__(self, args: Sequence[str]) -> None:
+        self.args = list(args)
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'run.py')
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, script, '--worker', *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    def result(self, timeout: float) -> dict[str, Any]:
+        """Wait for the worker; on a timeout, kill it and return `{'timeout': seconds}`."""
+        try:
+            stdout, stderr = self.proc.communicate(timeout=max(0.0, timeout - (time.perf_counter() - self.started)))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            return {'timeout': timeout}
+        if self.proc.returncode != 0:
+            raise RuntimeError(f'worker {" ".join(self.args)} failed ({self.proc.returncode}):\n{stderr[-4000:]}')
+        lines = [line for line in stdout.splitlines() if line.startswith('{')]
+        data: dict[str, Any] = json.loads(lines[-1])
+        data.setdefault('process_seconds', time.perf_counter() - self.started)
+        return data
+
+
+def run_worker(args: Sequence[str], timeout: float) -> dict[str, Any]:
+    """Run a worker to completion (see `Worker`)."""
+    return Worker(args).result(timeout)
 
 
 def mib(n: float | None) -> float | None:

@@ -10,6 +10,7 @@ import anyio
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, ToolCallPart, UserPromptPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
+
 @dataclass
 class Entered:
     """Counts children that reached their blocking model call; wakes whoever waits for a count."""

@@ -1,7 +1,7 @@
 """Benchmark harness for pydantic-ai-subagents: our library against a plain Pydantic AI / anyio floor.
 
     uv run python bench/run.py            # default sizes, a few minutes; writes bench/results/latest.json
-    uv run python bench/run.py --quick    # tiny sizes, a few seconds (smoke run); writes no JSON unless --json
+    uv run python bench/run.py --quick    # tiny sizes, ~10 s (smoke run); writes no JSON unless --json
     uv run python bench/run.py --full     # bigger sizes; writes bench/results/latest-full.json
     uv run python bench/run.py --only delegation,bus
     uv run python bench/run.py --profile fanout   # cProfile of our variant of one workload
@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import pstats
+import random
 import sys
 import time
 from collections.abc import Callable
@@ -63,7 +64,16 @@ def environment(settings: Settings) -> dict[str, Any]:
         'pydantic_ai_subagents': version('pydantic-ai-subagents'),
         'pydantic_ai': version('pydantic-ai-slim'),
         'anyio': version('anyio'),
+        'load_average_at_start': _load_average(),
     }
+
+
+def _load_average() -> float | None:
+    """1-minute load average: how busy the machine was (other processes skew timings)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def worker(args: list[str]) -> None:
@@ -93,7 +103,7 @@ def profile(name: str, settings: Settings) -> None:
     targets: dict[str, Callable[[], Any]] = {
         'delegation': lambda: anyio.run(w_delegation.one_run, 'ours', settings.delegation_turns),
         'fanout': lambda: anyio.run(w_fanout.fan_out, 'ours', settings.fanout_tasks),
-        'cancel': lambda: anyio.run(w_cancel.hard_cancel_ours, max(settings.cancel_live), 200, __import__('random').Random(1)),
+        'cancel': lambda: anyio.run(w_cancel.hard_cancel_ours, max(settings.cancel_live), 200, random.Random(1)),
         'memory': lambda: anyio.run(w_memory.churn, 'ours', 2000, 1000, 1000),
         'bus': lambda: anyio.run(w_bus.handoff, 'ours', 'p2p', settings.bus_messages),
     }
@@ -121,7 +131,7 @@ def profile(name: str, settings: Settings) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     size = parser.add_mutually_exclusive_group()
-    size.add_argument('--quick', action='store_true', help='tiny sizes, a few seconds (smoke run)')
+    size.add_argument('--quick', action='store_true', help='tiny sizes, about 10 s (smoke run)')
     size.add_argument('--full', action='store_true', help='bigger sizes (delegation 1,000 turns, fan-out to 100k, ...)')
     parser.add_argument('--only', help=f'comma-separated workloads out of: {", ".join(WORKLOADS)}')
     parser.add_argument('--json', help='where to write the JSON results (default: bench/results/latest[-full].json)')
@@ -145,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
 
     env = environment(settings)
     print(f'pydantic-ai-subagents bench ({mode}): ' + ', '.join(f'{k}={v}' for k, v in env.items() if k != 'mode'))
+    if mode == 'quick':
+        print('quick mode: tiny sizes, one repetition, no warm-up; a smoke run, the numbers mean little')
     results: list[WorkloadResult] = []
     started = time.perf_counter()
     for name in names:
@@ -159,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(render_table(results))
     for result in results:
+        for metric in result.metrics:
+            if metric.note:
+                print(f'  * [{result.name}] {metric.name.strip()}: {metric.note}')
         for note in result.notes:
             print(f'  * [{result.name}] {note}')
     _print_series(results)
@@ -168,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if path is None and not args.no_json and mode != 'quick':
         path = os.path.join(HERE, 'results', 'latest.json' if mode == 'default' else 'latest-full.json')
     if path and not args.no_json:
+        env['load_average_at_end'] = _load_average()
         payload = {
             'environment': env,
             'total_seconds': round(total, 1),
@@ -197,12 +213,14 @@ def _print_series(results: list[WorkloadResult]) -> None:
                     )
         if result.name == 'memory' and 'churn' in result.series:
             print('\nRSS while churning (after gc; ours keeps max_retained records, floor the last outputs):')
-            ours, floor = result.series['churn']['ours'], result.series['churn']['floor']
-            print(f'  {"tasks":>8}  {"ours MiB":>9}  {"floor MiB":>9}  {"records":>8}  {"undelivered":>11}')
-            for o, f in zip(ours, floor, strict=False):
+            ours = result.series['churn']['ours']
+            floor = {p['tasks']: p for p in result.series['churn'].get('floor', [])}
+            print(f'  {"tasks":>8}  {"ours MiB":>9}  {"floor MiB":>9}  {"records":>8}  {"owed notices":>12}')
+            for o in ours:
+                f = floor.get(o['tasks'], {})
                 print(
-                    f'  {o["tasks"]:>8,}  {fmt(mib(o["rss"])):>9}  {fmt(mib(f["rss"])):>9}  '
-                    f'{o.get("store_records", "-"):>8}  {o.get("undelivered_notices", "-"):>11}'
+                    f'  {o["tasks"]:>8,}  {fmt(mib(o["rss"])):>9}  {fmt(mib(f.get("rss"))):>9}  '
+                    f'{o.get("store_records", "-"):>8}  {o.get("owed_notices", "-"):>12}'
                 )
 
 

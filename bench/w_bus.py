@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import anyio
 import anyio.lowlevel
-from pydantic_ai_subagents import InMemoryMessageBus, Progress
 
-from _harness import VARIANTS, Metric, Settings, Variant, WorkloadResult, alternate, ratio, spread
+from _harness import VARIANTS, Metric, Settings, Variant, WorkloadResult, alternate, noise_note, ratio, spread
+from pydantic_ai_subagents import InMemoryMessageBus, Progress
 
 GOAL = 2.0
 BURST = 500
@@ -102,6 +103,12 @@ async def handoff(variant: Variant, kind: str, n: int) -> float:
     return n / elapsed
 
 
+def _call(
+    pattern: Callable[[Variant, str, int], Awaitable[float]], variant: Variant, *, kind: str, n: int
+) -> Awaitable[float]:
+    return pattern(variant, kind, n)
+
+
 PATTERNS: dict[str, Callable[[Variant, str, int], Awaitable[float]]] = {
     'ping': ping,
     'burst': burst,
@@ -120,13 +127,10 @@ def run(settings: Settings) -> WorkloadResult:
         out: dict[str, dict[Variant, list[float]]] = {}
         for kind in ('p2p', 'pubsub'):
             for name, pattern in PATTERNS.items():
-                for variant in VARIANTS:
+                for variant in VARIANTS if settings.warmup else ():
                     await pattern(variant, kind, min(n, 1000))
 
-                def one(variant: Variant, pattern: Callable[[Variant, str, int], Awaitable[float]] = pattern) -> Awaitable[float]:
-                    return pattern(variant, kind, n)
-
-                out[f'{kind} {name}'] = await alternate(reps, VARIANTS, one)
+                out[f'{kind} {name}'] = await alternate(reps, VARIANTS, partial(_call, pattern, kind=kind, n=n))
         return out
 
     data = anyio.run(main)
@@ -143,6 +147,7 @@ def run(settings: Settings) -> WorkloadResult:
                 None if slowdown is None else 1 / slowdown,
                 f'>= 1/{GOAL:g} of floor',
                 None if slowdown is None else slowdown <= GOAL,
+                noise_note(ours, floor, higher_is_better=True),
             )
         )
     started = time.perf_counter()

@@ -19,6 +19,8 @@ import gc
 import random
 import statistics
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,10 +30,10 @@ from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.toolsets import FunctionToolset
-from pydantic_ai_subagents import SubAgentConfig, TaskManager, TaskStatus
 
-from _harness import Metric, Settings, Variant, WorkloadResult, latency, ratio
+from _harness import VARIANTS, Metric, Settings, Variant, WorkloadResult, latency, ratio
 from _models import CHILD_INSTRUCTIONS, Entered, blocked_child, request_text
+from pydantic_ai_subagents import SubAgentConfig, TaskManager, TaskStatus
 
 GOAL_P99_US = 500.0
 SEED = 20_240_601
@@ -68,25 +70,27 @@ class HardCancelSample:
     wrong_final_status: int = 0
     rejected: int = 0
 
-
-async def hard_cancel_ours(live: int, samples: int, rng: random.Random) -> HardCancelSample:
-    with _GcWatch() as watch:
-        return await _hard_cancel_ours(live, samples, rng, watch)
-
-
-async def hard_cancel_floor(live: int, samples: int, rng: random.Random) -> HardCancelSample:
-    with _GcWatch() as watch:
-        return await _hard_cancel_floor(live, samples, rng, watch)
+    def add(self, started: float, returned: float, stopped: float, *, clean: bool) -> None:
+        self.latencies_us.append((stopped - started) * 1e6)
+        if clean:
+            self.clean_us.append((stopped - started) * 1e6)
+        self.call_us.append((returned - started) * 1e6)
 
 
-async def _hard_cancel_ours(live: int, samples: int, rng: random.Random, watch: _GcWatch) -> HardCancelSample:
+SampleFn = Callable[[random.Random, HardCancelSample, _GcWatch], Awaitable[None]]
+"""Cancels one random live task of a population, records the sample, and starts a replacement."""
+
+
+@asynccontextmanager
+async def ours_population(live: int) -> AsyncIterator[SampleFn]:
+    """`live` tasks of a `TaskManager`, each blocked in its child's model call."""
     entered = Entered()
     config = SubAgentConfig(name='worker', instructions=CHILD_INSTRUCTIONS, model=blocked_child(entered.enter))
-    out = HardCancelSample()
     async with TaskManager(max_concurrent_tasks=None, max_tasks_per_scope=live + 1) as manager:
         ids = [(await manager.start(config, f'Job {i}.', scope='bench')).id for i in range(live)]
         await entered.wait_for(live)
-        for _ in range(samples):
+
+        async def sample(rng: random.Random, out: HardCancelSample, watch: _GcWatch) -> None:
             full_gcs = watch.full
             index = rng.randrange(len(ids))
             task_id = ids[index]
@@ -106,26 +110,26 @@ async def _hard_cancel_ours(live: int, samples: int, rng: random.Random, watch: 
                 out.not_terminal_after_stop += 1
             elif final.status is not TaskStatus.CANCELLED:
                 out.wrong_final_status += 1
-            out.latencies_us.append((stopped - started) * 1e6)
-            if watch.full == full_gcs:
-                out.clean_us.append((stopped - started) * 1e6)
-            out.call_us.append((returned - started) * 1e6)
+            out.add(started, returned, stopped, clean=watch.full == full_gcs)
             ids[index] = (await manager.start(config, 'Replacement job.', scope='bench')).id
             await entered.wait_for(entered.count + 1)
-    return out
+
+        yield sample
 
 
-async def _hard_cancel_floor(live: int, samples: int, rng: random.Random, watch: _GcWatch) -> HardCancelSample:
+@dataclass
+class _Slot:
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    stopped: anyio.Event = field(default_factory=anyio.Event)
+
+
+@asynccontextmanager
+async def floor_population(live: int) -> AsyncIterator[SampleFn]:
+    """`live` plain `child.run` tasks, each in its own cancel scope and blocked in its model call."""
     entered = Entered()
     child = Agent(blocked_child(entered.enter), instructions=CHILD_INSTRUCTIONS)
-    out = HardCancelSample()
 
-    @dataclass
-    class Slot:
-        scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-        stopped: anyio.Event = field(default_factory=anyio.Event)
-
-    async def one(slot: Slot, prompt: str) -> None:
+    async def one(slot: _Slot, prompt: str) -> None:
         try:
             with slot.scope:
                 await child.run(prompt)
@@ -133,11 +137,12 @@ async def _hard_cancel_floor(live: int, samples: int, rng: random.Random, watch:
             slot.stopped.set()
 
     async with anyio.create_task_group() as tg:
-        slots = [Slot() for _ in range(live)]
+        slots = [_Slot() for _ in range(live)]
         for i, slot in enumerate(slots):
             tg.start_soon(one, slot, f'Job {i}.')
         await entered.wait_for(live)
-        for _ in range(samples):
+
+        async def sample(rng: random.Random, out: HardCancelSample, watch: _GcWatch) -> None:
             full_gcs = watch.full
             index = rng.randrange(len(slots))
             slot = slots[index]
@@ -146,32 +151,61 @@ async def _hard_cancel_floor(live: int, samples: int, rng: random.Random, watch:
             returned = time.perf_counter()
             await slot.stopped.wait()
             stopped = time.perf_counter()
-            out.latencies_us.append((stopped - started) * 1e6)
-            if watch.full == full_gcs:
-                out.clean_us.append((stopped - started) * 1e6)
-            out.call_us.append((returned - started) * 1e6)
-            slots[index] = Slot()
+            out.add(started, returned, stopped, clean=watch.full == full_gcs)
+            slots[index] = _Slot()
             tg.start_soon(one, slots[index], 'Replacement job.')
             await entered.wait_for(entered.count + 1)
+
+        yield sample
         tg.cancel_scope.cancel()
+
+
+POPULATIONS: dict[Variant, Callable[[int], AbstractAsyncContextManager[SampleFn]]] = {
+    'ours': ours_population,
+    'floor': floor_population,
+}
+
+
+async def hard_cancel(
+    live: int, samples: int, rng: random.Random, variants: tuple[Variant, ...] = VARIANTS
+) -> dict[Variant, HardCancelSample]:
+    """Both populations live in the same event loop; samples alternate between them (ABBA), so that the load of
+    the loop and of the machine is the same for both."""
+    out = {v: HardCancelSample() for v in variants}
+    async with AsyncExitStack() as stack:
+        fns = {v: await stack.enter_async_context(POPULATIONS[v](live)) for v in variants}
+        with _GcWatch() as watch:
+            for i in range(samples):
+                for variant in variants if i % 2 == 0 else tuple(reversed(variants)):
+                    await fns[variant](rng, out[variant], watch)
     return out
+
+
+async def hard_cancel_ours(live: int, samples: int, rng: random.Random) -> HardCancelSample:
+    return (await hard_cancel(live, samples, rng, ('ours',)))['ours']
 
 
 @dataclass
 class _SoftChild:
     cooperative: bool
+    warm: int
     calls: int = 0
     notice_seen_at: int | None = None
+    warmed: anyio.Event = field(default_factory=anyio.Event)
 
     def model(self) -> FunctionModel:
         async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
             self.calls += 1
+            if self.calls >= self.warm:
+                self.warmed.set()
             await anyio.sleep(0.005)
             notice = any('CANCELLATION REQUEST' in request_text(m) for m in messages)
             if notice and self.notice_seen_at is None:
                 self.notice_seen_at = self.calls
             if notice and self.cooperative:
-                return ModelResponse(parts=[TextPart(f'Partial: finished {self.calls - 1} steps, the rest not started.')])
+                return ModelResponse(
+                    parts=[TextPart(f'Partial: finished {self.calls - 1} steps, the rest not started.')]
+                )
             return ModelResponse(parts=[ToolCallPart('work', {})])
 
         return FunctionModel(respond)
@@ -191,14 +225,12 @@ async def soft_cancel_turns(cooperative: bool, samples: int, rng: random.Random)
     kinds: dict[str, int] = {}
     async with TaskManager(soft_cancel_grace=30.0, soft_cancel_grace_turns=2) as manager:
         for _ in range(samples):
-            child = _SoftChild(cooperative=cooperative)
+            child = _SoftChild(cooperative=cooperative, warm=rng.randint(1, 4))
             config = SubAgentConfig(
                 name='worker', instructions=CHILD_INSTRUCTIONS, model=child.model(), toolsets=[FunctionToolset([work])]
             )
             record = await manager.start(config, 'Do ten steps of work.', scope='bench')
-            warm = rng.randint(1, 4)
-            while child.calls < warm:
-                await anyio.sleep(0.001)
+            await child.warmed.wait()
             await anyio.sleep(rng.uniform(0, 0.01))
             calls_at = child.calls
             started = time.perf_counter()
@@ -238,17 +270,11 @@ def run(settings: Settings) -> WorkloadResult:
 
     async def main() -> dict[str, Any]:
         rng = random.Random(SEED)
-        await hard_cancel_ours(1, 3, rng)  # warm-up
-        await hard_cancel_floor(1, 3, rng)
+        if settings.warmup:
+            await hard_cancel(1, 4, rng)
         data: dict[str, Any] = {}
         for live in settings.cancel_live:
-            runs: dict[Variant, HardCancelSample] = {}
-            # Alternate the order per level so neither variant always runs on a warmer heap.
-            order: list[Variant] = ['ours', 'floor'] if live % 2 else ['floor', 'ours']
-            for variant in order:
-                fn = hard_cancel_ours if variant == 'ours' else hard_cancel_floor
-                runs[variant] = await fn(live, settings.cancel_samples, random.Random(SEED + live))
-            data[f'hard_{live}'] = runs
+            data[f'hard_{live}'] = await hard_cancel(live, settings.cancel_samples, random.Random(SEED + live))
         data['soft_cooperative'] = await soft_cancel_turns(True, settings.soft_cancel_samples, rng)
         data['soft_stubborn'] = await soft_cancel_turns(False, settings.soft_cancel_samples, rng)
         return data
@@ -266,7 +292,7 @@ def run(settings: Settings) -> WorkloadResult:
                 'us',
                 o,
                 f,
-                ratio(o['p99'], f['p99']),
+                ratio(o['p50'], f['p50']),
                 f'p99 < {GOAL_P99_US:g} us' if goal else None,
                 (o['p99'] < GOAL_P99_US) if goal else None,
             )
@@ -278,7 +304,7 @@ def run(settings: Settings) -> WorkloadResult:
                 'us',
                 oc,
                 fc,
-                None if oc is None or fc is None else ratio(oc['p99'], fc['p99']),
+                None if oc is None or fc is None else ratio(oc['p50'], fc['p50']),
                 note=f'{len(ours.latencies_us) - len(ours.clean_us)} ours / '
                 f'{len(floor.latencies_us) - len(floor.clean_us)} floor samples had a full GC',
             )

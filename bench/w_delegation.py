@@ -12,10 +12,10 @@ import time
 import anyio
 from pydantic_ai import Agent, RunContext
 from pydantic_ai.usage import UsageLimits
-from pydantic_ai_subagents import SubAgentConfig, create_subagent_toolset
 
-from _harness import VARIANTS, Metric, Settings, Variant, WorkloadResult, alternate, ratio, spread
+from _harness import VARIANTS, Metric, Settings, Variant, WorkloadResult, alternate, noise_note, ratio, spread
 from _models import CHILD_INSTRUCTIONS, instant_child, looping_parent
+from pydantic_ai_subagents import SubAgentConfig, create_subagent_toolset
 
 GOAL = 1.05
 
@@ -59,7 +59,7 @@ def run(settings: Settings) -> WorkloadResult:
     )
 
     async def main() -> dict[Variant, list[float]]:
-        for variant in VARIANTS:  # warm-up: imports, schema caches
+        for variant in VARIANTS if settings.warmup else ():  # warm-up: imports, schema caches
             await one_run(variant, 3)
         return await alternate(settings.reps, VARIANTS, lambda v: one_run(v, turns))
 
@@ -68,7 +68,16 @@ def run(settings: Settings) -> WorkloadResult:
     floor = spread([s * 1e3 for s in samples['floor']])
     r = ratio(ours['median'], floor['median'])
     result.add(
-        Metric('time per delegation', 'ms', ours, floor, r, f'<= {GOAL}x', None if r is None else r <= GOAL)
+        Metric(
+            'time per delegation',
+            'ms',
+            ours,
+            floor,
+            r,
+            f'<= {GOAL}x',
+            None if r is None else r <= GOAL,
+            note=noise_note(ours, floor),
+        )
     )
     result.add(Metric('extra time per delegation', 'ms', ours['median'] - floor['median']))
     result.notes.append(

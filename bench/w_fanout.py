@@ -17,7 +17,6 @@ from typing import Any
 
 import anyio
 from pydantic_ai import Agent
-from pydantic_ai_subagents import SubAgentConfig, TaskManager, TaskStatus
 
 from _harness import (
     VARIANTS,
@@ -27,13 +26,16 @@ from _harness import (
     WorkloadResult,
     alternate,
     mib,
+    noise_note,
     peak_rss_bytes,
     ratio,
+    reset_peak_rss,
     rss_bytes,
     run_worker,
     spread,
 )
 from _models import CHILD_INSTRUCTIONS, sleeping_child
+from pydantic_ai_subagents import SubAgentConfig, TaskManager, TaskStatus
 
 LATENCY = 0.02
 CONCURRENCY = 100
@@ -78,9 +80,16 @@ def worker_point(variant: Variant, n: int) -> dict[str, Any]:
         await fan_out(variant, 20)  # warm-up
         gc.collect()
         base = rss_bytes() or peak_rss_bytes()
+        reset = reset_peak_rss()
         seconds = await fan_out(variant, n)
         peak = peak_rss_bytes()
-        return {'seconds': seconds, 'rss_base': base, 'rss_peak': peak, 'rss_delta': max(0, peak - base)}
+        return {
+            'seconds': seconds,
+            'rss_base': base,
+            'rss_peak': peak,
+            'rss_delta': max(0, peak - base),
+            'peak_reset': reset,
+        }
 
     return anyio.run(main)
 
@@ -95,7 +104,7 @@ def run(settings: Settings) -> WorkloadResult:
     )
 
     async def main() -> dict[Variant, list[float]]:
-        for variant in VARIANTS:
+        for variant in VARIANTS if settings.warmup else ():
             await fan_out(variant, 20)
         return await alternate(settings.reps, VARIANTS, lambda v: fan_out(v, n))
 
@@ -103,8 +112,14 @@ def run(settings: Settings) -> WorkloadResult:
     ours = spread(samples['ours'])
     floor = spread(samples['floor'])
     r = ratio(ours['median'], floor['median'])
-    result.add(Metric('wall time', 's', ours, floor, r, f'<= {GOAL}x', None if r is None else r <= GOAL))
-    result.add(Metric('wall time / ideal', 'x', ours['median'] / ideal, floor['median'] / ideal, note=f'{ideal:g}s'))
+    result.add(
+        Metric(
+            'wall time', 's', ours, floor, r, f'<= {GOAL}x', None if r is None else r <= GOAL, noise_note(ours, floor)
+        )
+    )
+    result.add(
+        Metric('wall time / ideal', 'x', ours['median'] / ideal, floor['median'] / ideal, note=f'ideal {ideal:g} s')
+    )
     result.add(Metric('time per task', 'ms', ours['median'] / n * 1e3, floor['median'] / n * 1e3, r))
 
     if not settings.subprocess or not settings.fanout_growth:
@@ -148,8 +163,9 @@ def run(settings: Settings) -> WorkloadResult:
     for variant in VARIANTS:
         a, b = by_size[variant][first], by_size[variant][last]
         if 'seconds' in a and 'seconds' in b:
+            per_task = b['seconds'] / last * 1e3, a['seconds'] / first * 1e3
             result.notes.append(
                 f'{variant}: {last // first}x the tasks took {b["seconds"] / a["seconds"]:.1f}x the time '
-                f'({b["seconds"] / last * 1e3:.2f} ms/task at {last:,} vs {a["seconds"] / first * 1e3:.2f} at {first:,})'
+                f'({per_task[0]:.2f} ms/task at {last:,} vs {per_task[1]:.2f} at {first:,})'
             )
     return result

@@ -26,10 +26,10 @@ from pydantic_ai.messages import (
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.tools import ToolDefinition
 from pydantic_ai.usage import UsageLimits
-from pydantic_ai_subagents import INSTRUCTIONS, SubAgentConfig, create_subagent_toolset
 
 from _harness import Metric, Settings, WorkloadResult, ratio
 from _models import blocked_child
+from pydantic_ai_subagents import INSTRUCTIONS, SubAgentConfig, create_subagent_toolset
 
 GOAL_TOOLS = 2500
 GOAL_INSTRUCTIONS = 600
