@@ -1,0 +1,27 @@
+"""The benchmark harness keeps working: its quick mode runs every workload end to end (no timing is asserted)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_bench_quick_runs_every_workload() -> None:
+    env = {k: v for k, v in os.environ.items() if k != 'SUBAGENTS_DEMO_MODEL'}
+    result = subprocess.run(
+        [sys.executable, 'bench/run.py', '--quick', '--no-json'],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    for workload in ('[delegation]', '[fanout]', '[cancel]', '[memory]', '[model_cost]', '[bus]'):
+        assert workload in result.stdout
+    assert 'status CANCELLED before the run exited' in result.stdout
