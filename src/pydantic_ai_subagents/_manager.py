@@ -40,7 +40,14 @@ from pydantic_ai.usage import RunUsage, UsageLimits
 from ._bus import Answer, BusClosedError, CancelRequest, InMemoryMessageBus, Message, MessageBus, Question
 from ._config import SubAgentConfig, build_agent
 from ._delivery import Delivery
-from ._errors import ManagerClosedError, ReplyTimeoutError, SubagentsError, TaskAlreadyFinishedError, TaskLimitError
+from ._errors import (
+    ManagerClosedError,
+    ReplyTimeoutError,
+    SubagentsError,
+    TaskAlreadyFinishedError,
+    TaskLimitError,
+    TaskNotFoundError,
+)
 from ._events import TaskEvent, cancel_requested_event, event_for_change
 from ._otel import capture_context, end_attributes, task_span
 from ._phrasing import describe_record
@@ -138,10 +145,12 @@ class TaskManager:
         self.soft_cancel_grace = soft_cancel_grace
         self.soft_cancel_grace_turns = soft_cancel_grace_turns
         self.hard_cancel_wait = hard_cancel_wait
-        self.store: TaskStore = store or InMemoryTaskStore(
-            max_retained=max_retained, retention_seconds=retention_seconds
+        self.store: TaskStore = (
+            store
+            if store is not None
+            else InMemoryTaskStore(max_retained=max_retained, retention_seconds=retention_seconds)
         )
-        self.bus: MessageBus = bus or InMemoryMessageBus()
+        self.bus: MessageBus = bus if bus is not None else InMemoryMessageBus()
         self._runtimes: dict[str, TaskRuntime] = {}
         self._questions: dict[str, Message] = {}
         self._slots: dict[int, anyio.Semaphore] = {}
@@ -348,7 +357,11 @@ class TaskManager:
 
     async def _run(self, runtime: TaskRuntime) -> None:
         record = self.store.get(runtime.id)
-        assert record is not None
+        if record is None:
+            # Cancelled while queued and already dropped by retention before this task got to run.
+            runtime.stopped.set()
+            self._runtimes.pop(runtime.id, None)
+            return
         with task_span(record, runtime.trace_context) as span:
             try:
                 await self._run_in_span(runtime)
@@ -445,6 +458,11 @@ class TaskManager:
         self._finish(runtime, TaskStatus.CANCELLED, partial_result=partial if escalated else None)
 
     def _finish(self, runtime: TaskRuntime, status: TaskStatus, **fields: Any) -> None:
+        record = self.store.get(runtime.id)
+        waiting = TaskStatus.WAITING_FOR_ANSWER
+        if record is not None and record.status is waiting and not waiting.can_become(status):
+            # The run ended while a question was still recorded: it is no longer waiting.
+            self._resume(runtime.id)
         fields['usage'] = usage_snapshot(runtime.usage)
         if runtime.thread_note and 'note' not in fields:
             fields['note'] = runtime.thread_note
@@ -458,7 +476,17 @@ class TaskManager:
 
     async def ask_parent(self, task_id: str, question: str) -> str:
         """Called by a subagent's `ask_parent` tool: wait for the answer (or a cancel, or the timeout)."""
-        message = Question(sender=f'task:{task_id}', recipient=MANAGER, task_id=task_id, question=question)
+        correlation_id = secrets.token_hex(8)
+        message = Question(
+            sender=f'task:{task_id}',
+            recipient=MANAGER,
+            task_id=task_id,
+            question=question,
+            correlation_id=correlation_id,
+        )
+        runtime = self._runtimes.get(task_id)
+        if runtime is not None:
+            runtime.asking = correlation_id
         try:
             reply = await self.bus.ask(message, timeout=self.question_timeout)
         except ReplyTimeoutError:
@@ -476,6 +504,8 @@ class TaskManager:
     def _resume(self, task_id: str) -> None:
         self._questions.pop(task_id, None)
         runtime = self._runtimes.get(task_id)
+        if runtime is not None:
+            runtime.asking = None  # a question still on its way to the manager is withdrawn
         record = self.store.get(task_id)
         if runtime is not None and record is not None and record.status is TaskStatus.WAITING_FOR_ANSWER:
             self._changed(runtime, self.store.transition(task_id, TaskStatus.RUNNING))
@@ -483,6 +513,8 @@ class TaskManager:
     def _on_question(self, message: Question) -> None:
         runtime = self._runtimes.get(message.task_id)
         record = self.store.get(message.task_id)
+        if runtime is not None and runtime.asking != message.correlation_id:
+            return  # the subagent stopped waiting (timed out) before the question got here
         if runtime is None or record is None or record.status is not TaskStatus.RUNNING:
             self.bus.reply(message, Answer(sender=MANAGER, task_id=message.task_id, answer='The task is ending.'))
             return
@@ -542,6 +574,7 @@ class TaskManager:
 
     def get(self, task_id: str, *, scope: str | None = None) -> TaskRecord | None:
         """A task's snapshot, or `None` if unknown, pruned, or (with `scope`) not that scope's."""
+        self._prune()
         record = self.store.get(task_id)
         if record is None or (scope is not None and record.scope != scope):
             return None
@@ -549,6 +582,7 @@ class TaskManager:
 
     def list(self, scope: str | None = None, *, active_only: bool = False) -> list[TaskRecord]:
         """Tasks in creation order: all, or one scope's; all states, or only the live ones."""
+        self._prune()
         return self.store.list(scope, active_only=active_only)
 
     def transcript(self, task_id: str) -> list[ModelMessage] | None:
@@ -603,7 +637,6 @@ class TaskManager:
         Raises:
             TaskNotFoundError: an id is unknown.
         """
-        from ._errors import TaskNotFoundError
 
         def settled(record: TaskRecord) -> bool:
             return record.is_terminal or (until_question and record.status is TaskStatus.WAITING_FOR_ANSWER)
@@ -731,6 +764,9 @@ class TaskManager:
         return self._call(lambda: self._answer_now(task_id, answer))
 
     def _answer_now(self, task_id: str, answer: str) -> bool:
+        record = self.store.get(task_id)
+        if record is not None and record.cancel is not None:
+            return False  # being cancelled: the subagent will not use an answer any more
         question = self._questions.pop(task_id, None)
         if question is None:
             return False
@@ -786,7 +822,7 @@ class TaskManager:
     def _hard_cancel_now(self, runtime: TaskRuntime, requested_by: str) -> None:
         try:
             record = self.store.request_cancel(runtime.id, 'hard', requested_by)
-        except TaskAlreadyFinishedError:
+        except (TaskAlreadyFinishedError, TaskNotFoundError):
             return
         self._dispatch(cancel_requested_event(record))
         for manager, child_id in runtime.children:
@@ -800,7 +836,12 @@ class TaskManager:
                 f'a sync tool ({names}) was still running in a worker thread when the task was stopped; '
                 'Python cannot stop a thread, so it may still finish, and its late result is discarded'
             )
-        runtime.token.cancel()
+        if runtime.run is not None:
+            runtime.token.cancel()
+        else:
+            # The run is still being set up: Pydantic AI can lose a cancellation that lands there, so the runner
+            # fires the token as soon as the run exists.
+            runtime.cancel_when_started = True
 
     def _cancel_pending(self, runtime: TaskRuntime) -> None:
         self._finish(runtime, TaskStatus.CANCELLED)

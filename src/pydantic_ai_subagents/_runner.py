@@ -14,6 +14,7 @@ The status only becomes terminal after the run has really exited.
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
@@ -73,6 +74,9 @@ class TaskRuntime:
     children: list[tuple[TaskManager, str]] = field(default_factory=list[tuple['TaskManager', str]])
     """Nested tasks started by this task's subagent, for the hard-cancel cascade."""
     soft_requested_turn: int | None = None
+    cancel_when_started: bool = False
+    asking: str | None = None
+    """Correlation id of the question the subagent is waiting on, if any."""
     turns: int = 0
     notice_pending: bool = False
     inflight_sync_tools: dict[str, int] = field(default_factory=dict[str, int])
@@ -244,6 +248,8 @@ async def run_subagent(manager: TaskManager, runtime: TaskRuntime) -> None:
             capabilities=capabilities,
         ) as run:
             runtime.run = run
+            if runtime.cancel_when_started:
+                runtime.token.cancel()
             if runtime.notice_pending:
                 run.enqueue(SOFT_CANCEL_NOTICE, priority='asap')
                 runtime.notice_pending = False
@@ -278,10 +284,18 @@ def safe_error(error: BaseException, limit: int = 500) -> str:
     return text if len(text) <= limit else text[:limit] + ' [...]'
 
 
-def _mask_secrets(text: str) -> str:
-    import re
+_SECRET = re.compile(
+    r'(?i)('
+    r'\b(?:sk|pk|rk|ghp|gho|xox[bap])[-_][A-Za-z0-9_-]{8,}'  # provider-style keys
+    r'|\bbearer\s+[A-Za-z0-9._~+/=-]{8,}'  # Authorization: Bearer ...
+    r'|\bAKIA[0-9A-Z]{12,}'  # AWS access key ids
+    r'|[\'"]?[\w-]*(?:api[_-]?key|token|secret|password|passwd|credential)[\w-]*[\'"]?\s*[=:]\s*[\'"]?[^\s\'",}]+'
+    r')'
+)
 
-    return re.sub(r'(?i)(sk-[A-Za-z0-9_-]{8,}|(?:api[_-]?key|token|secret|password)\s*[=:]\s*\S+)', '[redacted]', text)
+
+def _mask_secrets(text: str) -> str:
+    return _SECRET.sub('[redacted]', text)
 
 
 def usage_snapshot(usage: RunUsage) -> TaskUsage:

@@ -25,12 +25,12 @@ required by default: pass an `auth` dependency, or `allow_unauthenticated=True` 
 
 from __future__ import annotations
 
-try:
-    import fastapi as _fastapi
-except ImportError as _error:  # pragma: no cover - depends on the environment
+from importlib.util import find_spec
+
+if find_spec('fastapi') is None:  # pragma: no cover - depends on the environment
     raise ImportError(
         'pydantic_ai_subagents.web needs FastAPI: install the web extra, pip install "pydantic-ai-subagents[web]"'
-    ) from _error
+    )
 
 from ._app import create_app
 from ._models import (
@@ -49,8 +49,6 @@ from ._models import (
 )
 from ._router import REQUESTED_BY, create_router
 from ._sse import EventStreamResponse
-
-del _fastapi
 
 __all__ = (
     'REQUESTED_BY',

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from .. import __version__
 from .._manager import TaskManager
@@ -19,6 +20,7 @@ def create_app(
     *,
     auth: Callable[..., Any] | None = None,
     allow_unauthenticated: bool = False,
+    allowed_hosts: Sequence[str] | None = None,
     title: str = 'Subagent tasks',
 ) -> FastAPI:
     """A FastAPI app serving [`create_router`][pydantic_ai_subagents.web.create_router]'s routes at the root.
@@ -32,6 +34,9 @@ def create_app(
         manager: The task manager to expose.
         auth: The dependency that authenticates every request; see `create_router`.
         allow_unauthenticated: Serve without `auth`, for local use only.
+        allowed_hosts: If given, requests whose `Host` header names another host are refused (Starlette's
+            `TrustedHostMiddleware`). For a local server, `['127.0.0.1', 'localhost']` keeps a web page from
+            reaching it through a DNS rebinding attack.
         title: The app's title in the OpenAPI schema.
 
     Raises:
@@ -44,4 +49,6 @@ def create_app(
         description='Watch and control the tasks a Pydantic AI agent delegated to its subagents.',
     )
     app.include_router(router)
+    if allowed_hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     return app

@@ -14,7 +14,7 @@ from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 
 from .._events import TaskEvent
@@ -37,6 +37,8 @@ __all__ = (
 
 MAX_ANSWER_CHARS = 20_000
 """Longest answer accepted for a subagent's question."""
+NOT_BLANK = r'[^\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]'
+"""A character that is not whitespace, as ECMA-262 (and so JSON Schema) defines whitespace."""
 
 
 def render_text(value: Any) -> str | None:
@@ -201,15 +203,11 @@ class CancelTaskResult(_Model):
 class AnswerTaskBody(_Model):
     """The body of `POST /tasks/{task_id}/answer`."""
 
-    answer: Annotated[str, Field(min_length=1, max_length=MAX_ANSWER_CHARS)]
-    """The answer to the subagent's pending question; must not be blank."""
+    # The pattern spells out its whitespace, so that JSON Schema (ECMA-262) and Python agree on what it accepts.
+    model_config = ConfigDict(extra='forbid', regex_engine='python-re')
 
-    @field_validator('answer')
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError('the answer must not be blank')
-        return value
+    answer: Annotated[str, Field(min_length=1, max_length=MAX_ANSWER_CHARS, pattern=NOT_BLANK)]
+    """The answer to the subagent's pending question; it must hold more than whitespace."""
 
 
 class AnswerTaskResult(_Model):

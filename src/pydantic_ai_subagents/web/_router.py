@@ -14,6 +14,7 @@ not errors: they reply `200` with `accepted: false` and the task as it is.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import partial
 from typing import Annotated, Any
@@ -21,6 +22,7 @@ from typing import Annotated, Any
 import anyio.to_thread
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import HTMLResponse
+from fastapi.routing import APIRoute
 
 from .._manager import TaskManager
 from .._state import TaskRecord, TaskStatus
@@ -59,6 +61,12 @@ def create_router(
 
     Whoever passes `auth` sees and controls the tasks of every scope: `?scope=` is a filter, not a permission.
 
+    Serve the app on the event loop the manager runs on (for instance `uvicorn.Server(config).serve()` in the same
+    task group as the agent), and start the manager (`async with toolset:`) before the first request: an unstarted
+    manager starts itself on the loop of whoever uses it first. The routes also work from a server on another
+    thread: the control routes hand their calls to the manager's loop, and the event stream then follows the tasks
+    by reading snapshots a few times a second instead of subscribing to the manager's events.
+
     The browser dashboard reads the event stream with `EventSource`, which cannot add headers: protect it with an
     `auth` that reads a cookie or HTTP basic credentials. The control routes only accept JSON bodies, so a
     cross-site form cannot post to them.
@@ -87,11 +95,18 @@ def create_router(
             401: {'model': ErrorDetail, 'description': 'Not authenticated'},
             403: {'model': ErrorDetail, 'description': 'Not allowed'},
         }
+    suffix = re.sub(r'\W+', '_', prefix).strip('_')
+
+    def operation_id(route: APIRoute) -> str:
+        # `subagents_list_tasks`, ...; a router under a prefix adds it, so two routers can share an app.
+        return f'{route.name}_{suffix}' if suffix else route.name
+
     router = APIRouter(
         prefix=prefix,
         tags=['subagent tasks'],
         dependencies=[] if auth is None else [Depends(auth)],
         responses=responses,
+        generate_unique_id_function=operation_id,
     )
     not_found: dict[int | str, dict[str, Any]] = {404: {'model': ErrorDetail, 'description': 'Unknown task'}}
     posting: dict[int | str, dict[str, Any]] = {
@@ -113,7 +128,7 @@ def create_router(
         """The dashboard page: a live task tree with answer and cancel controls."""
         return dashboard_response()
 
-    @router.get('/tasks', name='subagents_list_tasks')
+    @router.get('/tasks', name='subagents_list_tasks', summary='List tasks')
     async def list_tasks(  # pyright: ignore[reportUnusedFunction]
         scope: ScopeQuery = None,
         state: Annotated[
@@ -130,6 +145,7 @@ def create_router(
     @router.get(
         '/tasks/events',
         name='subagents_task_events',
+        summary='Stream task events',
         response_class=EventStreamResponse,
         status_code=200,
         responses={
@@ -148,7 +164,7 @@ def create_router(
             raise HTTPException(503, 'the task manager is closed')
         return EventStreamResponse(manager, scope, heartbeat=heartbeat)
 
-    @router.get('/tasks/{task_id}', name='subagents_get_task', responses=not_found)
+    @router.get('/tasks/{task_id}', name='subagents_get_task', summary='Get a task', responses=not_found)
     async def get_task(task_id: str, scope: ScopeQuery = None) -> TaskView:  # pyright: ignore[reportUnusedFunction]
         """Read one task (A2A: `tasks/get`)."""
         return TaskView.from_record(find(task_id, scope))
@@ -156,6 +172,7 @@ def create_router(
     @router.post(
         '/tasks/{task_id}/cancel',
         name='subagents_cancel_task',
+        summary='Cancel a task',
         responses={
             **posting,
             409: {'model': ErrorDetail, 'description': 'The task has already finished'},
@@ -181,7 +198,12 @@ def create_router(
             raise HTTPException(409, f'task {task_id!r} is already {record.status.value}')
         return CancelTaskResult(accepted=accepted, task=TaskView.from_record(record))
 
-    @router.post('/tasks/{task_id}/answer', name='subagents_answer_task', responses=posting)
+    @router.post(
+        '/tasks/{task_id}/answer',
+        name='subagents_answer_task',
+        summary="Answer a subagent's question",
+        responses=posting,
+    )
     async def answer_task(  # pyright: ignore[reportUnusedFunction]
         task_id: str, body: AnswerTaskBody, scope: ScopeQuery = None
     ) -> AnswerTaskResult:

@@ -4,12 +4,14 @@ One `data:` line of JSON per [`TaskEvent`][pydantic_ai_subagents.TaskEvent], sep
 `EventSource` expects; a comment line every few seconds keeps proxies from closing an idle stream. The stream ends
 when the client goes away (it always listens for the disconnect, whatever ASGI version the server speaks) or when
 the task manager is closed.
+
+The events come from [`TaskManager.events`][pydantic_ai_subagents.TaskManager.events] when the app runs on the
+manager's event loop, and from comparing task snapshots when it runs on another one (see `_poll`).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -18,10 +20,11 @@ from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from .._errors import SubagentsError
+from .._errors import ManagerClosedError, SubagentsError
 from .._events import TaskEvent
 from .._manager import TaskManager
 from ._models import event_to_json
+from ._poll import poll_events
 
 __all__ = ('EventStreamResponse', 'format_event')
 
@@ -45,6 +48,7 @@ class EventStreamResponse(Response):
         scope: str | None,
         *,
         heartbeat: float = 15.0,
+        poll_interval: float = 0.25,
         background: BackgroundTask | None = None,
     ) -> None:
         """Prepare the stream.
@@ -53,11 +57,14 @@ class EventStreamResponse(Response):
             manager: The task manager whose events are relayed.
             scope: Only this scope's tasks; `None` for all.
             heartbeat: Seconds between keep-alive comments while no event comes.
+            poll_interval: When the app does not run on the manager's event loop, the events are found by reading
+                the tasks this often (seconds).
             background: A task to run after the response, as for any Starlette response.
         """
         self.manager = manager
         self.scope = scope
         self.heartbeat = heartbeat
+        self.poll_interval = poll_interval
         self.status_code = 200
         self.background = background
         self.init_headers({'Cache-Control': 'no-store', 'X-Accel-Buffering': 'no'})
@@ -85,17 +92,13 @@ class EventStreamResponse(Response):
             async def relay() -> None:
                 # Only this task reads the manager's events; the writer below is the only one that sends.
                 async with outbox:
-                    events = self.manager.events(self.scope)
                     try:
-                        with contextlib.suppress(SubagentsError):
-                            async for event in events:
-                                await outbox.send(format_event(event))
-                    finally:
-                        # An async generator: close it now, so its bus subscription goes at once.
-                        aclose: Callable[[], Awaitable[object]] | None = getattr(events, 'aclose', None)
-                        if aclose is not None:
-                            with anyio.CancelScope(shield=True):
-                                await aclose()
+                        await self._relay(self.manager.events(self.scope), outbox)
+                    except ManagerClosedError:
+                        pass
+                    except SubagentsError:
+                        # The manager runs on another event loop (this app is served from another thread).
+                        await self._relay(poll_events(self.manager, self.scope, interval=self.poll_interval), outbox)
 
             async def write() -> None:
                 async with inbox:
@@ -122,6 +125,18 @@ class EventStreamResponse(Response):
             tg.start_soon(watch)
         if not disconnected:
             await self._send_body(send, b'', more=False)
+
+    @staticmethod
+    async def _relay(events: AsyncIterator[TaskEvent], outbox: MemoryObjectSendStream[bytes]) -> None:
+        try:
+            async for event in events:
+                await outbox.send(format_event(event))
+        finally:
+            # An async generator: close it now, so that its bus subscription goes at once.
+            aclose: Callable[[], Awaitable[object]] | None = getattr(events, 'aclose', None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
 
     @staticmethod
     async def _send_body(send: Send, body: bytes, *, more: bool = True) -> None:

@@ -1,0 +1,78 @@
+"""Task events for a server that does not run on the task manager's event loop.
+
+[`TaskManager.events`][pydantic_ai_subagents.TaskManager.events] can only be read on the manager's own loop. When
+the web app is served from another thread, the event stream falls back to reading snapshots (which is safe from any
+thread) a few times a second and reporting what changed, as the same events: every new entry of a task's history
+becomes the event that reports it, and a new cancel request becomes a `TaskCancelRequested`. Each event has the
+status and time of its own transition; its other fields (question, result, ...) come from the snapshot that
+revealed it, so a question already answered by then is reported empty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+
+import anyio
+
+from .._events import TaskCreated, TaskEvent, cancel_requested_event, event_for_change
+from .._manager import TaskManager
+from .._state import StatusChange, TaskRecord
+
+__all__ = ('poll_events',)
+
+
+@dataclass
+class _Seen:
+    transitions: int
+    cancelled: bool
+
+
+def _snapshot_created(record: TaskRecord) -> TaskCreated:
+    """The event a new subscriber gets for a live task, as `TaskManager.events` sends it."""
+    return TaskCreated(
+        task_id=record.id,
+        subagent=record.subagent,
+        scope=record.scope,
+        parent_task_id=record.parent_task_id,
+        status=record.status,
+        at=record.history[-1].at if record.history else 0.0,
+        description=record.description,
+        mode=record.mode,
+    )
+
+
+def _changes(record: TaskRecord, seen: _Seen) -> list[TaskEvent]:
+    events: list[TaskEvent] = []
+    history = record.history
+    for index in range(seen.transitions, len(history)):
+        old = history[index - 1].status if index else None
+        new = history[index].status
+        then = replace(record, status=new, history=history[: index + 1])
+        events.append(event_for_change(StatusChange(record=then, old=old, new=new)))
+    if record.cancel is not None and not seen.cancelled:
+        request = cancel_requested_event(record)
+        # The request comes before the transition it led to.
+        position = next((i for i, e in enumerate(events) if e.at >= request.at), len(events))
+        events.insert(position, request)
+    seen.transitions = len(history)
+    seen.cancelled = record.cancel is not None
+    return events
+
+
+async def poll_events(manager: TaskManager, scope: str | None, *, interval: float = 0.25) -> AsyncIterator[TaskEvent]:
+    """Task events found by comparing snapshots every `interval` seconds, until the manager is closed.
+
+    Like `TaskManager.events`, it starts with a `TaskCreated` for each live task, with its current status.
+    """
+    seen: dict[str, _Seen] = {}
+    for record in manager.list(scope):
+        seen[record.id] = _Seen(transitions=len(record.history), cancelled=record.cancel is not None)
+        if not record.is_terminal:
+            yield _snapshot_created(record)
+    while not manager.closed:
+        await anyio.sleep(interval)
+        for record in manager.list(scope):
+            state = seen.setdefault(record.id, _Seen(transitions=0, cancelled=False))
+            for event in _changes(record, state):
+                yield event
