@@ -382,6 +382,8 @@ class TaskManager:
                         return  # cancelled while queued
                     runtime.started = True
                     self._changed(runtime, self.store.transition(runtime.id, TaskStatus.RUNNING))
+                    if runtime.timeout is not None:
+                        self._require_tg().start_soon(self._timeout_timer, runtime)
                     await run_subagent(self, runtime)
                     # A subagent's conversation ends with its task: nobody could collect what its own background
                     # tasks produce, so they stop with it.
@@ -796,6 +798,25 @@ class TaskManager:
             self._deliver_soft_notice(runtime)
         self._require_tg().start_soon(self._grace_timer, runtime)
         return True
+
+    async def _timeout_timer(self, runtime: TaskRuntime) -> None:
+        """Stop a task that runs past its `timeout` (it ends `FAILED`).
+
+        The task's own timer rather than Pydantic AI's `timeout=`, so that the stop goes through the same
+        cancellation path as a hard cancel, which never lands while the run is still being set up.
+        """
+        assert runtime.timeout is not None
+        with anyio.move_on_after(runtime.timeout):
+            await runtime.stopped.wait()
+            return
+        record = self.store.get(runtime.id)
+        if record is None or record.is_terminal:
+            return
+        runtime.timed_out = True
+        if runtime.run is not None:
+            runtime.token.cancel()
+        else:
+            runtime.cancel_when_started = True
 
     async def _grace_timer(self, runtime: TaskRuntime) -> None:
         with anyio.move_on_after(self.soft_cancel_grace):

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from opentelemetry.context import Context
-from pydantic_ai import Agent, CancellationToken, RunCancelled, RunTimedOut
+from pydantic_ai import Agent, CancellationToken, RunCancelled
 from pydantic_ai._agent_graph import ModelRequestNode
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.exceptions import ModelRetry, UsageLimitExceeded
@@ -75,6 +75,7 @@ class TaskRuntime:
     """Nested tasks started by this task's subagent, for the hard-cancel cascade."""
     soft_requested_turn: int | None = None
     cancel_when_started: bool = False
+    timed_out: bool = False
     asking: str | None = None
     """Correlation id of the question the subagent is waiting on, if any."""
     turns: int = 0
@@ -243,7 +244,6 @@ async def run_subagent(manager: TaskManager, runtime: TaskRuntime) -> None:
             usage=runtime.usage,
             usage_limits=runtime.usage_limits,
             cancellation_token=runtime.token,
-            timeout=runtime.timeout,
             toolsets=toolsets,
             capabilities=capabilities,
         ) as run:
@@ -260,11 +260,12 @@ async def run_subagent(manager: TaskManager, runtime: TaskRuntime) -> None:
             assert run.result is not None
             output = run.result.output
         manager.finish_completed(runtime, output)
-    except RunTimedOut:
-        manager.finish_failed(runtime, f'timed out after {runtime.timeout:g} s' if runtime.timeout else 'timed out')
     except RunCancelled as e:
         runtime.transcript = e.all_messages()
-        manager.finish_cancelled(runtime, partial_from_messages(runtime.transcript))
+        if runtime.timed_out:
+            manager.finish_failed(runtime, f'timed out after {runtime.timeout:g} s')
+        else:
+            manager.finish_cancelled(runtime, partial_from_messages(runtime.transcript))
     except UsageLimitExceeded as e:
         manager.finish_failed(runtime, f'usage limit reached: {e}')
     except Exception as e:

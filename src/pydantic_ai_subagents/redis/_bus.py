@@ -313,6 +313,7 @@ class RedisMessageBus:
             self._pumps -= 1
             if self._pumps == 0:
                 self._pumps_idle.set()
+                self._progress.set()  # wake `flush`: nothing is left to write the outbox
 
     @property
     def closed(self) -> bool:
