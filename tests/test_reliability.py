@@ -92,7 +92,7 @@ def describe_task(task: Any) -> str:
 
 
 def is_upstream_lifecycle_leak(task: Any) -> bool:
-    """A Pydantic AI `wrap_run` task parked forever on `_run_done` (see the xfail test on hard cancels at run start)."""
+    """A Pydantic AI `wrap_run` task parked forever on `_run_done` (a cancel landing as a run starts; avoided here)."""
     return ':_do_run:' in describe_task(task)
 
 
