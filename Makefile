@@ -20,12 +20,16 @@ demo: install ## Run the quickstart demo offline on scripted models (no API key)
 	@$(UV) run --frozen python examples/quickstart.py
 
 .PHONY: system-deps
-system-deps: ## Install the system packages some tests drive for real (Chromium for the dashboard test)
-	@command -v chromium >/dev/null 2>&1 || { \
+system-deps: ## Install the system programs some tests drive for real: Chromium (dashboard) and redis-server
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing chromium with apt-get"; \
-	    (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "chromium is missing: install it (e.g. sudo apt-get install chromium) for the browser test"; fi; }
+	    echo "installing$$missing with apt-get"; \
+	    (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing:$$missing (install them, e.g. with apt-get) for the browser and Redis tests"; fi; \
+	fi
 
 .PHONY: test
 test: install system-deps ## Run the test suite with branch coverage of src/
