@@ -196,6 +196,21 @@ CASES = (
         ),
         (r'TaskCancelled +\w{8} researcher +cancelled cancel_kind=\'soft\' partial_result=',),
     ),
+    Case(
+        'web_dashboard.py',
+        (
+            'Dashboard: http://127.0.0.1:',
+            'writer asks: Who is the audience, and what tone should I use?',
+            'POST /tasks/{id}/answer -> 200, accepted: True',
+            'POST /tasks/{id}/cancel (hard, the lead) -> 200, accepted: True',
+            '== GET /tasks -> 200, 5 tasks ==',
+            'Draft (for families with young children)',
+            '<script>alert("not run")</script>',
+            'Stopped.',
+        ),
+        (r'^\w{8} lead +cancelled ', r'^\w{8}   deep-researcher +cancelled ', r'^\w{8} writer +completed '),
+        args=('--check',),
+    ),
 )
 
 

@@ -5,17 +5,22 @@ Needs the `web` extra (`pip install 'pydantic-ai-subagents[web]'`): FastAPI, and
 ```python
 from fastapi import FastAPI, HTTPException, Request
 
+from pydantic_ai_subagents import create_subagent_toolset
 from pydantic_ai_subagents.web import create_router
+
+toolset = create_subagent_toolset([...])  # the toolset your agent uses
 
 
 def require_operator(request: Request) -> None:
-    if request.cookies.get('session') != 'expected':  # your own check
+    if not is_operator(request.cookies.get('session')):  # your own check
         raise HTTPException(401, 'not authenticated')
 
 
 app = FastAPI()
 app.include_router(create_router(toolset.manager, auth=require_operator, prefix='/subagents'))
 ```
+
+The dashboard is then at `/subagents/`.
 
 The routes follow the task methods of the A2A protocol: `GET /tasks` (list), `GET /tasks/{task_id}` (get),
 `POST /tasks/{task_id}/cancel` (cancel, `{"kind": "soft" | "hard"}`), `POST /tasks/{task_id}/answer` (answer a

@@ -1,15 +1,17 @@
 """Task events for a server that does not run on the task manager's event loop.
 
-[`TaskManager.events`][pydantic_ai_subagents.TaskManager.events] can only be read on the manager's own loop. When
-the web app is served from another thread, the event stream falls back to reading snapshots (which is safe from any
-thread) a few times a second and reporting what changed, as the same events: every new entry of a task's history
-becomes the event that reports it, and a new cancel request becomes a `TaskCancelRequested`. Each event has the
-status and time of its own transition; its other fields (question, result, ...) come from the snapshot that
-revealed it, so a question already answered by then is reported empty.
+[`TaskManager.events`][pydantic_ai_subagents.TaskManager.events] can only be read on the manager's own loop, and
+reading it starts a manager that has not started yet, on the reader's loop. When the web app is served from
+another thread, or before the manager has started, the event stream reads snapshots instead (which is safe from
+any thread and starts nothing) a few times a second, and reports what changed as the same events: every new entry
+of a task's history becomes the event that reports it, and a new cancel request becomes a `TaskCancelRequested`.
+Each event has the status and time of its own transition; its other fields (question, result, ...) come from the
+snapshot that revealed it, so a question already answered by then is reported empty.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
@@ -19,7 +21,7 @@ from .._events import TaskCreated, TaskEvent, cancel_requested_event, event_for_
 from .._manager import TaskManager
 from .._state import StatusChange, TaskRecord
 
-__all__ = ('poll_events',)
+__all__ = ('poll_events', 'runs_here')
 
 
 @dataclass
@@ -60,10 +62,25 @@ def _changes(record: TaskRecord, seen: _Seen) -> list[TaskEvent]:
     return events
 
 
+def runs_here(manager: TaskManager) -> bool:
+    """Whether `manager` runs on the current event loop, so that its `events()` can be read here.
+
+    `TaskManager` has no public way to tell; its own record of its loop is read, and if that ever goes away the
+    answer is `False`, which only makes the event stream follow snapshots.
+    """
+    loop: object = getattr(manager, '_loop', None)
+    try:
+        current = asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio
+        return False
+    return loop is not None and loop is current
+
+
 async def poll_events(manager: TaskManager, scope: str | None, *, interval: float = 0.25) -> AsyncIterator[TaskEvent]:
     """Task events found by comparing snapshots every `interval` seconds, until the manager is closed.
 
-    Like `TaskManager.events`, it starts with a `TaskCreated` for each live task, with its current status.
+    Like `TaskManager.events`, it starts with a `TaskCreated` for each live task, with its current status. It never
+    starts the manager.
     """
     seen: dict[str, _Seen] = {}
     for record in manager.list(scope):

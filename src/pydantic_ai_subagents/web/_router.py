@@ -61,11 +61,11 @@ def create_router(
 
     Whoever passes `auth` sees and controls the tasks of every scope: `?scope=` is a filter, not a permission.
 
-    Serve the app on the event loop the manager runs on (for instance `uvicorn.Server(config).serve()` in the same
-    task group as the agent), and start the manager (`async with toolset:`) before the first request: an unstarted
-    manager starts itself on the loop of whoever uses it first. The routes also work from a server on another
-    thread: the control routes hand their calls to the manager's loop, and the event stream then follows the tasks
-    by reading snapshots a few times a second instead of subscribing to the manager's events.
+    Best served on the event loop the manager runs on (for instance `uvicorn.Server(config).serve()` in the same
+    task group as the agent), with the manager started first (`async with toolset:`): the event stream then relays
+    the manager's own events. The routes also work from a server on another thread, and the app never starts the
+    manager itself: the control routes hand their calls to the manager's loop, and an event stream opened on
+    another loop, or before the manager has started, follows the tasks by reading snapshots a few times a second.
 
     The browser dashboard reads the event stream with `EventSource`, which cannot add headers: protect it with an
     `auth` that reads a cookie or HTTP basic credentials. The control routes only accept JSON bodies, so a
@@ -185,6 +185,8 @@ def create_router(
 
         Hard-cancelling a task also stops every task it started. The reply comes at once: the state becomes
         `cancelled` when the subagent has really stopped (follow the event stream, or read the task again).
+        A task that has already finished answers `409`; a request that repeats an earlier one (or is weaker than
+        it) answers `accepted: false`.
         """
         record = find(task_id, scope)
         if record.is_terminal:

@@ -6,7 +6,8 @@ when the client goes away (it always listens for the disconnect, whatever ASGI v
 the task manager is closed.
 
 The events come from [`TaskManager.events`][pydantic_ai_subagents.TaskManager.events] when the app runs on the
-manager's event loop, and from comparing task snapshots when it runs on another one (see `_poll`).
+manager's event loop, and from comparing task snapshots when it runs on another one or before the manager has
+started (see `_poll`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .._errors import ManagerClosedError, SubagentsError
 from .._events import TaskEvent
 from .._manager import TaskManager
 from ._models import event_to_json
-from ._poll import poll_events
+from ._poll import poll_events, runs_here
 
 __all__ = ('EventStreamResponse', 'format_event')
 
@@ -92,13 +93,7 @@ class EventStreamResponse(Response):
             async def relay() -> None:
                 # Only this task reads the manager's events; the writer below is the only one that sends.
                 async with outbox:
-                    try:
-                        await self._relay(self.manager.events(self.scope), outbox)
-                    except ManagerClosedError:
-                        pass
-                    except SubagentsError:
-                        # The manager runs on another event loop (this app is served from another thread).
-                        await self._relay(poll_events(self.manager, self.scope, interval=self.poll_interval), outbox)
+                    await self._relay_events(outbox)
 
             async def write() -> None:
                 async with inbox:
@@ -125,6 +120,19 @@ class EventStreamResponse(Response):
             tg.start_soon(watch)
         if not disconnected:
             await self._send_body(send, b'', more=False)
+
+    async def _relay_events(self, outbox: MemoryObjectSendStream[bytes]) -> None:
+        if runs_here(self.manager):
+            try:
+                await self._relay(self.manager.events(self.scope), outbox)
+                return  # the manager was closed
+            except ManagerClosedError:
+                return
+            except SubagentsError:
+                pass  # it has just moved to another loop
+        # Served from another thread, or the manager has not started yet (reading its events would start it
+        # here): follow snapshots for as long as this stream lasts.
+        await self._relay(poll_events(self.manager, self.scope, interval=self.poll_interval), outbox)
 
     @staticmethod
     async def _relay(events: AsyncIterator[TaskEvent], outbox: MemoryObjectSendStream[bytes]) -> None:

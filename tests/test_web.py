@@ -1,0 +1,693 @@
+"""The web API and dashboard: auth by default, reading, cancelling and answering tasks, the event stream, escaping.
+
+Real tasks run on scripted models in a real `TaskManager`; the app is called in-process through ASGI.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import anyio.to_thread
+import httpx
+import hypothesis
+import pytest
+import schemathesis
+from fastapi import FastAPI, Header, HTTPException
+from starlette.testclient import TestClient
+
+from pydantic_ai_subagents import SubAgentConfig, TaskCompleted, TaskManager, TaskStatus
+from pydantic_ai_subagents.web import create_app, create_router, event_to_json
+from pydantic_ai_subagents.web._dashboard import dashboard_html
+
+from .conftest import Gate, Script, call, child_text, text
+
+BASE = 'http://t'
+
+
+def worker(model: Any, name: str = 'worker') -> SubAgentConfig:
+    return SubAgentConfig(name=name, instructions='You work.', model=model)
+
+
+def asker() -> SubAgentConfig:
+    script = Script(
+        [[call('ask_parent', question='Which colour, <b>red</b> or blue?')], lambda s: [text(f'Painted {s.reply()}')]]
+    )
+    return SubAgentConfig(name='painter', instructions='You paint.', model=script.model())
+
+
+@asynccontextmanager
+async def serve(**app_options: Any) -> AsyncIterator[tuple[TaskManager, httpx.AsyncClient]]:
+    options: dict[str, Any] = {'allow_unauthenticated': True, **app_options}
+    async with TaskManager() as manager:
+        app = create_app(manager, **options)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as client:
+            yield manager, client
+
+
+async def running(manager: TaskManager, gate: Gate, description: str = 'long job', scope: str = 'c1') -> str:
+    record = await manager.start(worker(gate.model()), description, scope=scope)
+    await gate.entered.wait()
+    return record.id
+
+
+# ---------------------------------------------------------------------------------------------------- auth
+
+
+def test_auth_is_required_unless_explicitly_waived() -> None:
+    manager = TaskManager()
+    with pytest.raises(ValueError, match='auth'):
+        create_router(manager)
+    with pytest.raises(ValueError, match='allow_unauthenticated=True'):
+        create_app(manager)
+    assert create_router(manager, allow_unauthenticated=True).routes
+
+
+def test_the_core_package_does_not_import_fastapi() -> None:
+    code = 'import sys, pydantic_ai_subagents; print(sorted(m for m in ("fastapi", "starlette") if m in sys.modules))'
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True, timeout=60)
+    assert result.stdout.strip() == '[]'
+
+
+def require_token(x_token: str | None = Header(default=None)) -> None:
+    if x_token != 'secret':
+        raise HTTPException(401, 'not authenticated')
+
+
+@pytest.mark.anyio
+async def test_every_route_refuses_without_auth_and_serves_with_it() -> None:
+    gate = Gate()
+    async with serve(auth=require_token, allow_unauthenticated=False) as (manager, client):
+        tid = await running(manager, gate)
+        requests = [
+            ('GET', '/', None),
+            ('GET', '/tasks', None),
+            ('GET', f'/tasks/{tid}', None),
+            ('GET', '/tasks/events', None),
+            ('POST', f'/tasks/{tid}/cancel', {'kind': 'hard'}),
+            ('POST', f'/tasks/{tid}/answer', {'answer': 'x'}),
+        ]
+        for method, path, body in requests:
+            for headers in ({}, {'X-Token': 'wrong'}):
+                response = await client.request(method, path, json=body, headers=headers)
+                assert response.status_code == 401, (method, path, response.text)
+        record = manager.get(tid)
+        assert record is not None and record.status is TaskStatus.RUNNING and record.cancel is None
+
+        ok = {'X-Token': 'secret'}
+        assert (await client.get('/', headers=ok)).status_code == 200
+        assert [t['id'] for t in (await client.get('/tasks', headers=ok)).json()['tasks']] == [tid]
+        response = await client.post(f'/tasks/{tid}/cancel', json={'kind': 'hard'}, headers=ok)
+        assert response.status_code == 200 and response.json()['accepted'] is True
+        assert (await manager.wait_for(tid)).status is TaskStatus.CANCELLED
+
+        schema = (await client.get('/openapi.json')).json()
+        assert {'401', '403'} <= set(schema['paths']['/tasks']['get']['responses'])
+
+
+# ---------------------------------------------------------------------------------------------------- reading
+
+
+@pytest.mark.anyio
+async def test_list_get_and_filters() -> None:
+    gate = Gate()
+    async with serve() as (manager, client):
+        long_id = await running(manager, gate, 'long job', scope='c1')
+        done = await manager.start(worker(child_text('the answer is 42'), 'quick'), 'quick job', scope='c2')
+        await manager.wait_for(done.id)
+
+        tasks = (await client.get('/tasks')).json()['tasks']
+        assert [t['id'] for t in tasks] == [long_id, done.id]
+
+        one = (await client.get(f'/tasks/{done.id}')).json()
+        assert one == tasks[1]
+        assert one['subagent'] == 'quick' and one['description'] == 'quick job' and one['mode'] == 'async'
+        assert one['scope'] == 'c2' and one['parent_task_id'] is None and one['depth'] == 1
+        assert one['status']['state'] == 'completed'
+        assert one['result'] == 'the answer is 42'
+        assert one['error'] is None and one['partial_result'] is None and one['question'] is None
+        assert one['cancel'] is None
+        assert one['usage']['requests'] == 1 and one['usage']['total_tokens'] > 0
+        assert [h['state'] for h in one['history']] == ['pending', 'running', 'completed']
+        assert one['status'] == one['history'][-1]
+        stamps = [datetime.fromisoformat(h['timestamp']) for h in one['history']]
+        assert stamps == sorted(stamps) and stamps[0].tzinfo is not None
+        assert one['elapsed_seconds'] >= 0
+
+        long = (await client.get(f'/tasks/{long_id}', params={'scope': 'c1'})).json()
+        assert long['status']['state'] == 'running' and long['result'] is None
+
+        async def ids(**params: Any) -> list[str]:
+            response = await client.get('/tasks', params=params)
+            assert response.status_code == 200, response.text
+            return [t['id'] for t in response.json()['tasks']]
+
+        assert await ids(scope='c1') == [long_id]
+        assert await ids(scope='c2') == [done.id]
+        assert await ids(scope='nobody') == []
+        assert await ids(state='completed') == [done.id]
+        assert await ids(state=['running', 'completed']) == [long_id, done.id]
+        assert await ids(state='waiting_for_answer') == []
+        assert await ids(scope='c1', state='completed') == []
+        assert (await client.get('/tasks', params={'state': 'RUNNING'})).status_code == 422
+        gate.release.set()
+
+
+@pytest.mark.anyio
+async def test_unknown_and_other_scope_ids_get_the_same_404() -> None:
+    gate = Gate()
+    async with serve() as (manager, client):
+        tid = await running(manager, gate, scope='c2')
+        missing = 'f' * 24
+        for path in (f'/tasks/{tid}', f'/tasks/{missing}'):
+            assert (await client.get(path)).status_code == (200 if path.endswith(tid) else 404)
+            responses = [
+                await client.get(path, params={'scope': 'c1'}),
+                await client.post(f'{path}/cancel', params={'scope': 'c1'}, json={'kind': 'hard'}),
+                await client.post(f'{path}/answer', params={'scope': 'c1'}, json={'answer': 'x'}),
+            ]
+            for response in responses:
+                assert response.status_code == 404
+                task_id = path.rsplit('/', 1)[1]
+                assert response.json() == {'detail': f'task {task_id!r} not found'}
+        assert (await client.post(f'/tasks/{missing}/cancel', json={'kind': 'soft'})).status_code == 404
+        assert (await client.post(f'/tasks/{missing}/answer', json={'answer': 'x'})).status_code == 404
+        record = manager.get(tid)
+        assert record is not None and record.status is TaskStatus.RUNNING and record.cancel is None
+        gate.release.set()
+
+
+# ---------------------------------------------------------------------------------------------------- control
+
+
+@pytest.mark.anyio
+async def test_soft_cancel_by_post_lets_the_subagent_wrap_up() -> None:
+    gate = Gate()
+    async with serve() as (manager, client):
+        tid = await running(manager, gate)
+        response = await client.post(f'/tasks/{tid}/cancel', json={'kind': 'soft'})
+        assert response.status_code == 200
+        body = response.json()
+        assert body['accepted'] is True
+        assert body['task']['cancel']['kind'] == 'soft' and body['task']['cancel']['requested_by'] == 'web'
+        assert body['task']['status']['state'] == 'running'  # it stops when the subagent has wrapped up
+
+        again = await client.post(f'/tasks/{tid}/cancel', json={'kind': 'soft'})
+        assert again.status_code == 200 and again.json()['accepted'] is False
+
+        gate.release.set()
+        record = await manager.wait_for(tid)
+        assert record.status is TaskStatus.CANCELLED
+        assert record.partial_result == 'Cancelled. Partial findings: 3 sources found.'
+        task = (await client.get(f'/tasks/{tid}')).json()
+        assert task['status']['state'] == 'cancelled'
+        assert task['partial_result'] == 'Cancelled. Partial findings: 3 sources found.'
+
+        finished = await client.post(f'/tasks/{tid}/cancel', json={'kind': 'hard'})
+        assert finished.status_code == 409
+        assert finished.json() == {'detail': f'task {tid!r} is already cancelled'}
+
+
+@pytest.mark.anyio
+async def test_hard_cancel_by_post_stops_the_task() -> None:
+    gate = Gate()
+    async with serve() as (manager, client):
+        tid = await running(manager, gate)
+        soft = await client.post(f'/tasks/{tid}/cancel', json={})  # soft is the default
+        assert soft.json()['accepted'] is True and soft.json()['task']['cancel']['kind'] == 'soft'
+        response = await client.post(f'/tasks/{tid}/cancel', json={'kind': 'hard'})
+        assert response.status_code == 200 and response.json()['accepted'] is True
+        record = await manager.wait_for(tid)
+        assert record.status is TaskStatus.CANCELLED
+        assert record.cancel is not None and record.cancel.kind == 'hard' and record.cancel.requested_by == 'web'
+        assert gate.finished == 0  # the model request never returned
+        assert (await client.get(f'/tasks/{tid}')).json()['status']['state'] == 'cancelled'
+        assert (await client.post(f'/tasks/{tid}/cancel', json={'kind': 'hard'})).status_code == 409
+
+
+@pytest.mark.anyio
+async def test_cancel_of_a_queued_task_is_immediate() -> None:
+    gate = Gate()
+    async with TaskManager(max_concurrent_tasks=1) as manager:
+        app = create_app(manager, allow_unauthenticated=True)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as client:
+            first = await running(manager, gate)
+            queued = await manager.start(worker(child_text('never')), 'queued job', scope='c1')
+            assert (await client.get(f'/tasks/{queued.id}')).json()['status']['state'] == 'pending'
+            response = await client.post(f'/tasks/{queued.id}/cancel', json={'kind': 'soft'})
+            assert response.status_code == 200 and response.json()['accepted'] is True
+            assert response.json()['task']['status']['state'] == 'cancelled'
+            assert manager.get(first) is not None
+            gate.release.set()
+
+
+@pytest.mark.anyio
+async def test_control_bodies_are_validated() -> None:
+    gate = Gate()
+    async with serve() as (manager, client):
+        tid = await running(manager, gate)
+        bad = [
+            await client.post(f'/tasks/{tid}/cancel', json={'kind': 'gentle'}),
+            await client.post(f'/tasks/{tid}/cancel', json={'kind': 'hard', 'extra': 1}),
+            await client.post(f'/tasks/{tid}/cancel', content='{"kind": "hard"}'),  # no JSON content type
+            await client.post(
+                f'/tasks/{tid}/cancel', content='{"kind": "hard"}', headers={'Content-Type': 'text/plain'}
+            ),
+            await client.post(f'/tasks/{tid}/answer', json={}),
+            await client.post(f'/tasks/{tid}/answer', json={'answer': ''}),
+            await client.post(f'/tasks/{tid}/answer', json={'answer': ' \n '}),
+        ]
+        assert [r.status_code for r in bad] == [422] * len(bad)
+        record = manager.get(tid)
+        assert record is not None and record.cancel is None and record.status is TaskStatus.RUNNING
+        gate.release.set()
+
+
+@pytest.mark.anyio
+async def test_answer_a_waiting_question() -> None:
+    gate = Gate()
+    async with serve() as (manager, client):
+        busy = await running(manager, gate)
+        not_waiting = await client.post(f'/tasks/{busy}/answer', json={'answer': 'hello'})
+        assert not_waiting.status_code == 200 and not_waiting.json()['accepted'] is False
+
+        tid = (await manager.start(asker(), 'Paint the fence', scope='c1')).id
+        record = await manager.wait_for(tid)
+        assert record.status is TaskStatus.WAITING_FOR_ANSWER
+        task = (await client.get(f'/tasks/{tid}')).json()
+        assert task['status']['state'] == 'waiting_for_answer'
+        assert task['question'] == 'Which colour, <b>red</b> or blue?'
+        assert [
+            t['id'] for t in (await client.get('/tasks', params={'state': 'waiting_for_answer'})).json()['tasks']
+        ] == [tid]
+
+        response = await client.post(f'/tasks/{tid}/answer', json={'answer': 'blue'})
+        assert response.status_code == 200 and response.json()['accepted'] is True
+        record = await manager.wait_for(tid)
+        assert record.status is TaskStatus.COMPLETED and record.result == 'Painted blue'
+        task = (await client.get(f'/tasks/{tid}')).json()
+        assert task['result'] == 'Painted blue' and task['question'] is None
+        assert [h['state'] for h in task['history']] == [
+            'pending',
+            'running',
+            'waiting_for_answer',
+            'running',
+            'completed',
+        ]
+        late = await client.post(f'/tasks/{tid}/answer', json={'answer': 'green'})
+        assert late.status_code == 200 and late.json()['accepted'] is False
+        gate.release.set()
+
+
+@pytest.mark.anyio
+async def test_get_requests_never_change_a_task() -> None:
+    gate = Gate()
+    async with serve() as (manager, client):
+        tid = await running(manager, gate)
+        asking = (await manager.start(asker(), 'Paint it', scope='c1')).id
+        await manager.wait_for(asking)
+        before = manager.list()
+        for path in ('/', '/tasks', '/tasks?state=running', f'/tasks/{tid}', f'/tasks/{asking}', '/openapi.json'):
+            assert (await client.get(path)).status_code == 200, path
+        for path in (f'/tasks/{tid}/cancel', f'/tasks/{tid}/cancel?kind=hard', f'/tasks/{asking}/answer?answer=x'):
+            assert (await client.get(path)).status_code == 405, path
+        after = manager.list()
+        assert [(r.id, r.status, r.cancel, r.question, r.history) for r in after] == [
+            (r.id, r.status, r.cancel, r.question, r.history) for r in before
+        ]
+        assert manager.hard_cancel(asking) is True
+        gate.release.set()
+
+
+@pytest.mark.anyio
+async def test_control_works_from_a_server_on_another_thread() -> None:
+    gate = Gate()
+    async with TaskManager() as manager:
+        app = create_app(manager, allow_unauthenticated=True)
+        tid = await running(manager, gate)
+        asking = (await manager.start(asker(), 'Paint it', scope='c1')).id
+        await manager.wait_for(asking)
+        threads: set[int] = set()
+
+        def use_from_another_loop() -> list[Any]:
+            # The TestClient runs the app on an event loop of its own, in this worker thread.
+            threads.add(threading.get_ident())
+            with TestClient(app) as client:
+                return [
+                    client.post(f'/tasks/{asking}/answer', json={'answer': 'red'}).json(),
+                    client.post(f'/tasks/{tid}/cancel', json={'kind': 'hard'}).json(),
+                    client.get('/tasks').json(),
+                ]
+
+        answered, cancelled, listed = await anyio.to_thread.run_sync(use_from_another_loop)
+        assert threading.get_ident() not in threads
+        assert answered['accepted'] is True and cancelled['accepted'] is True
+        assert len(listed['tasks']) == 2
+        assert (await manager.wait_for(tid)).status is TaskStatus.CANCELLED
+        assert (await manager.wait_for(asking)).result == 'Painted red'
+
+
+# ---------------------------------------------------------------------------------------------------- events
+
+
+Message = dict[str, Any]
+
+
+class ASGIStream:
+    """Call an ASGI app by hand, to read a streaming response piece by piece and then disconnect."""
+
+    def __init__(self, app: FastAPI, path: str, query: str = '') -> None:
+        self.app = app
+        self.scope: Message = {
+            'type': 'http',
+            'asgi': {'version': '3.0', 'spec_version': '2.4'},
+            'http_version': '1.1',
+            'method': 'GET',
+            'scheme': 'http',
+            'path': path,
+            'raw_path': path.encode(),
+            'root_path': '',
+            'query_string': query.encode(),
+            'headers': [(b'host', b't'), (b'accept', b'text/event-stream')],
+            'client': ('127.0.0.1', 1),
+            'server': ('t', 80),
+        }
+        self.sent_send, self.sent = anyio.create_memory_object_stream[Message](100)
+        self.disconnect = anyio.Event()
+        self.returned = anyio.Event()
+        self.request_sent = False
+
+    async def receive(self) -> Message:
+        if not self.request_sent:
+            self.request_sent = True
+            return {'type': 'http.request', 'body': b'', 'more_body': False}
+        await self.disconnect.wait()
+        return {'type': 'http.disconnect'}
+
+    async def send(self, message: Message) -> None:
+        await self.sent_send.send(message)
+
+    async def run(self) -> None:
+        try:
+            await self.app(self.scope, self.receive, self.send)
+        finally:
+            self.returned.set()
+
+    def close(self) -> None:
+        self.sent_send.close()
+        self.sent.close()
+
+    async def start(self) -> Message:
+        return await self.sent.receive()
+
+    async def lines(self) -> AsyncIterator[str]:
+        buffer = ''
+        while True:
+            message = await self.sent.receive()
+            assert message['type'] == 'http.response.body'
+            buffer += message['body'].decode()
+            *complete, buffer = buffer.split('\n')
+            for line in complete:
+                yield line
+            if not message.get('more_body', False):
+                return
+
+
+async def read_events(stream: ASGIStream, until: Callable[[list[Message]], bool]) -> tuple[list[Message], list[str]]:
+    events: list[Message] = []
+    other: list[str] = []
+    async for line in stream.lines():
+        if line.startswith('data: '):
+            events.append(json.loads(line.removeprefix('data: ')))
+            if until(events):
+                break
+        elif line:
+            other.append(line)
+    return events, other
+
+
+@pytest.mark.anyio
+async def test_event_stream_relays_events_in_order_and_stops_when_the_client_leaves() -> None:
+    gate = Gate()
+    async with TaskManager() as manager:
+        app = create_app(manager, allow_unauthenticated=True)
+        live = await running(manager, gate, 'already running', scope='c1')
+        stream = ASGIStream(app, '/tasks/events', 'scope=c1')
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stream.run)
+            with anyio.fail_after(10):
+                start = await stream.start()
+                assert start['status'] == 200
+                assert (b'content-type', b'text/event-stream; charset=utf-8') in start['headers']
+                replay, other = await read_events(stream, lambda events: len(events) == 1)
+                assert other == ['retry: 2000']
+                assert replay[0]['type'] == 'TaskCreated' and replay[0]['task_id'] == live
+                assert replay[0]['status'] == 'running' and replay[0]['description'] == 'already running'
+
+                elsewhere = await manager.start(worker(child_text('not for c1')), 'elsewhere', scope='c2')
+                await manager.wait_for(elsewhere.id)
+                quick = await manager.start(worker(child_text('done <i>quickly</i>'), 'quick'), 'quick', scope='c1')
+                events, _ = await read_events(stream, lambda events: any(e['type'] == 'TaskCompleted' for e in events))
+            assert {e['task_id'] for e in events} == {quick.id}
+            assert [(e['type'], e['status']) for e in events] == [
+                ('TaskCreated', 'pending'),
+                ('TaskStarted', 'running'),
+                ('TaskCompleted', 'completed'),
+            ]
+            completed = events[-1]
+            assert completed['result'] == 'done <i>quickly</i>'
+            assert completed['subagent'] == 'quick' and completed['scope'] == 'c1'
+            assert completed['parent_task_id'] is None and completed['kind'] == 'subagents.task_completed'
+            datetime.fromisoformat(completed['timestamp'])
+
+            assert manager.bus.stats().subscriptions == 1
+            stream.disconnect.set()
+            with anyio.fail_after(5):
+                await stream.returned.wait()
+        stream.close()
+        assert manager.bus.stats().subscriptions == 0
+        gate.release.set()
+
+
+@pytest.mark.anyio
+async def test_event_stream_ends_when_the_manager_closes() -> None:
+    gate = Gate()
+    manager = TaskManager()
+    async with manager:
+        app = create_app(manager, allow_unauthenticated=True)
+        tid = await running(manager, gate)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as client:
+            responses: list[httpx.Response] = []
+
+            async def get_stream() -> None:
+                responses.append(await client.get('/tasks/events'))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(get_stream)
+                with anyio.fail_after(5):
+                    while manager.bus.stats().subscriptions == 0:
+                        await anyio.sleep(0.01)
+                    await manager.aclose()
+            assert (await client.get('/tasks/events')).status_code == 503
+    [response] = responses
+    assert response.status_code == 200
+    events = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith('data: ')]
+    assert [(e['type'], e['task_id']) for e in events] == [
+        ('TaskCreated', tid),
+        ('TaskCancelRequested', tid),
+        ('TaskCancelled', tid),
+    ]
+    assert events[1]['cancel_kind'] == 'hard' and events[1]['requested_by'] == 'close'
+
+
+@pytest.mark.anyio
+async def test_event_stream_sends_keep_alive_comments() -> None:
+    async with TaskManager() as manager:
+        app = FastAPI()
+        app.include_router(create_router(manager, allow_unauthenticated=True, heartbeat=0.05, prefix='/x'))
+        stream = ASGIStream(app, '/x/tasks/events')
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stream.run)
+            with anyio.fail_after(5):
+                await stream.start()
+                seen: list[str] = []
+                async for line in stream.lines():
+                    seen.append(line)
+                    if line == ': keep-alive':
+                        break
+            assert seen[0] == 'retry: 2000'
+            stream.disconnect.set()
+        stream.close()
+
+
+@pytest.mark.anyio
+async def test_event_stream_never_starts_the_manager() -> None:
+    manager = TaskManager()
+    app = create_app(manager, allow_unauthenticated=True)
+    stream = ASGIStream(app, '/tasks/events')
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stream.run)
+        with anyio.fail_after(10):
+            await stream.start()
+            await anyio.sleep(0.3)
+            assert manager.bus.stats().subscriptions == 0  # following snapshots, which starts nothing
+            async with manager:  # the application starts it later, on the loop it chooses
+                record = await manager.start(worker(child_text('hi')), 'after start', scope='c1')
+                events, _ = await read_events(stream, lambda events: events[-1]['type'] == 'TaskCompleted')
+                stream.disconnect.set()
+                await stream.returned.wait()
+    stream.close()
+    assert [(e['type'], e['task_id']) for e in events] == [
+        ('TaskCreated', record.id),
+        ('TaskStarted', record.id),
+        ('TaskCompleted', record.id),
+    ]
+
+
+@pytest.mark.anyio
+async def test_event_stream_from_a_server_on_another_loop_follows_snapshots() -> None:
+    gate = Gate()
+    async with TaskManager() as manager:
+        app = create_app(manager, allow_unauthenticated=True)
+        live = await running(manager, gate, 'already running')
+        token = anyio.lowlevel.current_token()
+
+        async def consume() -> list[Message]:
+            # On an event loop of its own, in a worker thread, as when uvicorn runs in a thread.
+            stream = ASGIStream(app, '/tasks/events')
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(stream.run)
+                with anyio.fail_after(10):
+                    await stream.start()
+                    replay, _ = await read_events(stream, lambda events: len(events) == 1)
+                    record = anyio.from_thread.run(partial(manager.start, asker(), 'Paint it', scope='c1'), token=token)
+                    events, _ = await read_events(
+                        stream, lambda events: any(e['type'] == 'TaskQuestionAsked' for e in events)
+                    )
+                    assert manager.answer(record.id, 'green') is True
+                    assert manager.hard_cancel(live) is True
+                    more, _ = await read_events(
+                        stream,
+                        lambda events: {e['type'] for e in events} >= {'TaskCompleted', 'TaskCancelled'},
+                    )
+                stream.disconnect.set()
+            stream.close()
+            return replay + events + more
+
+        events = await anyio.to_thread.run_sync(anyio.run, consume)
+        assert (events[0]['type'], events[0]['task_id'], events[0]['status']) == ('TaskCreated', live, 'running')
+        painter = [(e['type'], e['status']) for e in events if e['subagent'] == 'painter']
+        assert painter == [
+            ('TaskCreated', 'pending'),
+            ('TaskStarted', 'running'),
+            ('TaskQuestionAsked', 'waiting_for_answer'),
+            ('TaskAnswered', 'running'),
+            ('TaskCompleted', 'completed'),
+        ]
+        question = next(e for e in events if e['type'] == 'TaskQuestionAsked')
+        assert question['question'] == 'Which colour, <b>red</b> or blue?'
+        assert [e['result'] for e in events if e['type'] == 'TaskCompleted'] == ['Painted green']
+        worker_events = [(e['type'], e.get('cancel_kind')) for e in events[1:] if e['task_id'] == live]
+        assert worker_events == [('TaskCancelRequested', 'hard'), ('TaskCancelled', 'hard')]
+        assert manager.bus.stats().subscriptions == 0
+
+
+def test_event_json_renders_structured_results_as_text() -> None:
+    event = TaskCompleted(task_id='t1', subagent='s', scope='c', status=TaskStatus.COMPLETED, result={'n': 1}, at=1.0)
+    data = event_to_json(event)
+    assert data['type'] == 'TaskCompleted' and data['status'] == 'completed' and data['result'] == '{"n":1}'
+    assert 'capability_id' not in data
+
+
+# ---------------------------------------------------------------------------------------------------- the page
+
+
+XSS = '<script>alert(1)</script><img src=x onerror="alert(2)">'
+
+
+@pytest.mark.anyio
+async def test_dashboard_is_served_with_a_strict_policy_and_renders_text_only() -> None:
+    gate = Gate()
+    async with serve() as (manager, client):
+        tid = await running(manager, gate, f'Summarise {XSS} please')
+        page = await client.get('/')
+        assert page.status_code == 200 and page.headers['content-type'].startswith('text/html')
+        policy = page.headers['content-security-policy']
+        assert "default-src 'none'" in policy and re.search(r"script-src 'sha256-[A-Za-z0-9+/=]+'", policy)
+        assert 'unsafe' not in policy
+        assert page.headers['x-content-type-options'] == 'nosniff'
+        html = page.text
+        assert html == dashboard_html()
+        # The page is static: task data reaches it only as JSON, and its script writes text nodes, never markup.
+        assert 'alert(' not in html and tid not in html
+        for sink in ('innerHTML', 'outerHTML', 'insertAdjacentHTML', 'document.write', 'eval(', 'new Function'):
+            assert sink not in html
+        assert html.count('<script>') == 1 and '.textContent = ' in html
+        # The API returns the model's text verbatim, for the page to show as text.
+        task = (await client.get(f'/tasks/{tid}')).json()
+        assert task['description'] == f'Summarise {XSS} please'
+        gate.release.set()
+
+
+@pytest.mark.anyio
+async def test_router_under_a_prefix() -> None:
+    async with TaskManager() as manager:
+        app = FastAPI()
+        app.include_router(create_router(manager, allow_unauthenticated=True, prefix='/subagents'))
+        record = await manager.start(worker(child_text('ok')), 'job', scope='c1')
+        await manager.wait_for(record.id)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as client:
+            assert (await client.get('/subagents/')).status_code == 200
+            assert (await client.get(f'/subagents/tasks/{record.id}')).json()['result'] == 'ok'
+            assert (await client.get('/tasks')).status_code == 404
+
+
+@pytest.mark.anyio
+async def test_allowed_hosts_refuses_other_host_names() -> None:
+    app = create_app(TaskManager(), allow_unauthenticated=True, allowed_hosts=['127.0.0.1', 'localhost'])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url='http://127.0.0.1:8000') as client:
+        assert (await client.get('/tasks')).status_code == 200
+        assert (await client.get('/tasks', headers={'Host': 'evil.example:8000'})).status_code == 400
+
+
+# ---------------------------------------------------------------------------------------------------- the schema
+
+
+SCHEMA_APP = create_app(TaskManager(), allow_unauthenticated=True)
+schema = schemathesis.openapi.from_asgi('/openapi.json', SCHEMA_APP).exclude(path='/tasks/events')
+
+
+def test_schema_lists_every_route() -> None:
+    response = TestClient(SCHEMA_APP).get('/openapi.json')
+    paths = response.json()['paths']
+    assert set(paths) == {
+        '/tasks',
+        '/tasks/events',
+        '/tasks/{task_id}',
+        '/tasks/{task_id}/cancel',
+        '/tasks/{task_id}/answer',
+    }
+    assert set(paths['/tasks/{task_id}/cancel']['post']['responses']) == {'200', '400', '404', '409', '422'}
+
+
+@schema.parametrize()
+@hypothesis.settings(
+    max_examples=20,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(hypothesis.HealthCheck),
+)
+def test_api_conforms_to_its_schema(case: schemathesis.Case) -> None:
+    case.call_and_validate()
