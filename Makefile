@@ -19,6 +19,10 @@ install: .uv ## Create .venv with the library and its development tools, exactly
 demo: install ## Run the quickstart demo offline on scripted models (no API key)
 	@$(UV) run --frozen python examples/quickstart.py
 
+.PHONY: demo-web
+demo-web: install ## Serve the live dashboard on 127.0.0.1 (PORT=8000) with scripted tasks to watch and steer
+	@$(UV) run --frozen python examples/web_dashboard.py
+
 .PHONY: system-deps
 system-deps: ## Install the system programs some tests drive for real: Chromium (dashboard) and redis-server
 	@missing=""; \
