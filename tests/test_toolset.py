@@ -547,3 +547,55 @@ async def test_pruned_tasks_are_reported_as_gone_not_unknown() -> None:
         retained = toolset.manager.list()
     assert len(retained) <= 2
     assert script.replies[2][-1] == f'Task {first_id[0]} finished long ago; its record is no longer kept.'
+
+
+async def test_subagent_run_events_are_forwarded_tagged_with_the_task_when_turned_on() -> None:
+    from pydantic_ai.messages import PartDeltaEvent, TextPartDelta
+
+    from pydantic_ai_subagents import TaskRunEvent
+
+    async def child_stream(messages: list[ModelMessage], info: AgentInfo) -> Any:
+        for piece in ('Sea ', 'stars ', 'regrow arms.'):
+            yield piece
+
+    child = SubAgentConfig(name='researcher', model=FunctionModel(stream_function=child_stream))
+    script = Script([[call('task', description='find', subagent_type='researcher')]])
+    capability = SubAgents([child], forward_subagent_events=True)
+    events: list[TaskEvent] = []
+    async with capability.toolset:
+        agent = Agent(script.model(), capabilities=[capability])
+        async with agent.run_stream_events('go') as stream:
+            async for event in stream:
+                if isinstance(event, TaskEvent):
+                    events.append(event)
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[:2] == ['TaskCreated', 'TaskStarted']
+    assert kinds[-1] == 'TaskCompleted'
+    run_events = [e for e in events if isinstance(e, TaskRunEvent)]
+    assert run_events
+    assert {e.task_id for e in run_events} == {events[0].task_id}
+    deltas = [
+        e.event.delta.content_delta
+        for e in run_events
+        if isinstance(e.event, PartDeltaEvent) and isinstance(e.event.delta, TextPartDelta)
+    ]
+    assert ''.join(deltas).endswith('regrow arms.')
+    assert script.replies[1] == ['Sea stars regrow arms.']
+
+
+async def test_subagent_run_events_are_not_forwarded_by_default() -> None:
+    from pydantic_ai_subagents import TaskRunEvent
+
+    script = Script([[call('task', description='find', subagent_type='researcher')]])
+    capability = SubAgents([researcher()])
+    seen: list[Any] = []
+    async with capability.toolset:
+        async with Agent(script.model(), capabilities=[capability]).run_stream_events('go') as stream:
+            async for event in stream:
+                seen.append(event)
+    assert not [e for e in seen if isinstance(e, TaskRunEvent)]
+    assert [type(e).__name__ for e in seen if isinstance(e, TaskEvent)] == [
+        'TaskCreated',
+        'TaskStarted',
+        'TaskCompleted',
+    ]

@@ -49,6 +49,7 @@ from ._events import (
     TaskEvent,
     TaskFailed,
     TaskQuestionAsked,
+    TaskRunEvent,
     TaskStarted,
 )
 from ._manager import OnRunEnd, TaskEventMessage, TaskManager, WaitMode
@@ -120,6 +121,7 @@ __all__ = (
     'TaskQuestionAsked',
     'TaskRecord',
     'TaskResult',
+    'TaskRunEvent',
     'TaskStarted',
     'TaskStatus',
     'TaskStore',

@@ -27,6 +27,7 @@ __all__ = (
     'TaskEvent',
     'TaskFailed',
     'TaskQuestionAsked',
+    'TaskRunEvent',
     'TaskStarted',
     'event_for_change',
 )
@@ -120,6 +121,23 @@ class TaskCancelled(TaskEvent):
     """`soft` (wrapped up, with a partial result) or `hard`."""
     partial_result: str | None = None
     """What the subagent produced before it stopped (soft cancel)."""
+
+
+@dataclass(kw_only=True)
+class TaskRunEvent(TaskEvent):
+    """An event of the subagent's own run (text delta, tool call, tool result), tagged with its task.
+
+    Only sent when the manager's `forward_subagent_events` is on. Not a state change: `status` is the task's
+    current status.
+    """
+
+    event: Any = None
+    """The subagent's Pydantic AI stream event (`PartStartEvent`, `PartDeltaEvent`, `FunctionToolCallEvent`, ...)."""
+
+
+def run_event(record: TaskRecord, event: Any, at: float) -> TaskRunEvent:
+    """Wrap one event of a subagent's run for the parent's stream."""
+    return TaskRunEvent(event=event, **_common(record, at))
 
 
 def _common(record: TaskRecord, at: float) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import contextlib
 import contextvars
 import secrets
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ from ._errors import (
     TaskLimitError,
     TaskNotFoundError,
 )
-from ._events import TaskEvent, cancel_requested_event, event_for_change
+from ._events import TaskEvent, cancel_requested_event, event_for_change, run_event
 from ._otel import capture_context, end_attributes, task_span
 from ._phrasing import describe_record
 from ._runner import (
@@ -111,6 +112,7 @@ class TaskManager:
         hard_cancel_wait: float = 2.0,
         max_retained: int = 1000,
         retention_seconds: float | None = 3600.0,
+        forward_subagent_events: bool = False,
         store: TaskStore | None = None,
         bus: MessageBus | None = None,
     ) -> None:
@@ -130,6 +132,9 @@ class TaskManager:
                 is pending (a sync tool in a thread can delay it).
             max_retained: Finished tasks kept for `check_task` and the application (oldest dropped first).
             retention_seconds: Finished tasks older than this are dropped; `None`: only `max_retained` applies.
+            forward_subagent_events: Also send each subagent's own run events (text deltas, tool calls and
+                results), wrapped in [`TaskRunEvent`][pydantic_ai_subagents.TaskRunEvent], to `events()` subscribers
+                and the parent's event stream. Off by default: it streams every model response of every subagent.
             store: Where records live; the in-memory store by default.
             bus: The message bus; the in-memory bus by default.
         """
@@ -145,6 +150,7 @@ class TaskManager:
         self.soft_cancel_grace = soft_cancel_grace
         self.soft_cancel_grace_turns = soft_cancel_grace_turns
         self.hard_cancel_wait = hard_cancel_wait
+        self.forward_subagent_events = forward_subagent_events
         self.store: TaskStore = (
             store
             if store is not None
@@ -434,6 +440,12 @@ class TaskManager:
         asked = runtime.soft_requested_turn
         if asked is not None and runtime.turns - asked > self.soft_cancel_grace_turns:
             self._escalate(runtime)
+
+    def forward_run_event(self, runtime: TaskRuntime, event: Any) -> None:
+        """Called by the runner, with `forward_subagent_events` on: pass one event of the subagent's run up."""
+        record = self.store.get(runtime.id)
+        if record is not None:
+            self._dispatch(run_event(record, event, time.monotonic()))
 
     def finish_completed(self, runtime: TaskRuntime, output: Any) -> None:
         """The subagent's run returned `output`."""

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from opentelemetry.context import Context
 from pydantic_ai import Agent, CancellationToken, RunCancelled
-from pydantic_ai._agent_graph import ModelRequestNode
+from pydantic_ai._agent_graph import CallToolsNode, ModelRequestNode
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.exceptions import ModelRetry, UsageLimitExceeded
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
@@ -257,6 +257,10 @@ async def run_subagent(manager: TaskManager, runtime: TaskRuntime) -> None:
                 if isinstance(node, ModelRequestNode):
                     runtime.turns += 1
                     manager.on_turn(runtime)
+                if manager.forward_subagent_events and isinstance(node, ModelRequestNode | CallToolsNode):
+                    async with node.stream(run.ctx) as stream:
+                        async for event in stream:
+                            manager.forward_run_event(runtime, event)
             assert run.result is not None
             output = run.result.output
         manager.finish_completed(runtime, output)
