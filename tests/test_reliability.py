@@ -425,8 +425,6 @@ LOAD_WEIGHTS = {
     'usage_limit': 5,
 }
 LOAD_ERRORS = {kind: FAILURES[kind].replace('0.05', '0.02') for kind in FAILURES}
-STALE_QUESTION = 'InvalidTransitionError'
-"""Known bug (see test_question_that_times_out_before_the_manager_sees_it): tolerated here, pinned there."""
 
 
 async def test_load_2000_tasks_with_cancels_questions_and_failures() -> None:
@@ -552,17 +550,16 @@ async def test_load_2000_tasks_with_cancels_questions_and_failures() -> None:
                 assert event.status is not TaskStatus.CANCELLED, (kind, event)
             if event.status is TaskStatus.FAILED:
                 error: str = getattr(event, 'error', '')
-                if kind == 'ask':
-                    assert STALE_QUESTION in error, error
-                else:
-                    assert error.startswith(LOAD_ERRORS[kind]), (kind, error)
+                assert kind != 'ask', error  # a question that times out is withdrawn; the task goes on
+                assert error.startswith(LOAD_ERRORS[kind]), (kind, error)
             if event.status is TaskStatus.COMPLETED:
                 assert kind in ('ok', 'slow', 'ask'), (kind, event)
                 result = getattr(event, 'result', None)
                 assert result == {'ok': 'ok', 'slow': 'slow ok'}.get(kind, result)
     assert sum(n for (_, s), n in outcomes.items() if s is TaskStatus.COMPLETED) > LOAD_TASKS // 3
-    assert sum(n for (_, s), n in outcomes.items() if s is TaskStatus.CANCELLED) > 100
-    assert answered_twice > 10
+    # Sanity checks that the random mix really exercised each path (how many land depends on timing).
+    assert sum(n for (_, s), n in outcomes.items() if s is TaskStatus.CANCELLED) > 50
+    assert answered_twice > 3
     assert thread_calls['hard:True'] + thread_calls['soft:True'] > 0
 
 
