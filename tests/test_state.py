@@ -512,18 +512,6 @@ def test_was_pruned_reports_scope() -> None:
         store.transition('gone', S.RUNNING)
 
 
-def test_remove_forgets_task() -> None:
-    store = InMemoryTaskStore(clock=FakeClock(), max_retained=0)
-    drive(store, 'x', S.COMPLETED)
-    drive(store, 'y', S.RUNNING)
-    store.remove('x')
-    store.remove('y')
-    store.remove('never-existed')
-    assert store.list() == []
-    assert store.prune() == []
-    assert store.was_pruned('x') is None
-
-
 # --- threads --------------------------------------------------------------------------------------------------------
 
 

@@ -386,7 +386,6 @@ class TaskManager:
                     record = self.store.get(runtime.id)
                     if record is None or record.status.is_terminal:
                         return  # cancelled while queued
-                    runtime.started = True
                     self._changed(runtime, self.store.transition(runtime.id, TaskStatus.RUNNING))
                     if runtime.timeout is not None:
                         self._require_tg().start_soon(self._timeout_timer, runtime)

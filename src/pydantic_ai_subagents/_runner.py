@@ -66,7 +66,6 @@ class TaskRuntime:
     run: AgentRun[Any, Any] | None = None
     usage: RunUsage = field(default_factory=RunUsage)
     cancel_scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    started: bool = False
     stopped: anyio.Event = field(default_factory=anyio.Event)
     """Set once the task's run has exited (or the task ended before starting)."""
     watchers: list[anyio.Event] = field(default_factory=list[anyio.Event])

@@ -399,9 +399,3 @@ class InMemoryTaskStore:
             while len(self._pruned) > max(self.max_retained, 1000):
                 self._pruned.popitem(last=False)
         return dropped
-
-    def remove(self, task_id: str) -> None:
-        """Forget a task entirely, whatever its state (used when a task could not be started at all)."""
-        with self._lock:
-            self._records.pop(task_id, None)
-            self._finished.pop(task_id, None)
