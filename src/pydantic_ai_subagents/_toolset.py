@@ -108,7 +108,6 @@ class SubAgentToolset(AbstractToolset[Any]):
         self._id = id
         self._attach_runs = attach_runs
         self._runs: dict[str, _RunState] = {}
-        self._agents = {name: _agent_for(config) for name, config in self.subagents.items()}
         self._tools = self._build_tools()
 
     @property
@@ -176,7 +175,6 @@ class SubAgentToolset(AbstractToolset[Any]):
                     deps=deps,
                     parent_usage=ctx.usage,
                     parent_limits=ctx.usage_limits,
-                    agent=self._agents[config.name],
                 )
             except TaskLimitError as e:
                 return f'Task not started: {e}. Finish or cancel tasks first, or do this work yourself.'
@@ -313,12 +311,6 @@ def _cancel_refusal(record: TaskRecord) -> str | None:
     if record.status.is_terminal:
         return f'Task {record.id} cannot be cancelled (already done: {record.status.value}).'
     return None
-
-
-def _agent_for(config: SubAgentConfig) -> Any:
-    from ._config import build_agent
-
-    return build_agent(config)
 
 
 @dataclass
