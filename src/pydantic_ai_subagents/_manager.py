@@ -21,7 +21,7 @@ import contextvars
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from functools import partial
@@ -691,7 +691,7 @@ class TaskManager:
                     runtime.direct_waiters -= 1
         return snapshot()
 
-    async def events(self, scope: str | None = None, *, max_buffer: int = 1000) -> AsyncIterator[TaskEvent]:
+    async def events(self, scope: str | None = None, *, max_buffer: int = 1000) -> AsyncGenerator[TaskEvent]:
         """Task events as they happen, for all scopes or one.
 
         First comes a [`TaskCreated`][pydantic_ai_subagents.TaskCreated] for each task that is live when you
