@@ -5,6 +5,7 @@
     uv run python bench/run.py --full     # bigger sizes; writes bench/results/latest-full.json
     uv run python bench/run.py --only delegation,bus
     uv run python bench/run.py --profile fanout   # cProfile of our variant of one workload
+    uv run python bench/run.py --only delegation,model_cost --alternatives   # also subagents-pydantic-ai, harness
 
 See bench/README.md for the workloads and how to read the results.
 """
@@ -20,18 +21,25 @@ import os
 import platform
 import pstats
 import random
+import subprocess
 import sys
 import time
+import venv
 from collections.abc import Callable
 from importlib.metadata import version
 from typing import Any
 
 import anyio
 
-from _harness import Mode, Settings, WorkloadResult, render_table
+from _harness import Metric, Mode, Settings, WorkloadResult, noise_note, ratio, render_table
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKLOADS = ('delegation', 'fanout', 'cancel', 'memory', 'model_cost', 'bus')
+ALTERNATIVES: dict[str, list[str]] = {
+    # name -> what pip installs into bench/.venvs/<name>; alternatives.py runs there, never in the project's venv
+    'sapa': ['subagents-pydantic-ai', 'pydantic-ai-slim==2.68.0', 'anyio'],
+    'harness': ['pydantic-ai-harness', 'anyio'],
+}
 
 
 def _load(name: str) -> Callable[[Settings], WorkloadResult]:
@@ -137,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--json', help='where to write the JSON results (default: bench/results/latest[-full].json)')
     parser.add_argument('--no-json', action='store_true', help='write no JSON file')
     parser.add_argument('--profile', metavar='WORKLOAD', help='cProfile our variant of one workload and exit')
+    parser.add_argument(
+        '--alternatives',
+        action='store_true',
+        help='also run subagents-pydantic-ai and pydantic-ai-harness (delegation, model_cost), each in its own '
+        'venv under bench/.venvs/ (created on first use with pip)',
+    )
     parser.add_argument('--worker', nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -166,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         result.seconds = time.perf_counter() - t0
         results.append(result)
         print(f'    done in {result.seconds:.1f} s', flush=True)
+    if args.alternatives:
+        env['alternatives'] = run_alternatives(settings, results)
     total = time.perf_counter() - started
 
     print()
@@ -195,6 +211,96 @@ def main(argv: list[str] | None = None) -> int:
             f.write('\n')
         print(f'results written to {os.path.relpath(path)}')
     return 0
+
+
+def _alt_python(name: str) -> str | None:
+    """The python of the alternative's venv, created (and pip-installed) on first use; None if that failed."""
+    root = os.path.join(HERE, '.venvs', name)
+    python = os.path.join(root, 'Scripts' if os.name == 'nt' else 'bin', 'python')
+    if os.path.exists(python):
+        return python
+    print(f'    creating bench/.venvs/{name} and installing {" ".join(ALTERNATIVES[name])} ...', flush=True)
+    try:
+        venv.create(root, with_pip=True, clear=True)
+        subprocess.run([python, '-m', 'pip', 'install', '-q', *ALTERNATIVES[name]], check=True, timeout=900)
+    except (OSError, subprocess.SubprocessError) as exc:
+        print(f'    could not create the venv for {name} ({exc}); skipping it', flush=True)
+        if os.path.exists(python):
+            os.remove(python)  # so the next run tries again
+        return None
+    return python
+
+
+def run_alternatives(settings: Settings, results: list[WorkloadResult]) -> dict[str, Any]:
+    """Run bench/alternatives.py in each alternative's venv; add rows to the delegation and model_cost tables."""
+    by_name = {r.name: r for r in results}
+    versions: dict[str, Any] = {}
+    for name in ALTERNATIVES:
+        print(f'... alternative {name}', flush=True)
+        python = _alt_python(name)
+        if python is None:
+            versions[name] = 'not run: venv creation failed'
+            continue
+        command = [python, os.path.join(HERE, 'alternatives.py'), name, str(settings.delegation_turns)]
+        try:
+            done = subprocess.run(
+                [*command, str(settings.reps)], capture_output=True, text=True, timeout=1800, check=True
+            )
+            data = json.loads(done.stdout.strip().splitlines()[-1])
+        except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
+            stderr = getattr(exc, 'stderr', None) or ''
+            print(f'    alternative {name} failed: {exc}\n{stderr[-2000:]}', flush=True)
+            versions[name] = 'not run: alternatives.py failed'
+            continue
+        versions[name] = data['versions']
+        _add_alternative_rows(name, data, by_name)
+    return versions
+
+
+def _add_alternative_rows(name: str, data: dict[str, Any], by_name: dict[str, WorkloadResult]) -> None:
+    package = next(k for k in data['versions'] if k not in ('pydantic_ai', 'anyio', 'python'))
+    label = f'{package} {data["versions"][package]} on pydantic-ai {data["versions"]["pydantic_ai"]}'
+    if 'delegation' in by_name:
+        result = by_name['delegation']
+        ours = result.metrics[0].ours
+        alt, floor = data['delegation_ms']['alt'], data['delegation_ms']['floor']
+        vs_ours = ratio(alt['median'], ours['median'])
+        note = f'{label}; floor = its own floor in its venv; vs ours: {vs_ours:.2f}x' if vs_ours else label
+        extra = noise_note(alt, floor)
+        result.add(
+            Metric(
+                f'{name}: time per delegation',
+                'ms',
+                alt,
+                floor,
+                ratio(alt['median'], floor['median']),
+                note=f'{note}; {extra}' if extra else note,
+            )
+        )
+        result.series.setdefault('alternatives', {})[name] = data['delegation_ms']
+    if 'model_cost' in by_name:
+        result = by_name['model_cost']
+        ours = result.metrics[0]
+        cost = data['model_cost']
+        vs_ours = ratio(cost['tools_total'], ours.ours)
+        result.add(
+            Metric(
+                f'{name}: tool definitions ({len(cost["tools"])} tools)',
+                'chars',
+                cost['tools_total'],
+                ours.floor,
+                ratio(cost['tools_total'], ours.floor),
+                note=f'{label}; vs ours: {vs_ours:.2f}x; per tool: '
+                + ', '.join(f'{k} {v}' for k, v in cost['tools'].items()),
+            )
+        )
+        result.add(Metric(f'{name}: instructions the parent model receives', 'chars', cost['instructions']))
+        result.series.setdefault('alternatives', {})[name] = cost
+    for result in (by_name.get('delegation'), by_name.get('model_cost')):
+        if result is not None and name == 'harness':
+            note = 'harness rows: pydantic-ai-harness pins pydantic-ai-slim 2.62, so its floor runs on 2.62, not ours'
+            if note not in result.notes:
+                result.notes.append(note)
 
 
 def _print_series(results: list[WorkloadResult]) -> None:
