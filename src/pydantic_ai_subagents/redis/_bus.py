@@ -31,11 +31,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from types import TracebackType
-from typing import Any, Final, Literal, Self, TypeVar, cast
+from typing import Any, ClassVar, Final, Literal, Self, cast
 
 import anyio
 import anyio.abc
-import anyio.from_thread
 import anyio.lowlevel
 
 try:
@@ -55,17 +54,15 @@ from .._bus import (
     Message,
     OverflowPolicy,
     Subscription,
+    _LocalBus,  # pyright: ignore[reportPrivateUsage]
 )
-from .._errors import BusClosedError, BusError, MailboxFullError, ReplyTimeoutError, UnknownRecipientError
+from .._errors import BusClosedError, BusError, MailboxFullError, UnknownRecipientError
 from ._codec import Envelope, MessageCodecError, decode, encode, is_registered
 
 __all__ = ('RedisBusStats', 'RedisMessageBus')
 
-_R = TypeVar('_R')
-
 logger = logging.getLogger('pydantic_ai_subagents.redis')
 
-_OVERFLOW_POLICIES: Final = frozenset[str](('drop_oldest', 'error'))
 _GLOB_CHARS: Final = frozenset('*?[]\\')
 _MAX_REPLY_ROUTES: Final = 10_000
 _CLOSE_FLUSH_TIMEOUT: Final = 2.0
@@ -101,18 +98,7 @@ class RedisBusStats(BusStats):
     """Participants with an open mailbox somewhere, as last seen by this process."""
 
 
-class _PendingReply:
-    """The slot where a reply lands for an `ask` call waiting in this process."""
-
-    __slots__ = ('bus_closed', 'event', 'reply')
-
-    def __init__(self) -> None:
-        self.event = anyio.Event()
-        self.reply: Message | None = None
-        self.bus_closed = False
-
-
-class RedisMessageBus:
+class RedisMessageBus(_LocalBus):
     """A [`MessageBus`][pydantic_ai_subagents.MessageBus] that several processes share through one Redis server.
 
     A message sent in one process to a participant whose mailbox is open in another arrives there; a message
@@ -187,6 +173,7 @@ class RedisMessageBus:
             raise ValueError('refresh_interval must be positive and lease_seconds larger than it')
         if max_outbox < 1 or stream_max_len < 1 or stream_ttl <= 0 or read_block <= 0:
             raise ValueError('max_outbox, stream_max_len, stream_ttl and read_block must be positive')
+        super().__init__()
         self.url = url
         """The Redis server."""
         self.namespace = namespace
@@ -204,16 +191,10 @@ class RedisMessageBus:
         self._tg: anyio.abc.TaskGroup | None = None
         self._owner: int | None = None
         self._started = False
-        self._closed = False
         self._finished = False
-        self._token: anyio.lowlevel.EventLoopToken | None = None
-        self._loop_thread: int | None = None
 
-        self._mailboxes: dict[str, Mailbox] = {}
         self._readers: dict[str, anyio.CancelScope] = {}
         self._registered: set[str] = set()
-        self._topics: dict[str, dict[Subscription, None]] = {}
-        self._pending: dict[str, _PendingReply] = {}
         self._reply_routes: OrderedDict[str, str] = OrderedDict()
         self._known: frozenset[str] = frozenset()
 
@@ -227,8 +208,6 @@ class RedisMessageBus:
         self._pumps_idle = anyio.Event()
         self._pumps_idle.set()
 
-        self._delivered = 0
-        self._dropped_by_closed = 0
         self._written = 0
         self._received = 0
         self._undecodable = 0
@@ -333,20 +312,8 @@ class RedisMessageBus:
         self._stop_pumps()
 
     def _close_inboxes(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        for box in list(self._mailboxes.values()):
-            box.close()
-        for subs in list(self._topics.values()):
-            for sub in list(subs):
-                sub.close()
-        pending = list(self._pending.values())
-        self._pending.clear()
-        for waiter in pending:
-            waiter.bus_closed = True
-            waiter.event.set()
-        self._outbox_wakeup.set()
+        if self._close_local():
+            self._outbox_wakeup.set()
 
     def _stop_pumps(self) -> None:
         # Only the pumps' own scopes: the task group's scope also covers the body of `async with bus:`.
@@ -376,20 +343,10 @@ class RedisMessageBus:
 
     # -- loop binding --
 
-    def _run_on_loop(self, func: Callable[[], _R]) -> _R:
-        token = self._token
-        if token is None:
-            raise BusError('the Redis message bus was not started; enter `async with bus:` first')
-        if threading.get_ident() == self._loop_thread:
-            return func()
-        try:
-            return anyio.from_thread.run_sync(func, token=token)
-        except anyio.RunFinishedError:
-            raise BusClosedError('the event loop that ran the message bus has finished') from None
+    _UNBOUND_MESSAGE: ClassVar[str] = 'the Redis message bus was not started; enter `async with bus:` first'
 
     def _check_usable(self) -> None:
-        if self._closed:
-            raise BusClosedError('the message bus is closed')
+        self._check_open()
         if not self._started:
             raise BusError('the Redis message bus was not started; use `async with RedisMessageBus(url) as bus:`')
 
@@ -397,20 +354,8 @@ class RedisMessageBus:
 
     def stats(self) -> RedisBusStats:
         """Return a snapshot of the bus's counters."""
-        dropped = self._dropped_by_closed
-        subscriptions = 0
-        for box in self._mailboxes.values():
-            dropped += box.dropped
-        for subs in self._topics.values():
-            subscriptions += len(subs)
-            for sub in subs:
-                dropped += sub.dropped
         return RedisBusStats(
-            delivered=self._delivered,
-            dropped=dropped,
-            mailboxes=len(self._mailboxes),
-            subscriptions=subscriptions,
-            pending_replies=len(self._pending),
+            **self._local_counts(),
             written=self._written,
             received=self._received,
             undecodable=self._undecodable,
@@ -443,13 +388,7 @@ class RedisMessageBus:
             ValueError: `max_buffer` is below 1 or `overflow` is not a known policy.
         """
         self._check_usable()
-        _check_queue_options(max_buffer, overflow)
-        if participant in self._mailboxes:
-            raise BusError(f'participant {participant!r} already has an open mailbox; close it before opening another')
-        box = Mailbox(
-            participant, max_buffer=max_buffer, overflow=overflow, on_close=self._forget_mailbox, on_wait=_nothing
-        )
-        self._mailboxes[participant] = box
+        box = self._open_local_mailbox(participant, max_buffer, overflow, _nothing)
         scope = anyio.CancelScope()
         self._readers[participant] = scope
         self._spawn(self._read_mailbox, box, scope=scope)
@@ -470,17 +409,11 @@ class RedisMessageBus:
             ValueError: `max_buffer` is below 1 or `overflow` is not a known policy.
         """
         self._check_usable()
-        _check_queue_options(max_buffer, overflow)
-        sub = Subscription(
-            topic, max_buffer=max_buffer, overflow=overflow, on_close=self._forget_subscription, on_wait=_nothing
-        )
-        self._topics.setdefault(topic, {})[sub] = None
-        return sub
+        return self._open_local_subscription(topic, max_buffer, overflow, _nothing)
 
     def _forget_mailbox(self, inbox: Inbox) -> None:
+        super()._forget_mailbox(inbox)
         assert isinstance(inbox, Mailbox)
-        self._dropped_by_closed += inbox.dropped
-        del self._mailboxes[inbox.name]
         scope = self._readers.pop(inbox.name, None)
         if scope is not None:
             scope.cancel()
@@ -488,14 +421,6 @@ class RedisMessageBus:
             self._registered.discard(inbox.name)
             self._outbox.append(('unlease', inbox.name, ''))
             self._outbox_wakeup.set()
-
-    def _forget_subscription(self, inbox: Inbox) -> None:
-        assert isinstance(inbox, Subscription)
-        self._dropped_by_closed += inbox.dropped
-        subs = self._topics[inbox.topic]
-        del subs[inbox]
-        if not subs:
-            del self._topics[inbox.topic]
 
     async def wait_for_participant(self, participant: str, *, timeout: float = 5.0) -> None:
         """Wait until `participant` has a mailbox open in some process and this process knows it.
@@ -604,27 +529,7 @@ class RedisMessageBus:
                 logger.info(
                     '%s is not registered for Redis; it is published to this process only', type(message).__qualname__
                 )
-        reached, refused = self._deliver_published(message)
-        if refused is not None:
-            raise refused
-        return reached
-
-    def _deliver_published(self, message: Message) -> tuple[int, MailboxFullError | None]:
-        topic = message.topic
-        reached = 0
-        refused: MailboxFullError | None = None
-        for subs in (self._topics.get(topic) if topic else None, self._topics.get(WILDCARD_TOPIC)):
-            if not subs:
-                continue
-            for sub in list(subs):
-                try:
-                    sub._put(message)  # pyright: ignore[reportPrivateUsage]
-                except MailboxFullError as exc:
-                    refused = refused or exc
-                else:
-                    reached += 1
-        self._delivered += reached
-        return reached, refused
+        return self._deliver_published(message, topic)
 
     # -- request / reply --
 
@@ -643,26 +548,7 @@ class RedisMessageBus:
             UnknownRecipientError: The recipient is not known to have an open mailbox.
         """
         self._check_usable()
-        if message.correlation_id is None:
-            message = replace(message, correlation_id=uuid.uuid4().hex)
-        correlation_id = message.correlation_id
-        assert correlation_id is not None
-        if correlation_id in self._pending:
-            raise BusError(f'a request with correlation id {correlation_id!r} is already waiting for its reply')
-        pending = _PendingReply()
-        self._pending[correlation_id] = pending
-        try:
-            self._send(message, reply_to=self.instance_id)
-            with anyio.move_on_after(timeout):
-                await pending.event.wait()
-        finally:
-            if self._pending.get(correlation_id) is pending:
-                del self._pending[correlation_id]
-        if pending.reply is not None:
-            return pending.reply
-        if pending.bus_closed:
-            raise BusClosedError('the message bus was closed while waiting for a reply')
-        raise ReplyTimeoutError(correlation_id, timeout)
+        return await self._ask(message, timeout, partial(self._send, reply_to=self.instance_id))
 
     def reply(self, request: Message, message: Message) -> bool:
         """Answer `request`, made with `ask` in this process or another.
@@ -685,9 +571,7 @@ class RedisMessageBus:
         answer = replace(message, correlation_id=correlation_id, recipient=request.sender)
         pending = self._pending.pop(correlation_id, None)
         if pending is not None:
-            pending.reply = answer
-            pending.event.set()
-            self._delivered += 1
+            self._hand_reply(pending, answer)
             return True
         route = self._reply_routes.get(correlation_id)
         if route is None:
@@ -861,12 +745,11 @@ class RedisMessageBus:
                     correlation_id = message.correlation_id
                     pending = self._pending.pop(correlation_id, None) if correlation_id is not None else None
                     if pending is not None:
-                        pending.reply = message
-                        pending.event.set()
-                        self._delivered += 1
+                        self._hand_reply(pending, message)
                 elif envelope.origin != self.instance_id:
-                    _, refused = self._deliver_published(message)
-                    if refused is not None:
+                    try:
+                        self._deliver_published(message, message.topic)
+                    except MailboxFullError:
                         self._refused += 1
         finally:
             with anyio.CancelScope(shield=True):
@@ -895,13 +778,6 @@ class RedisMessageBus:
         results: list[Any] = await pipe.execute()  # pyright: ignore[reportUnknownMemberType]
         names = cast('list[bytes]', results[1])
         self._known = frozenset(name.decode() for name in names)
-
-
-def _check_queue_options(max_buffer: int, overflow: str) -> None:
-    if max_buffer < 1:
-        raise ValueError(f'max_buffer must be at least 1, got {max_buffer}')
-    if overflow not in _OVERFLOW_POLICIES:
-        raise ValueError(f"overflow must be 'drop_oldest' or 'error', got {overflow!r}")
 
 
 def _nothing() -> None:
