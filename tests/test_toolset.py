@@ -599,3 +599,28 @@ async def test_subagent_run_events_are_not_forwarded_by_default() -> None:
         'TaskStarted',
         'TaskCompleted',
     ]
+
+
+async def test_task_ids_with_stray_whitespace_are_understood_by_every_tool() -> None:
+    gate = Gate()
+
+    def padded(s: Script) -> list[Any]:
+        tid = f'  {task_id_from(s.reply())}\n'
+        return [call('check_task', task_id=tid), call('wait_tasks', task_ids=[tid], timeout=0)]
+
+    def cancel(s: Script) -> list[Any]:
+        tid = f' {toolset.manager.list()[0].id} '
+        return [call('soft_cancel_task', task_id=tid)]
+
+    script = Script([[call('task', description='job', subagent_type='researcher', mode='async')], padded, cancel])
+    toolset = create_subagent_toolset([researcher(gate.model())])
+    async with toolset:
+        await Agent(script.model(), toolsets=[toolset]).run('go')
+        (record,) = toolset.manager.list()
+        gate.release.set()
+        record = await toolset.manager.wait_for(record.id)
+    assert script.replies[2][0].startswith(f'Task {record.id} (researcher) is running')
+    assert script.replies[2][1].startswith(f'Task {record.id} (researcher) is running')
+    assert script.replies[3] == [f'Cancellation requested for task {record.id}']
+    assert record.cancel is not None
+    assert record.status is TaskStatus.CANCELLED

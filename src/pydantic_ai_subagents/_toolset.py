@@ -7,6 +7,7 @@ status reply the model can act on. A foreign task id gets exactly the reply an u
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -224,6 +225,7 @@ class SubAgentToolset(AbstractToolset[Any]):
                 return self._unknown(ctx, task_id)
             if refusal := _cancel_refusal(record):
                 return refusal
+            task_id = record.id
             if record.cancel is not None:
                 return f'Cancellation already requested for task {task_id} ({record.cancel.kind}).'
             manager.soft_cancel(task_id, requested_by='model')
@@ -238,6 +240,7 @@ class SubAgentToolset(AbstractToolset[Any]):
                 return self._unknown(ctx, task_id)
             if refusal := _cancel_refusal(record):
                 return refusal
+            task_id = record.id
             manager.hard_cancel(task_id, requested_by='model')
             with anyio.move_on_after(manager.hard_cancel_wait):
                 (record,) = await manager.wait([task_id], until_question=False, _direct=True)
@@ -254,6 +257,7 @@ class SubAgentToolset(AbstractToolset[Any]):
                 return self._unknown(ctx, task_id)
             if not answer.strip():
                 raise ModelRetry('answer is empty: write the answer to the question.')
+            task_id = record.id
             if record.status is not TaskStatus.WAITING_FOR_ANSWER or not manager.answer(task_id, answer):
                 return f'Task {task_id} is not waiting for an answer (status: {record.status.value}).'
             return f'Answer delivered; task {task_id} goes on.'
@@ -267,12 +271,12 @@ class SubAgentToolset(AbstractToolset[Any]):
             own: list[str] = []
             lines: list[str] = []
             for task_id in dict.fromkeys(task_ids):
-                if self._own(ctx, task_id) is None:
+                if (record := self._own(ctx, task_id)) is None:
                     lines.append(self._unknown(ctx, task_id))
-                else:
-                    own.append(task_id)
+                elif record.id not in own:
+                    own.append(record.id)
             if own:
-                timeout = min(max(timeout, 0.0), self.max_wait_seconds)
+                timeout = min(max(timeout, 0.0), self.max_wait_seconds) if math.isfinite(timeout) else 0.0
                 records = await manager.wait(own, mode=mode, timeout=timeout, _direct=True)
                 for record in records:
                     manager.mark_seen(record)
