@@ -210,7 +210,30 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(payload, f, indent=1, ensure_ascii=False)
             f.write('\n')
         print(f'results written to {os.path.relpath(path)}')
+        if mode != 'quick':
+            _plot(path)
     return 0
+
+
+def _plot(json_path: str) -> None:
+    """Plot the fan-out growth of a written JSON; never fails the run.
+
+    The default bench/results/latest.json goes to docs/img/benchmarks.png (the image the docs embed); any other
+    JSON gets a PNG of the same name next to it, so a full or custom run leaves the docs image alone.
+    """
+    default_json = os.path.join(HERE, 'results', 'latest.json')
+    same = os.path.abspath(json_path) == os.path.abspath(default_json)
+    out = os.path.join(os.path.dirname(HERE), 'docs', 'img', 'benchmarks.png')
+    if not same:
+        out = os.path.splitext(json_path)[0] + '.png'
+    try:  # a plot is a bonus: the JSON is already written
+        import plot
+
+        plot.plot(json_path, out)
+    except Exception as exc:
+        print(f'no plot: {type(exc).__name__}: {exc}')
+    else:
+        print(f'plot written to {os.path.relpath(out)}')
 
 
 def _alt_python(name: str) -> str | None:
