@@ -18,7 +18,7 @@ from typing import Any, Literal
 Variant = Literal['ours', 'floor']
 """What a workload runs: `ours` (this library) or `floor` (the same work on plain Pydantic AI / anyio).
 
-Other implementations (`subagents-pydantic-ai`, `pydantic-ai-harness`) are not wired yet: see bench/README.md.
+Other libraries run in their own environments through `--alternatives` (bench/alternatives.py), outside this type.
 """
 
 VARIANTS: tuple[Variant, ...] = ('ours', 'floor')
