@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic_ai import Agent
 from pydantic_ai.models import KnownModelName, Model
@@ -64,6 +64,15 @@ class SubAgentConfig:
     `output_type` and `model_settings` are then ignored; `ask_parent` is still added when allowed)."""
     deps: Callable[[Any], Any] | None = None
     """Maps the parent's `deps` to this subagent's; `None` passes the parent's deps unchanged."""
+    isolation: Literal['none', 'process'] = 'none'
+    """`'process'` runs each task in a child process of its own, so that a hard cancel (or a timeout) can stop
+    blocking work, such as a sync tool stuck in a C call, by terminating the process."""
+    worker_queue: str | None = None
+    """Run this subagent's tasks on worker processes serving this queue (`python -m pydantic_ai_subagents worker`),
+    which need a manager on a shared Redis bus and store. The parent's copy of the config then only needs `name`
+    and `description`; the workers hold the full one."""
+    retries: int = 0
+    """How many times a task on a worker is started again on another worker when the worker running it dies."""
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -71,6 +80,10 @@ class SubAgentConfig:
                 f'invalid subagent name {self.name!r}: use 1-64 letters, digits, "_", "-" or "." '
                 '(it is what the model types in `subagent_type`)'
             )
+        if self.retries < 0:
+            raise ValueError(f'subagent {self.name!r}: retries must be >= 0, got {self.retries}')
+        if self.worker_queue is not None and not _NAME_RE.match(self.worker_queue):
+            raise ValueError(f'subagent {self.name!r}: invalid worker_queue {self.worker_queue!r}')
         if self.timeout is not None and self.timeout <= 0:
             raise ValueError(f'subagent {self.name!r}: timeout must be positive, got {self.timeout}')
 

@@ -32,7 +32,6 @@ import anyio.abc
 import anyio.from_thread
 import anyio.lowlevel
 from pydantic_ai import Agent
-from pydantic_ai.exceptions import UserError
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models import Model
 from pydantic_ai.tools import RunContext
@@ -411,15 +410,6 @@ class TaskManager:
             raise ManagerClosedError('the task manager is closed')
         return self._tg
 
-    def _deliver_soft_notice(self, runtime: TaskRuntime) -> None:
-        run = runtime.run
-        if run is None:
-            runtime.notice_pending = True
-            return
-        # If the run is already ending, enqueue refuses: its result then counts as the wrap-up answer.
-        with contextlib.suppress(UserError):
-            run.enqueue(SOFT_CANCEL_NOTICE, priority='asap')
-
     async def _serve_inbox(self, inbox: Any) -> None:
         """The manager's mailbox: questions from subagents, and cancel requests for its tasks."""
         async for message in inbox:
@@ -429,7 +419,7 @@ class TaskManager:
                 # The cooperative half of a soft cancel: a notice inside the subagent's own run.
                 runtime = self._runtimes.get(message.task_id)
                 if runtime is not None:
-                    self._deliver_soft_notice(runtime)
+                    runtime.send_soft_notice()
 
     # ----------------------------------------------------------------- called by the runner
 
@@ -806,7 +796,7 @@ class TaskManager:
                 )
             )
         except SubagentsError:
-            self._deliver_soft_notice(runtime)
+            runtime.send_soft_notice()
         self._require_tg().start_soon(self._grace_timer, runtime)
         return True
 
@@ -824,10 +814,7 @@ class TaskManager:
         if record is None or record.is_terminal:
             return
         runtime.timed_out = True
-        if runtime.run is not None:
-            runtime.token.cancel()
-        else:
-            runtime.cancel_when_started = True
+        runtime.stop()
 
     async def _grace_timer(self, runtime: TaskRuntime) -> None:
         with anyio.move_on_after(self.soft_cancel_grace):
@@ -868,12 +855,7 @@ class TaskManager:
                 f'a sync tool ({names}) was still running in a worker thread when the task was stopped; '
                 'Python cannot stop a thread, so it may still finish, and its late result is discarded'
             )
-        if runtime.run is not None:
-            runtime.token.cancel()
-        else:
-            # The run is still being set up: Pydantic AI can lose a cancellation that lands there, so the runner
-            # fires the token as soon as the run exists.
-            runtime.cancel_when_started = True
+        runtime.stop()
 
     def _cancel_pending(self, runtime: TaskRuntime) -> None:
         self._finish(runtime, TaskStatus.CANCELLED)

@@ -13,19 +13,20 @@ The status only becomes terminal after the run has really exited.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import re
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 from opentelemetry.context import Context
 from pydantic_ai import Agent, CancellationToken, RunCancelled
 from pydantic_ai._agent_graph import CallToolsNode, ModelRequestNode
 from pydantic_ai.capabilities import AbstractCapability
-from pydantic_ai.exceptions import ModelRetry, UsageLimitExceeded
+from pydantic_ai.exceptions import ModelRetry, UsageLimitExceeded, UserError
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
 from pydantic_ai.models import Model
 from pydantic_ai.run import AgentRun
@@ -89,11 +90,49 @@ class TaskRuntime:
     """The tracing context of the tool call that created the task."""
     direct_waiters: int = 0
     """Tool calls of the parent waiting on this task right now; they report its outcome, so no notice is sent."""
+    backend: RunBackend | None = None
+    """Where the run executes when not in this process's event loop (a child process, a worker)."""
+
+    def stop(self) -> None:
+        """Stop the run now; if it is still being set up, as soon as it exists."""
+        if self.backend is not None:
+            self.backend.stop()
+        elif self.run is not None:
+            self.token.cancel()
+        else:
+            # Pydantic AI can lose a cancellation that lands while a run is being set up, so the runner fires the
+            # token as soon as the run exists.
+            self.cancel_when_started = True
+
+    def send_soft_notice(self) -> None:
+        """Put the soft-cancel notice into the live run (or hold it until the run exists)."""
+        if self.backend is not None:
+            self.backend.soft_notice()
+            return
+        run = self.run
+        if run is None:
+            self.notice_pending = True
+            return
+        # If the run is already ending, enqueue refuses: its result then counts as the wrap-up answer.
+        with contextlib.suppress(UserError):
+            run.enqueue(SOFT_CANCEL_NOTICE, priority='asap')
 
     def notify(self) -> None:
         watchers, self.watchers = self.watchers, []
         for event in watchers:
             event.set()
+
+
+class RunBackend(Protocol):
+    """A task's run executing outside this event loop: how the manager stops it or sends it the soft notice."""
+
+    def stop(self) -> None:
+        """Stop the run now (a hard cancel or a timeout)."""
+        ...
+
+    def soft_notice(self) -> None:
+        """Deliver the soft-cancel notice into the run."""
+        ...
 
 
 current_task: ContextVar[tuple[TaskManager, TaskRuntime] | None] = ContextVar(
