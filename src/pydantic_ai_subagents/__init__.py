@@ -56,6 +56,7 @@ from ._manager import OnRunEnd, TaskEventMessage, TaskManager, WaitMode
 from ._state import (
     CancelKind,
     InMemoryTaskStore,
+    SharedTaskStore,
     StatusChange,
     TaskMode,
     TaskRecord,
@@ -97,6 +98,7 @@ __all__ = (
     'Progress',
     'Question',
     'ReplyTimeoutError',
+    'SharedTaskStore',
     'StatusChange',
     'StatusChanged',
     'SubAgentConfig',

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
 import secrets
 import threading
 import time
@@ -61,7 +62,7 @@ from ._runner import (
     sync_tool_names,
     usage_snapshot,
 )
-from ._state import InMemoryTaskStore, StatusChange, TaskMode, TaskRecord, TaskStatus, TaskStore
+from ._state import InMemoryTaskStore, SharedTaskStore, StatusChange, TaskMode, TaskRecord, TaskStatus, TaskStore
 
 __all__ = ('OnRunEnd', 'TaskEventMessage', 'TaskManager', 'WaitMode')
 
@@ -74,8 +75,10 @@ WaitMode = Literal['all', 'any']
 
 _R = TypeVar('_R')
 
-MANAGER = 'manager'
-"""The manager's participant name on the bus."""
+logger = logging.getLogger('pydantic_ai_subagents')
+
+MANAGER_PREFIX = 'manager:'
+"""Each manager's participant name on the bus is this prefix and a random id (`TaskManager.participant`)."""
 EVENTS_TOPIC = 'subagents.events'
 """The bus topic every task event is published on."""
 
@@ -86,6 +89,8 @@ class TaskEventMessage(Message):
 
     event: TaskEvent
     """The event."""
+    record: TaskRecord | None = None
+    """The task as the event left it: how other processes sharing the store learn of the change."""
 
 
 class TaskManager:
@@ -156,6 +161,10 @@ class TaskManager:
             else InMemoryTaskStore(max_retained=max_retained, retention_seconds=retention_seconds)
         )
         self.bus: MessageBus = bus if bus is not None else InMemoryMessageBus()
+        self.participant = f'{MANAGER_PREFIX}{secrets.token_hex(8)}'
+        """This manager's name on the bus: its mailbox, the `owner` of its tasks' records, the sender of its events."""
+        self._shared: SharedTaskStore | None = self.store if isinstance(self.store, SharedTaskStore) else None
+        self._remote_watchers: dict[str, list[anyio.Event]] = {}
         self._runtimes: dict[str, TaskRuntime] = {}
         self._questions: dict[str, Message] = {}
         self._slots: dict[int, anyio.Semaphore] = {}
@@ -229,11 +238,17 @@ class TaskManager:
     async def _host(self, started: anyio.Event) -> None:
         assert self._closing is not None
         assert self._host_done is not None
-        inbox = self.bus.open_mailbox(MANAGER, max_buffer=100_000, overflow='error')
+        shared = self._shared
+        inbox = self.bus.open_mailbox(self.participant, max_buffer=100_000, overflow='error')
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(self._serve_inbox, inbox)
+                if shared is not None:
+                    await shared.register_owner(self.participant)
+                    remote = self.bus.subscribe(EVENTS_TOPIC, max_buffer=100_000, overflow='drop_oldest')
+                    tg.start_soon(self._serve_remote_events, remote)
+                    tg.start_soon(self._sweep_orphans, shared)
                 started.set()
                 try:
                     await self._closing.wait()
@@ -245,6 +260,9 @@ class TaskManager:
         finally:
             inbox.close()
             self._tg = None
+            if shared is not None:
+                with anyio.CancelScope(shield=True):
+                    await shared.unregister_owner(self.participant)
             self._host_done.set()
             started.set()
 
@@ -411,15 +429,77 @@ class TaskManager:
         return self._tg
 
     async def _serve_inbox(self, inbox: Any) -> None:
-        """The manager's mailbox: questions from subagents, and cancel requests for its tasks."""
+        """The manager's mailbox: questions from subagents, and cancel requests and answers for its tasks."""
         async for message in inbox:
             if isinstance(message, Question):
                 self._on_question(message)
-            elif isinstance(message, CancelRequest) and message.kind == 'soft':
-                # The cooperative half of a soft cancel: a notice inside the subagent's own run.
-                runtime = self._runtimes.get(message.task_id)
-                if runtime is not None:
-                    runtime.send_soft_notice()
+            elif isinstance(message, CancelRequest):
+                if message.sender != self.participant:
+                    # From a manager in another process, for a task of ours.
+                    if message.kind == 'soft':
+                        self._soft_cancel_now(message.task_id, message.requested_by)
+                    else:
+                        self._hard_cancel_by_id(message.task_id, message.requested_by)
+                elif message.kind == 'soft':
+                    # The cooperative half of a soft cancel: a notice inside the subagent's own run.
+                    runtime = self._runtimes.get(message.task_id)
+                    if runtime is not None:
+                        runtime.send_soft_notice()
+            elif isinstance(message, Answer):
+                self._answer_now(message.task_id, message.answer)
+
+    # ----------------------------------------------------------------- several processes, one store
+
+    def _remote_owner(self, record: TaskRecord | None) -> str | None:
+        """The manager in another process that runs this live task, if it is one of those."""
+        if self._shared is None or record is None or record.is_terminal or record.owner is None:
+            return None
+        return None if record.owner == self.participant or record.id in self._runtimes else record.owner
+
+    def _send_to_owner(self, message: Message) -> bool:
+        try:
+            self.bus.send(message)
+        except SubagentsError:
+            # The owner's mailbox is gone: its process stopped, and the orphan sweep will fail the task.
+            return False
+        return True
+
+    def _apply_remote(self, record: TaskRecord) -> None:
+        assert self._shared is not None
+        self._shared.apply(record)
+        for event in self._remote_watchers.pop(record.id, ()):
+            event.set()
+
+    async def _serve_remote_events(self, subscription: Any) -> None:
+        """Keep this process's copy of the shared store current with the tasks of other processes."""
+        async for message in subscription:
+            if (
+                isinstance(message, TaskEventMessage)
+                and message.record is not None
+                and message.sender != self.participant
+            ):
+                self._apply_remote(message.record)
+
+    async def _sweep_orphans(self, shared: SharedTaskStore) -> None:
+        """Mark `FAILED` the live tasks of managers whose process died (their lease ran out)."""
+        interval = float(getattr(shared, 'heartbeat_interval', 1.0))
+        while True:
+            try:
+                orphans = await shared.orphans()
+            except Exception:
+                logger.exception('looking for orphaned tasks failed')
+                orphans = []
+            for record in orphans:
+                try:
+                    change = self.store.transition(
+                        record.id,
+                        TaskStatus.FAILED,
+                        error=f'the process running it stopped (the lease of {record.owner} ran out)',
+                    )
+                except (TaskAlreadyFinishedError, TaskNotFoundError):
+                    continue
+                self._changed(None, change)
+            await anyio.sleep(interval)
 
     # ----------------------------------------------------------------- called by the runner
 
@@ -434,7 +514,7 @@ class TaskManager:
         """Called by the runner, with `forward_subagent_events` on: pass one event of the subagent's run up."""
         record = self.store.get(runtime.id)
         if record is not None:
-            self._dispatch(run_event(record, event, time.monotonic()))
+            self._dispatch(run_event(record, event, time.monotonic()), None)
 
     def finish_completed(self, runtime: TaskRuntime, output: Any) -> None:
         """The subagent's run returned `output`."""
@@ -482,7 +562,7 @@ class TaskManager:
         correlation_id = secrets.token_hex(8)
         message = Question(
             sender=f'task:{task_id}',
-            recipient=MANAGER,
+            recipient=self.participant,
             task_id=task_id,
             question=question,
             correlation_id=correlation_id,
@@ -519,10 +599,12 @@ class TaskManager:
         if runtime is not None and runtime.asking != message.correlation_id:
             return  # the subagent stopped waiting (timed out) before the question got here
         if runtime is None or record is None or record.status is not TaskStatus.RUNNING:
-            self.bus.reply(message, Answer(sender=MANAGER, task_id=message.task_id, answer='The task is ending.'))
+            self.bus.reply(
+                message, Answer(sender=self.participant, task_id=message.task_id, answer='The task is ending.')
+            )
             return
         if record.cancel is not None:
-            self.bus.reply(message, Answer(sender=MANAGER, task_id=message.task_id, answer=SOFT_CANCEL_NOTICE))
+            self.bus.reply(message, Answer(sender=self.participant, task_id=message.task_id, answer=SOFT_CANCEL_NOTICE))
             return
         self._questions[message.task_id] = message
         self._changed(
@@ -542,15 +624,15 @@ class TaskManager:
             else:
                 self._live_per_scope.pop(scope, None)
         event = event_for_change(change)
-        self._dispatch(event)
+        self._dispatch(event, change.record)
         if runtime is not None:
             runtime.notify()
         if change.new.is_terminal or change.new is TaskStatus.WAITING_FOR_ANSWER:
             self._notify_parent(change.record)
 
-    def _dispatch(self, event: TaskEvent) -> None:
+    def _dispatch(self, event: TaskEvent, record: TaskRecord | None) -> None:
         if not self.bus.closed:
-            self.bus.publish(TaskEventMessage(sender=MANAGER, topic=EVENTS_TOPIC, event=event))
+            self.bus.publish(TaskEventMessage(sender=self.participant, topic=EVENTS_TOPIC, event=event, record=record))
         self._delivery.forward(event)
 
     def _notify_parent(self, record: TaskRecord) -> None:
@@ -660,6 +742,7 @@ class TaskManager:
 
         records = snapshot()
         runtimes = list(held.values())
+        remote: list[str] = []
         if _direct:
             for runtime in runtimes:
                 runtime.direct_waiters += 1
@@ -671,15 +754,33 @@ class TaskManager:
                         break
                     changed = anyio.Event()
                     for record, is_done in zip(records, done, strict=True):
-                        if not is_done and (runtime := held.get(record.id)) is not None:
+                        if is_done:
+                            continue
+                        if (runtime := held.get(record.id)) is not None:
                             runtime.watchers.append(changed)
-                    await changed.wait()
+                        elif self._shared is not None:
+                            remote.append(record.id)
+                            self._remote_watchers.setdefault(record.id, []).append(changed)
+                    try:
+                        await changed.wait()
+                    finally:
+                        for task_id in remote:
+                            self._forget_remote_watcher(task_id, changed)
+                        remote.clear()
                     records = snapshot()
         finally:
             if _direct:
                 for runtime in runtimes:
                     runtime.direct_waiters -= 1
         return snapshot()
+
+    def _forget_remote_watcher(self, task_id: str, event: anyio.Event) -> None:
+        watchers = self._remote_watchers.get(task_id)
+        if watchers is not None:
+            with contextlib.suppress(ValueError):
+                watchers.remove(event)
+            if not watchers:
+                del self._remote_watchers[task_id]
 
     async def events(self, scope: str | None = None, *, max_buffer: int = 1000) -> AsyncGenerator[TaskEvent]:
         """Task events as they happen, for all scopes or one.
@@ -708,6 +809,9 @@ class TaskManager:
                 )
             async for message in subscription:
                 if isinstance(message, TaskEventMessage) and (scope is None or message.event.scope == scope):
+                    if message.record is not None and self._shared is not None and message.sender != self.participant:
+                        # Whoever reads the record on this event sees at least what the event says.
+                        self._apply_remote(message.record)
                     yield message.event
         except BusClosedError:
             return
@@ -770,29 +874,47 @@ class TaskManager:
         record = self.store.get(task_id)
         if record is not None and record.cancel is not None:
             return False  # being cancelled: the subagent will not use an answer any more
+        owner = self._remote_owner(record)
+        if owner is not None:
+            assert record is not None
+            if record.status is not TaskStatus.WAITING_FOR_ANSWER:
+                return False
+            return self._send_to_owner(Answer(sender=self.participant, recipient=owner, task_id=task_id, answer=answer))
         question = self._questions.pop(task_id, None)
         if question is None:
             return False
-        return self.bus.reply(question, Answer(sender=MANAGER, task_id=task_id, answer=answer))
+        return self.bus.reply(question, Answer(sender=self.participant, task_id=task_id, answer=answer))
 
     def _soft_cancel_now(self, task_id: str, requested_by: str) -> bool:
         record = self.store.get(task_id)
+        owner = self._remote_owner(record)
+        if owner is not None:
+            assert record is not None
+            return record.cancel is None and self._send_to_owner(
+                CancelRequest(
+                    sender=self.participant, recipient=owner, task_id=task_id, kind='soft', requested_by=requested_by
+                )
+            )
         runtime = self._runtimes.get(task_id)
         if record is None or runtime is None or record.is_terminal or record.cancel is not None:
             return False
         record = self.store.request_cancel(task_id, 'soft', requested_by)
-        self._dispatch(cancel_requested_event(record))
+        self._dispatch(cancel_requested_event(record), record)
         if record.status is TaskStatus.PENDING:
             self._cancel_pending(runtime)
             return True
         runtime.soft_requested_turn = runtime.turns
         question = self._questions.pop(task_id, None)
         if question is not None:
-            self.bus.reply(question, Answer(sender=MANAGER, task_id=task_id, answer=SOFT_CANCEL_NOTICE))
+            self.bus.reply(question, Answer(sender=self.participant, task_id=task_id, answer=SOFT_CANCEL_NOTICE))
         try:
             self.bus.send(
                 CancelRequest(
-                    sender=MANAGER, recipient=MANAGER, task_id=task_id, kind='soft', requested_by=requested_by
+                    sender=self.participant,
+                    recipient=self.participant,
+                    task_id=task_id,
+                    kind='soft',
+                    requested_by=requested_by,
                 )
             )
         except SubagentsError:
@@ -830,6 +952,14 @@ class TaskManager:
 
     def _hard_cancel_by_id(self, task_id: str, requested_by: str) -> bool:
         record = self.store.get(task_id)
+        owner = self._remote_owner(record)
+        if owner is not None:
+            assert record is not None
+            return (record.cancel is None or record.cancel.kind != 'hard') and self._send_to_owner(
+                CancelRequest(
+                    sender=self.participant, recipient=owner, task_id=task_id, kind='hard', requested_by=requested_by
+                )
+            )
         runtime = self._runtimes.get(task_id)
         if record is None or runtime is None or record.is_terminal:
             return False
@@ -843,7 +973,7 @@ class TaskManager:
             record = self.store.request_cancel(runtime.id, 'hard', requested_by)
         except (TaskAlreadyFinishedError, TaskNotFoundError):
             return
-        self._dispatch(cancel_requested_event(record))
+        self._dispatch(cancel_requested_event(record), record)
         for manager, child_id in runtime.children:
             manager._hard_cancel_by_id(child_id, 'parent')
         if record.status is TaskStatus.PENDING:

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal, Protocol, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 from ._errors import InvalidTransitionError, TaskAlreadyFinishedError, TaskNotFoundError
 
@@ -32,6 +32,7 @@ __all__ = (
     'CancelKind',
     'CancelRequest',
     'InMemoryTaskStore',
+    'SharedTaskStore',
     'StatusChange',
     'TaskMode',
     'TaskRecord',
@@ -51,7 +52,7 @@ CancelKind: TypeAlias = Literal['soft', 'hard']
 class TaskStatus(StrEnum):
     """The state of a task.
 
-    `PENDING -> RUNNING | CANCELLED`; `RUNNING -> WAITING_FOR_ANSWER | COMPLETED | FAILED | CANCELLED`;
+    `PENDING -> RUNNING | CANCELLED | FAILED`; `RUNNING -> WAITING_FOR_ANSWER | COMPLETED | FAILED | CANCELLED`;
     `WAITING_FOR_ANSWER -> RUNNING | CANCELLED | FAILED`. `COMPLETED`, `FAILED` and `CANCELLED` are terminal.
     """
 
@@ -80,7 +81,7 @@ class TaskStatus(StrEnum):
 
 _TERMINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 _LEGAL: dict[TaskStatus, frozenset[TaskStatus]] = {
-    TaskStatus.PENDING: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED}),
+    TaskStatus.PENDING: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED, TaskStatus.FAILED}),
     TaskStatus.RUNNING: frozenset(
         {TaskStatus.WAITING_FOR_ANSWER, TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}
     ),
@@ -175,6 +176,11 @@ class TaskRecord:
     """An extra remark on how the task ended, e.g. that a tool thread was still running at a hard cancel."""
     metadata: Mapping[str, Any] = field(default_factory=dict[str, Any])
     """Free-form data for the application (never shown to the model)."""
+    owner: str | None = None
+    """The task manager that runs the task (its participant name on the bus): where control requests for it go
+    when several processes share one store."""
+    revision: int = 0
+    """How many times the store has written the record; of two snapshots of a task, the later has the higher."""
 
     @property
     def is_terminal(self) -> bool:
@@ -248,6 +254,39 @@ class TaskStore(Protocol):
         ...
 
 
+@runtime_checkable
+class SharedTaskStore(TaskStore, Protocol):
+    """A [`TaskStore`][pydantic_ai_subagents.TaskStore] that several processes share.
+
+    [`RedisTaskStore`][pydantic_ai_subagents.redis.RedisTaskStore] is one. Each process keeps a copy of the records
+    it can read at once; a record is written by the manager that owns it (`TaskRecord.owner`), and other processes
+    learn of the change from the task event that carries it, through
+    [`apply`][pydantic_ai_subagents.SharedTaskStore.apply]. Owners hold a lease that they renew while they live:
+    the live tasks of an owner whose lease ran out are orphans, which some surviving process marks `FAILED`.
+    """
+
+    async def register_owner(self, owner: str) -> None:
+        """Take (and keep renewing) the lease of `owner`, a manager of this process."""
+        ...
+
+    async def unregister_owner(self, owner: str) -> None:
+        """Give up the lease of `owner` (its manager closed)."""
+        ...
+
+    def apply(self, record: TaskRecord) -> StatusChange | None:
+        """Take in a snapshot written by another process, unless the copy here is as new or newer.
+
+        Returns:
+            The status change it makes here (`old` is `None` for a task new to this copy), or `None` when the
+            status is unchanged or the snapshot was older.
+        """
+        ...
+
+    async def orphans(self) -> list[TaskRecord]:
+        """Live tasks whose owner's lease ran out, each handed to one process only: it must mark them `FAILED`."""
+        ...
+
+
 _UPDATABLE = frozenset({'usage', 'note', 'metadata', 'question', 'partial_result'})
 _TRANSITION_FIELDS = frozenset({'result', 'error', 'partial_result', 'question', 'note', 'usage'})
 
@@ -298,7 +337,7 @@ class InMemoryTaskStore:
                 raise ValueError(f'task {record.id!r} already exists')
             if record.status not in (TaskStatus.PENDING, TaskStatus.RUNNING):
                 raise ValueError(f'a new task starts PENDING or RUNNING, not {record.status.name}')
-            stored = replace(record, history=(Transition(status=record.status, at=self._clock()),))
+            stored = replace(record, history=(Transition(status=record.status, at=self._clock()),), revision=1)
             self._records[record.id] = stored
         return StatusChange(record=stored, old=None, new=stored.status)
 
@@ -339,7 +378,13 @@ class InMemoryTaskStore:
             now = self._clock()
             if old is TaskStatus.WAITING_FOR_ANSWER and 'question' not in fields:
                 fields['question'] = None
-            updated = replace(current, status=to, history=(*current.history, Transition(status=to, at=now)), **fields)
+            updated = replace(
+                current,
+                status=to,
+                history=(*current.history, Transition(status=to, at=now)),
+                revision=current.revision + 1,
+                **fields,
+            )
             self._records[task_id] = updated
             if to.is_terminal:
                 self._finished[task_id] = now
@@ -351,7 +396,8 @@ class InMemoryTaskStore:
         if unknown:
             raise TypeError(f'fields that cannot be updated: {sorted(unknown)}')
         with self._lock:
-            updated = replace(self._current(task_id), **fields)
+            current = self._current(task_id)
+            updated = replace(current, revision=current.revision + 1, **fields)
             self._records[task_id] = updated
         return updated
 
@@ -368,9 +414,41 @@ class InMemoryTaskStore:
                 raise TaskAlreadyFinishedError(task_id, current.status.value, TaskStatus.CANCELLED.value)
             if current.cancel is not None and (current.cancel.kind == 'hard' or current.cancel.kind == kind):
                 return current
-            updated = replace(current, cancel=CancelRequest(kind=kind, requested_by=requested_by, at=self._clock()))
+            updated = replace(
+                current,
+                cancel=CancelRequest(kind=kind, requested_by=requested_by, at=self._clock()),
+                revision=current.revision + 1,
+            )
             self._records[task_id] = updated
         return updated
+
+    def apply(self, record: TaskRecord) -> StatusChange | None:
+        """Take in a snapshot of a task written elsewhere, unless the copy here is as new or newer.
+
+        A terminal copy is never replaced by a snapshot that is not terminal, and a task this store already pruned
+        is not brought back.
+
+        Returns:
+            The status change it makes here (`old` is `None` for a task new to this store), or `None` when the
+            status did not change or the snapshot was not taken in.
+        """
+        with self._lock:
+            current = self._records.get(record.id)
+            if current is None:
+                if record.id in self._pruned:
+                    return None
+                self._records[record.id] = record
+                if record.is_terminal:
+                    self._finished[record.id] = self._clock()
+                return StatusChange(record=record, old=None, new=record.status)
+            if record.revision <= current.revision or (current.is_terminal and record.status is not current.status):
+                return None
+            self._records[record.id] = record
+            if record.status is current.status:
+                return None
+            if record.is_terminal:
+                self._finished[record.id] = self._clock()
+            return StatusChange(record=record, old=current.status, new=record.status)
 
     def list(self, scope: str | None = None, *, active_only: bool = False) -> list[TaskRecord]:
         """Tasks in creation order, optionally only one scope's and only the live ones."""

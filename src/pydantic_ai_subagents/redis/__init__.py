@@ -18,5 +18,6 @@ from __future__ import annotations
 
 from ._bus import RedisBusStats, RedisMessageBus
 from ._codec import MessageCodecError, register_message_type
+from ._store import RedisTaskStore
 
-__all__ = ('MessageCodecError', 'RedisBusStats', 'RedisMessageBus', 'register_message_type')
+__all__ = ('MessageCodecError', 'RedisBusStats', 'RedisMessageBus', 'RedisTaskStore', 'register_message_type')

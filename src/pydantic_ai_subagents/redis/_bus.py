@@ -127,12 +127,12 @@ class RedisMessageBus(_LocalBus):
     * **Return values.** `publish` returns how many subscriptions of this process got the message (others are
       reached through Redis, uncounted). `reply` to a request from another process returns `True` when this
       process received the request and had not answered it yet; the asker may have given up meanwhile.
-    * **What crosses processes.** Only messages of registered classes (the built-in kinds, plus those given to
-      [`register_message_type`][pydantic_ai_subagents.redis.register_message_type]). Publishing another class
-      (such as the manager's `TaskEventMessage`, whose event is a dataclass hierarchy) reaches this process's
-      subscribers only and is counted in `local_only`; sending one to another process raises
-      [`MessageCodecError`][pydantic_ai_subagents.redis.MessageCodecError]. A message read from Redis that cannot
-      be decoded is logged and dropped, and counted in `undecodable`.
+    * **What crosses processes.** Only messages of registered classes: the built-in kinds, the manager's
+      [`TaskEventMessage`][pydantic_ai_subagents.TaskEventMessage] (with the record it changed), plus those given
+      to [`register_message_type`][pydantic_ai_subagents.redis.register_message_type]. Publishing another class
+      reaches this process's subscribers only and is counted in `local_only`; sending one to another process
+      raises [`MessageCodecError`][pydantic_ai_subagents.redis.MessageCodecError]. A message read from Redis that
+      cannot be decoded is logged and dropped, and counted in `undecodable`.
     * **One process per participant.** A participant's mailbox should be open in one process at a time; two
       processes opening the same name would both read its messages.
     * **The outbox.** Writes wait in a local outbox of at most `max_outbox` messages; when Redis is slow or gone

@@ -1,0 +1,421 @@
+"""A task store that several processes share through a Redis server, and that outlives them.
+
+[`RedisTaskStore`][pydantic_ai_subagents.redis.RedisTaskStore] keeps the
+[`TaskStore`][pydantic_ai_subagents.TaskStore] protocol synchronous, as the manager needs it: every process holds a
+copy of the namespace's records in memory, reads from it, and writes its own changes to it at once. A pump then
+writes each change to Redis, in order, and other processes learn of it from the task event that carries the new
+record (see [`SharedTaskStore`][pydantic_ai_subagents.SharedTaskStore]).
+
+Redis keys, all under the store's `namespace`:
+
+* `{namespace}:task:{id}`: a hash per task: `data` (the record as JSON), `rev` (its revision), `status`,
+  `terminal`. A script writes it only when the revision is newer and never turns a finished task into another
+  state. A finished task's key expires after `retention_seconds`.
+* `{namespace}:tasks`: a sorted set of every task id, by creation time: the order records are loaded in.
+* `{namespace}:finished`: a sorted set of finished task ids, by finishing time; the oldest past `max_retained` are
+  deleted.
+* `{namespace}:owner:{owner}`: one key per live manager, renewed every `heartbeat_interval` and expiring after
+  `lease_seconds`: while it exists, the manager's tasks are not orphans.
+* `{namespace}:orphan:{id}`: taken (`SET NX`) by the one process that marks an orphaned task `FAILED`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from types import TracebackType
+from typing import Any, Final, Self, cast
+
+import anyio
+import anyio.abc
+from pydantic import TypeAdapter, ValidationError
+
+from .._errors import SubagentsError
+from .._state import CancelKind, InMemoryTaskStore, StatusChange, TaskRecord, TaskStatus
+
+try:
+    import redis.asyncio as aioredis
+    from redis.exceptions import RedisError
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        'pydantic_ai_subagents.redis needs the redis package: install pydantic-ai-subagents[redis]'
+    ) from exc
+
+__all__ = ('RedisTaskStore',)
+
+logger = logging.getLogger('pydantic_ai_subagents.redis')
+
+_RECORD: Final[TypeAdapter[TaskRecord]] = TypeAdapter(TaskRecord)
+_LOAD_BATCH: Final = 500
+_CLOSE_FLUSH_TIMEOUT: Final = 5.0
+
+# KEYS: record hash, tasks index, finished index.
+# ARGV: id, revision, status, terminal (0/1), data, created score, now, retention ms (0: none), max retained
+#       (-1: none), record key prefix.
+_WRITE_SCRIPT: Final = """
+local cur = redis.call('HMGET', KEYS[1], 'rev', 'status', 'terminal')
+if cur[1] then
+  if tonumber(ARGV[2]) <= tonumber(cur[1]) then return 0 end
+  if cur[3] == '1' and cur[2] ~= ARGV[3] then return 0 end
+end
+redis.call('HSET', KEYS[1], 'rev', ARGV[2], 'status', ARGV[3], 'terminal', ARGV[4], 'data', ARGV[5])
+redis.call('ZADD', KEYS[2], 'NX', ARGV[6], ARGV[1])
+if ARGV[4] == '1' then
+  redis.call('ZADD', KEYS[3], ARGV[7], ARGV[1])
+  if tonumber(ARGV[8]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[8]) end
+  local keep = tonumber(ARGV[9])
+  if keep >= 0 then
+    local extra = redis.call('ZCARD', KEYS[3]) - keep
+    if extra > 0 then
+      local old = redis.call('ZRANGE', KEYS[3], 0, extra - 1)
+      for _, id in ipairs(old) do
+        redis.call('DEL', ARGV[10] .. id)
+        redis.call('ZREM', KEYS[2], id)
+      end
+      redis.call('ZREMRANGEBYRANK', KEYS[3], 0, extra - 1)
+    end
+  end
+end
+return 1
+"""
+
+
+class RedisTaskStore(InMemoryTaskStore):
+    """A [`SharedTaskStore`][pydantic_ai_subagents.SharedTaskStore] on Redis: records shared by processes.
+
+    Records outlive the processes. Use it as `async with RedisTaskStore(url) as store:` and give it to a
+    [`TaskManager`][pydantic_ai_subagents.TaskManager] together with a
+    [`RedisMessageBus`][pydantic_ai_subagents.redis.RedisMessageBus] on the same namespace (or let
+    [`redis_task_manager`][pydantic_ai_subagents.redis.redis_task_manager] make all three). Entering loads every
+    record of the namespace that Redis still holds; leaving writes what is not written yet, gives up the leases of
+    this process's managers and closes the connection.
+
+    What it guarantees:
+
+    * **Durable records.** Every change to a record (status, result, partial result, question, cancel request,
+      usage) is written to Redis in the order it was made, a moment after it was made in memory (`flush` waits for
+      it). After a restart the application reads them all back; results that were not JSON come back as what
+      their JSON turned into (a dict for a Pydantic model).
+    * **No task left `RUNNING` forever.** Each manager holds a lease; if its process dies, the lease runs out after
+      `lease_seconds` and a surviving manager of the namespace (or the next one to start) marks the dead one's
+      live tasks `FAILED`, saying so in the error.
+    * **Retention** by `max_retained` and `retention_seconds`, applied in Redis (expiry, and trimming of the
+      oldest finished tasks) as well as in each process's copy.
+
+    Each process's copy holds every record the namespace retains, so size `max_retained` for what one process may
+    hold in memory.
+    """
+
+    def __init__(
+        self,
+        url: str = 'redis://localhost:6379/0',
+        *,
+        namespace: str = 'subagents',
+        max_retained: int = 1000,
+        retention_seconds: float | None = 3600.0,
+        lease_seconds: float = 10.0,
+        heartbeat_interval: float = 1.0,
+        max_pending_writes: int = 100_000,
+    ) -> None:
+        """Describe the store; nothing connects until `async with`.
+
+        Args:
+            url: The Redis server, as a `redis://` (or `rediss://`, `unix://`) URL.
+            namespace: Prefix of every key; use the same as the bus's.
+            max_retained: Finished tasks kept (in Redis and in each process), the oldest dropped first.
+            retention_seconds: Finished tasks older than this are dropped; `None`: only `max_retained` applies.
+            lease_seconds: How long a manager's lease lasts without renewal: how soon the tasks of a dead process
+                are marked `FAILED`. Must exceed `heartbeat_interval`.
+            heartbeat_interval: Seconds between renewals of this process's leases (and checks for orphans).
+            max_pending_writes: Changes that may wait to be written to Redis; past it, a write raises
+                [`SubagentsError`][pydantic_ai_subagents.SubagentsError] rather than use unbounded memory.
+        """
+        if heartbeat_interval <= 0 or lease_seconds <= heartbeat_interval:
+            raise ValueError('heartbeat_interval must be positive and lease_seconds larger than it')
+        if max_pending_writes < 1:
+            raise ValueError('max_pending_writes must be at least 1')
+        super().__init__(max_retained=max_retained, retention_seconds=retention_seconds)
+        self.url = url
+        """The Redis server."""
+        self.namespace = namespace
+        """Prefix of every key."""
+        self.lease_seconds = lease_seconds
+        self.heartbeat_interval = heartbeat_interval
+        self.max_pending_writes = max_pending_writes
+        self._client: aioredis.Redis | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._pending: dict[str, TaskRecord] = {}
+        self._in_flight = 0
+        self._wakeup = anyio.Event()
+        self._progress = anyio.Event()
+        self._owners: set[str] = set()
+        self._closed = False
+        self._write_errors = 0
+        self._claim_id = f'{time.time():.0f}-{id(self):x}'
+
+    # -- keys --
+
+    def _task_key(self, task_id: str) -> str:
+        return f'{self.namespace}:task:{task_id}'
+
+    def _owner_key(self, owner: str) -> str:
+        return f'{self.namespace}:owner:{owner}'
+
+    # -- lifecycle --
+
+    async def __aenter__(self) -> Self:
+        if self._client is not None or self._closed:
+            raise SubagentsError('a RedisTaskStore can be entered once')
+        client = aioredis.Redis.from_url(self.url)  # pyright: ignore[reportUnknownMemberType]
+        try:
+            await client.ping()  # pyright: ignore[reportUnknownMemberType]
+            await self._load(client)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await client.aclose()
+            raise
+        self._client = client
+        self._script = client.register_script(_WRITE_SCRIPT)  # pyright: ignore[reportUnknownMemberType]
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        tg.start_soon(self._write_pump)
+        tg.start_soon(self._heartbeat_pump)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Write what is pending (for a few seconds at most), give up this process's leases, and disconnect."""
+        if self._closed:
+            return
+        self._closed = True
+        client, tg = self._client, self._tg
+        with anyio.CancelScope(shield=True):
+            if client is not None:
+                with anyio.move_on_after(_CLOSE_FLUSH_TIMEOUT):
+                    await self._wait_written()
+                if self._owners:
+                    try:
+                        await client.delete(*(self._owner_key(o) for o in self._owners))  # pyright: ignore[reportUnknownMemberType]
+                    except RedisError as exc:
+                        logger.warning('could not release the leases of %s: %s', sorted(self._owners), exc)
+                self._owners.clear()
+            if tg is not None:
+                tg.cancel_scope.cancel()
+                await tg.__aexit__(None, None, None)
+            if client is not None:
+                await client.aclose()
+
+    async def _load(self, client: aioredis.Redis) -> None:
+        """Read every record Redis still holds for the namespace into this process's copy."""
+        tasks_key = f'{self.namespace}:tasks'
+        if self.retention_seconds is not None:
+            cutoff = time.time() - self.retention_seconds
+            await client.zremrangebyscore(f'{self.namespace}:finished', '-inf', cutoff)  # pyright: ignore[reportUnknownMemberType]
+        ids = [raw.decode() for raw in cast('list[bytes]', await client.zrange(tasks_key, 0, -1))]  # pyright: ignore[reportUnknownMemberType]
+        gone: list[str] = []
+        for start in range(0, len(ids), _LOAD_BATCH):
+            chunk = ids[start : start + _LOAD_BATCH]
+            pipe = client.pipeline(transaction=False)  # pyright: ignore[reportUnknownMemberType]
+            for task_id in chunk:
+                pipe.hget(self._task_key(task_id), 'data')  # pyright: ignore[reportUnknownMemberType]
+            values = cast('list[bytes | None]', await pipe.execute())  # pyright: ignore[reportUnknownMemberType]
+            for task_id, raw in zip(chunk, values, strict=True):
+                if raw is None:
+                    gone.append(task_id)  # expired by retention
+                    continue
+                try:
+                    record = _RECORD.validate_json(raw)
+                except ValidationError as exc:
+                    logger.error('skipped task %s: its stored record does not load: %s', task_id, exc)
+                    continue
+                super().apply(record)
+        if gone:
+            await client.zrem(tasks_key, *gone)  # pyright: ignore[reportUnknownMemberType]
+        self.prune()
+
+    # -- writes: in memory at once, to Redis by the pump --
+
+    def _written(self, record: TaskRecord) -> TaskRecord:
+        if self._closed:
+            raise SubagentsError('the Redis task store is closed')
+        if record.id not in self._pending and len(self._pending) >= self.max_pending_writes:
+            raise SubagentsError(f'{len(self._pending)} task changes are waiting to be written to Redis')
+        self._pending[record.id] = record
+        self._wakeup.set()
+        return record
+
+    def create(self, record: TaskRecord) -> StatusChange:
+        """Add a new task (as the in-memory store does), and write it to Redis."""
+        change = super().create(record)
+        self._written(change.record)
+        return change
+
+    def transition(self, task_id: str, to: TaskStatus, **fields: Any) -> StatusChange:
+        """Move a task to a new state (as the in-memory store does), and write it to Redis."""
+        change = super().transition(task_id, to, **fields)
+        self._written(change.record)
+        return change
+
+    def update(self, task_id: str, **fields: Any) -> TaskRecord:
+        """Change fields without a state change (as the in-memory store does), and write it to Redis."""
+        return self._written(super().update(task_id, **fields))
+
+    def request_cancel(self, task_id: str, kind: CancelKind, requested_by: str) -> TaskRecord:
+        """Record a cancel request (as the in-memory store does), and write it to Redis."""
+        before = self.get(task_id)
+        record = super().request_cancel(task_id, kind, requested_by)
+        if record is not before:
+            self._written(record)
+        return record
+
+    async def flush(self) -> None:
+        """Wait until every change made so far in this process is written to Redis.
+
+        Raises:
+            SubagentsError: The store closed before they were written.
+        """
+        await self._wait_written()
+        if self._pending or self._in_flight:
+            raise SubagentsError('the Redis task store closed before its changes were written')
+
+    async def _wait_written(self) -> None:
+        while (self._pending or self._in_flight) and self._tg is not None and not self._tg.cancel_scope.cancel_called:
+            progress = self._progress = anyio.Event() if self._progress.is_set() else self._progress
+            await progress.wait()
+
+    async def _write_pump(self) -> None:
+        client = self._client
+        assert client is not None
+        backoff = 0.05
+        while True:
+            if not self._pending:
+                self._wakeup = anyio.Event()
+                if not self._pending:
+                    await self._wakeup.wait()
+                continue
+            batch = list(self._pending.values())
+            self._pending.clear()
+            self._in_flight = len(batch)
+            try:
+                await self._write_batch(client, batch)
+            except RedisError as exc:
+                self._write_errors += 1
+                logger.warning('writing task records to Redis failed (%s); retrying in %.2f s', exc, backoff)
+                for record in batch:
+                    newer = self._pending.get(record.id)
+                    if newer is None or newer.revision < record.revision:
+                        self._pending[record.id] = record
+                self._in_flight = 0
+                self._progress.set()
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.05
+            self._in_flight = 0
+            self._progress.set()
+
+    async def _write_batch(self, client: aioredis.Redis, batch: list[TaskRecord]) -> None:
+        pipe = client.pipeline(transaction=False)  # pyright: ignore[reportUnknownMemberType]
+        now = time.time()
+        retention_ms = 0 if self.retention_seconds is None else max(1, int(self.retention_seconds * 1000))
+        prefix = f'{self.namespace}:task:'
+        for record in batch:
+            await self._script(  # pyright: ignore[reportUnknownMemberType]
+                keys=[self._task_key(record.id), f'{self.namespace}:tasks', f'{self.namespace}:finished'],
+                args=[
+                    record.id,
+                    record.revision,
+                    record.status.value,
+                    1 if record.is_terminal else 0,
+                    _RECORD.dump_json(record),
+                    record.created_at.timestamp(),
+                    now,
+                    retention_ms,
+                    self.max_retained,
+                    prefix,
+                ],
+                client=pipe,
+            )
+        await pipe.execute()  # pyright: ignore[reportUnknownMemberType]
+
+    # -- sharing --
+
+    async def register_owner(self, owner: str) -> None:
+        """Take the lease of `owner` (a manager of this process) now, and renew it while the store is open."""
+        client = self._require_client()
+        self._owners.add(owner)
+        await client.set(self._owner_key(owner), self._claim_id, px=int(self.lease_seconds * 1000))  # pyright: ignore[reportUnknownMemberType]
+
+    async def unregister_owner(self, owner: str) -> None:
+        """Give up the lease of `owner`: its manager has closed and its tasks are finished."""
+        self._owners.discard(owner)
+        if self._client is not None and not self._closed:
+            try:
+                await self._client.delete(self._owner_key(owner))  # pyright: ignore[reportUnknownMemberType]
+            except RedisError as exc:
+                logger.warning('could not release the lease of %s: %s', owner, exc)
+
+    def _require_client(self) -> aioredis.Redis:
+        if self._client is None or self._closed:
+            raise SubagentsError('the Redis task store is not open; use `async with RedisTaskStore(url) as store:`')
+        return self._client
+
+    async def _heartbeat_pump(self) -> None:
+        client = self._client
+        assert client is not None
+        lease_ms = int(self.lease_seconds * 1000)
+        while True:
+            await anyio.sleep(self.heartbeat_interval)
+            if not self._owners:
+                continue
+            try:
+                pipe = client.pipeline(transaction=False)  # pyright: ignore[reportUnknownMemberType]
+                for owner in self._owners:
+                    pipe.set(self._owner_key(owner), self._claim_id, px=lease_ms)  # pyright: ignore[reportUnknownMemberType]
+                await pipe.execute()  # pyright: ignore[reportUnknownMemberType]
+            except RedisError as exc:
+                logger.warning('renewing the leases of %s failed: %s', sorted(self._owners), exc)
+
+    async def owners_alive(self, owners: set[str]) -> set[str]:
+        """Which of `owners` hold a lease right now (managers of this process always do)."""
+        client = self._require_client()
+        others = sorted(owners - self._owners)
+        alive = owners & self._owners
+        if others:
+            pipe = client.pipeline(transaction=False)  # pyright: ignore[reportUnknownMemberType]
+            for owner in others:
+                pipe.exists(self._owner_key(owner))  # pyright: ignore[reportUnknownMemberType]
+            found = cast('list[int]', await pipe.execute())  # pyright: ignore[reportUnknownMemberType]
+            alive |= {owner for owner, exists in zip(others, found, strict=True) if exists}
+        return alive
+
+    async def orphans(self) -> list[TaskRecord]:
+        """Live tasks whose owner's lease ran out, each claimed in Redis by this process alone.
+
+        Each is read back from Redis first, so a task that finished there (unknown here) is not returned; the
+        caller marks the returned ones `FAILED`.
+        """
+        client = self._require_client()
+        live = [r for r in self if not r.is_terminal and r.owner is not None and r.owner not in self._owners]
+        if not live:
+            return []
+        alive = await self.owners_alive({r.owner for r in live if r.owner is not None})
+        claimed: list[TaskRecord] = []
+        for record in live:
+            if record.owner in alive:
+                continue
+            key = f'{self.namespace}:orphan:{record.id}'
+            if not await client.set(key, self._claim_id, nx=True, ex=3600):  # pyright: ignore[reportUnknownMemberType]
+                continue
+            raw = cast('bytes | None', await client.hget(self._task_key(record.id), 'data'))  # pyright: ignore[reportUnknownMemberType]
+            if raw is not None:
+                super().apply(_RECORD.validate_json(raw))
+            current = self.get(record.id)
+            if current is not None and not current.is_terminal:
+                claimed.append(current)
+        return claimed
