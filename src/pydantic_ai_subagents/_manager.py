@@ -351,6 +351,7 @@ class TaskManager:
             scope=scope,
             parent_task_id=None if parent is None else parent[1].id,
             depth=depth,
+            owner=self.participant,
         )
         self._runtimes[task_id] = runtime
         if parent is not None:

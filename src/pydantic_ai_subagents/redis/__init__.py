@@ -18,6 +18,14 @@ from __future__ import annotations
 
 from ._bus import RedisBusStats, RedisMessageBus
 from ._codec import MessageCodecError, register_message_type
+from ._connect import redis_task_manager
 from ._store import RedisTaskStore
 
-__all__ = ('MessageCodecError', 'RedisBusStats', 'RedisMessageBus', 'RedisTaskStore', 'register_message_type')
+__all__ = (
+    'MessageCodecError',
+    'RedisBusStats',
+    'RedisMessageBus',
+    'RedisTaskStore',
+    'redis_task_manager',
+    'register_message_type',
+)

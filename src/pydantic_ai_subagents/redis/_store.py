@@ -204,10 +204,12 @@ class RedisTaskStore(InMemoryTaskStore):
                     except RedisError as exc:
                         logger.warning('could not release the leases of %s: %s', sorted(self._owners), exc)
                 self._owners.clear()
-            if tg is not None:
-                tg.cancel_scope.cancel()
-                await tg.__aexit__(None, None, None)
-            if client is not None:
+        if tg is not None:
+            # The pumps' task group is exited here, outside any scope opened since it was entered.
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(None, None, None)
+        if client is not None:
+            with anyio.CancelScope(shield=True):
                 await client.aclose()
 
     async def _load(self, client: aioredis.Redis) -> None:
