@@ -12,8 +12,8 @@ import pytest
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from pydantic_ai_subagents import SubAgentConfig, TaskCancelled, TaskCompleted, TaskManager, TaskStatus
-from pydantic_ai_subagents.redis import RedisTaskStore, redis_task_manager
+from pydantic_ai_subagents import SubAgentConfig, TaskCompleted, TaskManager, TaskStatus
+from pydantic_ai_subagents.redis import redis_task_manager
 
 from . import redis_server
 

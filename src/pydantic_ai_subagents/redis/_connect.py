@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,7 +24,7 @@ async def redis_task_manager(
     heartbeat_interval: float = 1.0,
     bus_options: dict[str, Any] | None = None,
     **manager_options: Any,
-) -> AsyncIterator[TaskManager]:
+) -> AsyncGenerator[TaskManager]:
     """A [`TaskManager`][pydantic_ai_subagents.TaskManager] whose bus and store live on one Redis server.
 
     Every process that uses the same `url` and `namespace` shares one task space: tasks started in any of them can
@@ -57,6 +57,6 @@ async def redis_task_manager(
             lease_seconds=lease_seconds,
             heartbeat_interval=heartbeat_interval,
         ) as store,
+        TaskManager(bus=bus, store=store, **manager_options) as manager,
     ):
-        async with TaskManager(bus=bus, store=store, **manager_options) as manager:
-            yield manager
+        yield manager
