@@ -116,3 +116,35 @@ async def test_events_of_one_process_reach_the_other(two: tuple[TaskManager, Tas
     kinds = [type(e).__name__ for e in seen]
     assert kinds == ['TaskCreated', 'TaskStarted', 'TaskQuestionAsked', 'TaskAnswered', 'TaskCompleted']
     assert isinstance(seen[-1], TaskCompleted) and seen[-1].result == 'Report for 2001'
+
+
+def quick_child(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    prompt = ''.join(str(getattr(p, 'content', '')) for m in messages for p in getattr(m, 'parts', []))
+    return ModelResponse(parts=[TextPart(f'done: {prompt[-20:]}')])
+
+
+async def test_task_runs_on_a_worker(redis_url: str, namespace: str) -> None:
+    from pydantic_ai_subagents.redis import Worker
+
+    on_parent = SubAgentConfig(name='remote', description='Works elsewhere.', worker_queue='q1')
+    on_worker = SubAgentConfig(name='remote', instructions='Work.', model=FunctionModel(quick_child))
+    worker = Worker(
+        [on_worker],
+        url=redis_url,
+        namespace=namespace,
+        queue='q1',
+        lease_seconds=1.0,
+        heartbeat_interval=0.1,
+        bus_options=FAST['bus_options'],
+    )
+    async with anyio.create_task_group() as tg, redis_task_manager(redis_url, namespace=namespace, **FAST) as parent:
+        tg.start_soon(worker.run)
+        await worker.wait_ready()
+        started = await parent.start(on_parent, 'the job', scope='conv')
+        final = await parent.wait_for(started.id, timeout=10)
+        assert final.status is TaskStatus.COMPLETED, final
+        assert final.result == 'done: the job'
+        assert final.owner == parent.participant
+        assert final.usage.requests == 1
+        worker.stop()
+    assert worker.jobs_done == 1

@@ -52,6 +52,7 @@ from ._errors import (
 from ._events import TaskEvent, cancel_requested_event, event_for_change, run_event
 from ._otel import capture_context, end_attributes, task_span
 from ._phrasing import describe_record
+from ._remote import ClaimReply, TaskClaim, WorkerBackend, WorkerJob, WorkerUpdate, limits_dict
 from ._runner import (
     SOFT_CANCEL_NOTICE,
     TaskRuntime,
@@ -404,6 +405,9 @@ class TaskManager:
                     record = self.store.get(runtime.id)
                     if record is None or record.status.is_terminal:
                         return  # cancelled while queued
+                    if runtime.config.worker_queue is not None:
+                        await self._run_on_worker(runtime, runtime.config.worker_queue)
+                        return
                     self._changed(runtime, self.store.transition(runtime.id, TaskStatus.RUNNING))
                     if runtime.timeout is not None:
                         self._require_tg().start_soon(self._timeout_timer, runtime)
@@ -448,6 +452,11 @@ class TaskManager:
                         runtime.send_soft_notice()
             elif isinstance(message, Answer):
                 self._answer_now(message.task_id, message.answer)
+            elif isinstance(message, TaskClaim):
+                accepted = self._accept_claim(message)
+                self.bus.reply(message, ClaimReply(sender=self.participant, task_id=message.task_id, accepted=accepted))
+            elif isinstance(message, WorkerUpdate):
+                self._on_worker_update(message)
 
     # ----------------------------------------------------------------- several processes, one store
 
@@ -480,6 +489,136 @@ class TaskManager:
                 and message.sender != self.participant
             ):
                 self._apply_remote(message.record)
+
+    # ----------------------------------------------------------------- tasks that run on worker processes
+
+    async def _run_on_worker(self, runtime: TaskRuntime, queue: str) -> None:
+        """Queue the task for a worker, then watch it until its terminal state is recorded."""
+        shared = self._shared
+        if shared is None:
+            self._finish(
+                runtime,
+                TaskStatus.FAILED,
+                error=f'subagent {runtime.config.name!r} runs on worker processes (worker_queue={queue!r}), which '
+                'needs a task manager on a shared store (see pydantic_ai_subagents.redis.redis_task_manager)',
+            )
+            return
+        backend = WorkerBackend(manager=self, runtime=runtime)
+        runtime.backend = backend
+        interval = float(getattr(shared, 'heartbeat_interval', 1.0))
+        try:
+            await shared.submit(queue, self._job(runtime, backend.attempt))
+            while True:
+                with anyio.move_on_after(interval):
+                    await backend.done.wait()
+                    return
+                worker = backend.worker
+                if worker is None or worker in await shared.owners_alive({worker}):
+                    continue
+                record = self.store.get(runtime.id)
+                if record is None or record.is_terminal:
+                    return
+                if backend.attempt < runtime.config.retries and record.cancel is None:
+                    backend.attempt += 1
+                    backend.worker = None
+                    if record.status is TaskStatus.WAITING_FOR_ANSWER:
+                        self._resume(runtime.id)
+                    self.store.update(
+                        runtime.id, note=f'its worker {worker} stopped; started again (attempt {backend.attempt + 1})'
+                    )
+                    await shared.submit(queue, self._job(runtime, backend.attempt))
+                    continue
+                self._finish(
+                    runtime, TaskStatus.FAILED, error=f'the worker running it stopped (the lease of {worker} ran out)'
+                )
+                return
+        finally:
+            if runtime.parent_usage is not None:
+                runtime.parent_usage.incr(runtime.usage)
+
+    def _job(self, runtime: TaskRuntime, attempt: int) -> dict[str, Any]:
+        job = WorkerJob(
+            task_id=runtime.id,
+            owner=self.participant,
+            subagent=runtime.config.name,
+            description=runtime.prompt,
+            attempt=attempt,
+            usage_limits=limits_dict(runtime.usage_limits),
+            timeout=runtime.timeout,
+        )
+        return {f: getattr(job, f) for f in job.__dataclass_fields__}
+
+    def _accept_claim(self, claim: TaskClaim) -> bool:
+        runtime = self._runtimes.get(claim.task_id)
+        backend = None if runtime is None else runtime.backend
+        record = self.store.get(claim.task_id)
+        if (
+            runtime is None
+            or not isinstance(backend, WorkerBackend)
+            or backend.worker is not None
+            or claim.attempt != backend.attempt
+            or record is None
+            or record.is_terminal
+            or record.cancel is not None
+        ):
+            return False
+        backend.worker = claim.sender
+        if record.status is TaskStatus.PENDING:
+            self._changed(runtime, self.store.transition(runtime.id, TaskStatus.RUNNING))
+            if runtime.timeout is not None:
+                self._require_tg().start_soon(self._timeout_timer, runtime)
+        return True
+
+    def _on_worker_update(self, update: WorkerUpdate) -> None:
+        runtime = self._runtimes.get(update.task_id)
+        backend = None if runtime is None else runtime.backend
+        if runtime is None or not isinstance(backend, WorkerBackend) or backend.worker != update.sender:
+            return  # from a worker this task no longer waits on
+        record = self.store.get(runtime.id)
+        if record is None or record.is_terminal:
+            return
+        usage = update.usage
+        runtime.usage = RunUsage(
+            requests=usage.requests,
+            tool_calls=usage.tool_calls,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+        )
+        status = update.status
+        if status is TaskStatus.RUNNING:
+            if record.status is TaskStatus.WAITING_FOR_ANSWER:
+                self._resume(runtime.id)
+            self.store.update(runtime.id, usage=usage)
+        elif status is TaskStatus.WAITING_FOR_ANSWER:
+            if record.status is TaskStatus.RUNNING:
+                self._changed(runtime, self.store.transition(runtime.id, status, question=update.question, usage=usage))
+        elif status.is_terminal:
+            if runtime.timed_out and status is not TaskStatus.COMPLETED:
+                self._finish(runtime, TaskStatus.FAILED, error=f'timed out after {runtime.timeout:g} s')
+            elif status is TaskStatus.COMPLETED:
+                self._finish(runtime, status, result=update.result)
+            elif status is TaskStatus.FAILED:
+                self._finish(runtime, status, error=update.error, **_note(update.note))
+            else:
+                self._finish(runtime, status, partial_result=update.partial_result, **_note(update.note))
+            backend.done.set()
+
+    def worker_task_ended_here(self, runtime: TaskRuntime) -> None:
+        """A hard cancel or timeout of a worker task that no worker runs right now (between two attempts)."""
+        if runtime.timed_out:
+            self._finish(runtime, TaskStatus.FAILED, error=f'timed out after {runtime.timeout:g} s')
+        else:
+            self._finish(runtime, TaskStatus.CANCELLED)
+        if isinstance(runtime.backend, WorkerBackend):
+            runtime.backend.done.set()
+
+    def send_to_worker(self, runtime: TaskRuntime, message: Message) -> bool:
+        """Send a cancel request or an answer to the worker running the task; `False` if it cannot be reached."""
+        try:
+            self.bus.send(message)
+        except SubagentsError:
+            return False  # the worker is gone; the lease watch in `_run_on_worker` settles the task
+        return True
 
     async def _sweep_orphans(self, shared: SharedTaskStore) -> None:
         """Mark `FAILED` the live tasks of managers whose process died (their lease ran out)."""
@@ -881,6 +1020,14 @@ class TaskManager:
             if record.status is not TaskStatus.WAITING_FOR_ANSWER:
                 return False
             return self._send_to_owner(Answer(sender=self.participant, recipient=owner, task_id=task_id, answer=answer))
+        runtime = self._runtimes.get(task_id)
+        if runtime is not None and isinstance(runtime.backend, WorkerBackend):
+            worker = runtime.backend.worker
+            if worker is None or record is None or record.status is not TaskStatus.WAITING_FOR_ANSWER:
+                return False
+            return self.send_to_worker(
+                runtime, Answer(sender=self.participant, recipient=worker, task_id=task_id, answer=answer)
+            )
         question = self._questions.pop(task_id, None)
         if question is None:
             return False
@@ -996,6 +1143,10 @@ class TaskManager:
         for task_id in self.store.prune():
             self._transcripts.pop(task_id, None)
             self._delivery.forget(task_id)
+
+
+def _note(note: str | None) -> dict[str, Any]:
+    return {} if note is None else {'note': note}
 
 
 def _spawn_host_task(func: Callable[[anyio.Event], Any], started: anyio.Event) -> asyncio.AbstractEventLoop:

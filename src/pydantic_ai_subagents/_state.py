@@ -286,6 +286,14 @@ class SharedTaskStore(TaskStore, Protocol):
         """Live tasks whose owner's lease ran out, each handed to one process only: it must mark them `FAILED`."""
         ...
 
+    async def owners_alive(self, owners: set[str]) -> set[str]:
+        """Which of `owners` (managers or workers) hold a lease right now."""
+        ...
+
+    async def submit(self, queue: str, job: Mapping[str, Any]) -> None:
+        """Put a job (a task for a worker) on a worker queue."""
+        ...
+
 
 _UPDATABLE = frozenset({'usage', 'note', 'metadata', 'question', 'partial_result'})
 _TRANSITION_FIELDS = frozenset({'result', 'error', 'partial_result', 'question', 'note', 'usage'})

@@ -20,12 +20,14 @@ from ._bus import RedisBusStats, RedisMessageBus
 from ._codec import MessageCodecError, register_message_type
 from ._connect import redis_task_manager
 from ._store import RedisTaskStore
+from ._worker import Worker
 
 __all__ = (
     'MessageCodecError',
     'RedisBusStats',
     'RedisMessageBus',
     'RedisTaskStore',
+    'Worker',
     'redis_task_manager',
     'register_message_type',
 )

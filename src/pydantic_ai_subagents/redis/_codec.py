@@ -7,7 +7,7 @@ An envelope is a JSON object:
 ```
 
 `type` names a registered [`Message`][pydantic_ai_subagents.Message] subclass and `data` holds its fields, turned
-into JSON (and back) by a Pydantic `TypeAdapter` of that class. The seven built-in message kinds are registered
+into JSON (and back) by a Pydantic `TypeAdapter` of that class. The built-in message kinds are registered
 out of the box, and so is the manager's `TaskEventMessage` (its event travels with its class name);
 [`register_message_type`][pydantic_ai_subagents.redis.register_message_type] adds more, as long as every field is
 something Pydantic can round-trip through JSON.
@@ -40,6 +40,7 @@ from .._events import (
     TaskStarted,
 )
 from .._manager import TaskEventMessage
+from .._remote import ClaimReply, TaskClaim, WorkerUpdate
 from .._state import TaskRecord
 
 __all__ = (
@@ -104,7 +105,18 @@ def is_registered(cls: type[Message]) -> bool:
     return cls in _BY_CLASS
 
 
-for _builtin in (TaskAssigned, CancelRequest, Question, Answer, Progress, TaskResult, StatusChanged):
+for _builtin in (
+    TaskAssigned,
+    CancelRequest,
+    Question,
+    Answer,
+    Progress,
+    TaskResult,
+    StatusChanged,
+    TaskClaim,
+    ClaimReply,
+    WorkerUpdate,
+):
     register_message_type(_builtin)
 
 

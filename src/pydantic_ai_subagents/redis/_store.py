@@ -17,12 +17,16 @@ Redis keys, all under the store's `namespace`:
 * `{namespace}:owner:{owner}`: one key per live manager, renewed every `heartbeat_interval` and expiring after
   `lease_seconds`: while it exists, the manager's tasks are not orphans.
 * `{namespace}:orphan:{id}`: taken (`SET NX`) by the one process that marks an orphaned task `FAILED`.
+* `{namespace}:queue:{queue}`: a stream of jobs for the workers serving `queue`, read by the consumer group
+  `workers`; a job is deleted once a worker acknowledges it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Final, Self, cast
 
@@ -35,7 +39,7 @@ from .._state import CancelKind, InMemoryTaskStore, StatusChange, TaskRecord, Ta
 
 try:
     import redis.asyncio as aioredis
-    from redis.exceptions import RedisError
+    from redis.exceptions import RedisError, ResponseError
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         'pydantic_ai_subagents.redis needs the redis package: install pydantic-ai-subagents[redis]'
@@ -47,6 +51,7 @@ logger = logging.getLogger('pydantic_ai_subagents.redis')
 
 _RECORD: Final[TypeAdapter[TaskRecord]] = TypeAdapter(TaskRecord)
 _LOAD_BATCH: Final = 500
+_WORKERS_GROUP: Final = 'workers'
 _CLOSE_FLUSH_TIMEOUT: Final = 5.0
 
 # KEYS: record hash, tasks index, finished index.
@@ -152,6 +157,7 @@ class RedisTaskStore(InMemoryTaskStore):
         self._closed = False
         self._write_errors = 0
         self._claim_id = f'{time.time():.0f}-{id(self):x}'
+        self._groups: set[str] = set()
 
     # -- keys --
 
@@ -395,6 +401,79 @@ class RedisTaskStore(InMemoryTaskStore):
             found = cast('list[int]', await pipe.execute())  # pyright: ignore[reportUnknownMemberType]
             alive |= {owner for owner, exists in zip(others, found, strict=True) if exists}
         return alive
+
+    # -- worker queues --
+
+    def _queue_key(self, queue: str) -> str:
+        return f'{self.namespace}:queue:{queue}'
+
+    async def _ensure_group(self, client: aioredis.Redis, key: str) -> None:
+        if key in self._groups:
+            return
+        try:
+            # From the start of the stream: jobs put there before any worker came are still taken.
+            await client.xgroup_create(key, _WORKERS_GROUP, id='0', mkstream=True)  # pyright: ignore[reportUnknownMemberType]
+        except ResponseError as exc:
+            if 'BUSYGROUP' not in str(exc):
+                raise
+        self._groups.add(key)
+
+    async def submit(self, queue: str, job: Mapping[str, Any]) -> None:
+        """Put a job on the worker queue `queue` (a Redis stream read by the consumer group of the workers)."""
+        client = self._require_client()
+        key = self._queue_key(queue)
+        await self._ensure_group(client, key)
+        await client.xadd(key, {'job': json.dumps(dict(job))})  # pyright: ignore[reportUnknownMemberType]
+
+    async def take(
+        self, queue: str, consumer: str, *, count: int = 1, block: float = 1.0, min_idle: float | None = None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Take up to `count` jobs from `queue` for `consumer` (a worker), waiting up to `block` seconds.
+
+        With `min_idle`, take instead jobs that another consumer took more than `min_idle` seconds ago and never
+        acknowledged (it died before it could claim them).
+
+        Returns:
+            `(entry id, job)` pairs; acknowledge each with [`ack`][pydantic_ai_subagents.redis.RedisTaskStore.ack].
+        """
+        client = self._require_client()
+        key = self._queue_key(queue)
+        await self._ensure_group(client, key)
+        if min_idle is not None:
+            reply: list[Any] = await client.xautoclaim(  # pyright: ignore[reportUnknownMemberType]
+                key, _WORKERS_GROUP, consumer, min_idle_time=int(min_idle * 1000), start_id='0-0', count=count
+            )
+            entries = cast('list[tuple[bytes, dict[bytes, bytes] | None]]', reply[1])
+        else:
+            result = cast(
+                'list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes] | None]]]] | None',
+                await client.xreadgroup(  # pyright: ignore[reportUnknownMemberType]
+                    _WORKERS_GROUP, consumer, {key: '>'}, count=count, block=max(1, int(block * 1000))
+                ),
+            )
+            entries = [entry for _stream, batch in result or () for entry in batch]
+        jobs: list[tuple[str, dict[str, Any]]] = []
+        for entry_id, entry in entries:
+            raw = None if entry is None else entry.get(b'job')
+            try:
+                job = json.loads(raw) if raw is not None else None
+            except ValueError:
+                job = None
+            if not isinstance(job, dict):
+                logger.error('dropped a malformed job %s from queue %r', entry_id, queue)
+                await self.ack(queue, entry_id.decode())
+                continue
+            jobs.append((entry_id.decode(), cast('dict[str, Any]', job)))
+        return jobs
+
+    async def ack(self, queue: str, entry_id: str) -> None:
+        """Acknowledge a job taken with `take`: it leaves the queue for good."""
+        client = self._require_client()
+        key = self._queue_key(queue)
+        pipe = client.pipeline(transaction=False)  # pyright: ignore[reportUnknownMemberType]
+        pipe.xack(key, _WORKERS_GROUP, entry_id)  # pyright: ignore[reportUnknownMemberType]
+        pipe.xdel(key, entry_id)  # pyright: ignore[reportUnknownMemberType]
+        await pipe.execute()  # pyright: ignore[reportUnknownMemberType]
 
     async def orphans(self) -> list[TaskRecord]:
         """Live tasks whose owner's lease ran out, each claimed in Redis by this process alone.

@@ -1,0 +1,146 @@
+"""Tasks that run on worker processes: the messages between a task's owner and its worker, and the owner's side.
+
+A subagent whose config sets [`worker_queue`][pydantic_ai_subagents.SubAgentConfig.worker_queue] does not run in
+the process that starts its task. The manager there stays the task's *owner*: it keeps the record, applies every
+state change, answers the tools and the application. The work goes to a queue in the shared store, a worker
+takes it, asks the owner for it ([`TaskClaim`][pydantic_ai_subagents.TaskClaim]; only one claim per attempt is
+accepted), runs it in its own process and reports back ([`WorkerUpdate`][pydantic_ai_subagents.WorkerUpdate]).
+Cancel requests and answers go from the owner to the worker as the usual
+[`CancelRequest`][pydantic_ai_subagents.CancelRequest] and [`Answer`][pydantic_ai_subagents.Answer] messages.
+
+While a worker runs the task, the owner watches the worker's lease: if it runs out (the worker died), the task is
+queued again when the config's `retries` allow it, else it ends `FAILED`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from pydantic_ai.usage import UsageLimits
+
+from ._bus import CancelRequest, Message
+from ._state import TaskStatus, TaskUsage
+
+if TYPE_CHECKING:
+    from ._manager import TaskManager
+    from ._runner import TaskRuntime
+
+__all__ = ('ClaimReply', 'TaskClaim', 'WorkerJob', 'WorkerUpdate')
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskClaim(Message):
+    """A worker took a task from the queue and asks its owner whether to run it."""
+
+    task_id: str
+    """The task."""
+    attempt: int
+    """Which attempt of the task the worker took (0 first, then one more per retry)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClaimReply(Message):
+    """The owner's reply to a [`TaskClaim`][pydantic_ai_subagents.TaskClaim]."""
+
+    task_id: str
+    """The task."""
+    accepted: bool
+    """Whether the worker is to run it (`False`: it was cancelled meanwhile, or another worker has it)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerUpdate(Message):
+    """A worker reports a change of a task it runs to the task's owner."""
+
+    task_id: str
+    """The task (the owner's id)."""
+    status: TaskStatus
+    """The task's status on the worker."""
+    result: Any = None
+    """The output, when `COMPLETED`."""
+    error: str | None = None
+    """Why it failed, when `FAILED`."""
+    partial_result: str | None = None
+    """What a cancelled task had produced."""
+    question: str | None = None
+    """The question, when `WAITING_FOR_ANSWER`."""
+    note: str | None = None
+    """A remark on how it ended."""
+    usage: TaskUsage = field(default_factory=TaskUsage)
+    """Usage so far."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerJob:
+    """What the owner puts on a worker queue: everything a worker needs to run the task."""
+
+    task_id: str
+    """The task."""
+    owner: str
+    """The owning manager's participant name: where claims and updates go."""
+    subagent: str
+    """Which subagent (by name) runs it."""
+    description: str
+    """The work."""
+    attempt: int = 0
+    """0 for the first attempt, then one more per retry."""
+    usage_limits: dict[str, int | None] | None = None
+    """The budget the owner computed (the config's, lowered to what the parent has left)."""
+    timeout: float | None = None
+    """The task's timeout in seconds, enforced by the owner (the worker gets it to stop in time too)."""
+
+    def limits(self) -> UsageLimits | None:
+        """The budget as Pydantic AI's `UsageLimits`."""
+        return None if self.usage_limits is None else UsageLimits(**self.usage_limits)  # pyright: ignore[reportArgumentType]
+
+
+def limits_dict(limits: UsageLimits | None) -> dict[str, int | None] | None:
+    """`UsageLimits` as a JSON-able dict (its int fields)."""
+    if limits is None:
+        return None
+    return {f.name: getattr(limits, f.name) for f in fields(limits) if f.name.endswith('_limit')}
+
+
+@dataclass(eq=False)
+class WorkerBackend:
+    """The owner's handle on a task that runs on a worker: how a cancel reaches the worker."""
+
+    manager: TaskManager
+    runtime: TaskRuntime
+    attempt: int = 0
+    worker: str | None = None
+    """The worker's participant name once its claim was accepted; `None` while queued."""
+    done: anyio.Event = field(default_factory=anyio.Event)
+    """Set when the task's terminal state is recorded."""
+
+    def stop(self) -> None:
+        """Hard cancel (or timeout): tell the worker to stop the run; between two attempts, end the task here."""
+        if self.worker is None:
+            self.manager.worker_task_ended_here(self.runtime)
+            return
+        self.manager.send_to_worker(
+            self.runtime,
+            CancelRequest(
+                sender=self.manager.participant,
+                recipient=self.worker,
+                task_id=self.runtime.id,
+                kind='hard',
+                requested_by='owner',
+            ),
+        )
+
+    def soft_notice(self) -> None:
+        """Soft cancel: the worker's manager delivers the notice into the run and handles the grace period."""
+        if self.worker is not None:
+            self.manager.send_to_worker(
+                self.runtime,
+                CancelRequest(
+                    sender=self.manager.participant,
+                    recipient=self.worker,
+                    task_id=self.runtime.id,
+                    kind='soft',
+                    requested_by='owner',
+                ),
+            )
