@@ -3,11 +3,18 @@ Redis can tell), and real OS processes where a process must die or restart."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
@@ -148,3 +155,202 @@ async def test_task_runs_on_a_worker(redis_url: str, namespace: str) -> None:
         assert final.usage.requests == 1
         worker.stop()
     assert worker.jobs_done == 1
+
+
+# ---------------------------------------------------------------- real OS processes
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Processes:
+    """Child processes of one test, killed at its end whatever happens."""
+
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen[str]] = []
+
+    def spawn(self, *args: str) -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, 'PYTHONUNBUFFERED': '1'},
+        )
+        self.started.append(process)
+        return process
+
+    async def app(self, url: str, namespace: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
+        process = self.spawn('-m', 'tests.redis_procs', 'app', url, namespace, '1.0')
+        assert process.stdout is not None
+        with anyio.fail_after(30):
+            line = await anyio.to_thread.run_sync(process.stdout.readline)
+        if not line:
+            raise AssertionError(
+                f'the app process exited: {process.wait()} {process.stderr.read() if process.stderr else ""}'
+            )
+        return process, json.loads(line)
+
+    async def worker(self, url: str, namespace: str, queue: str, *extra: str) -> subprocess.Popen[str]:
+        process = self.spawn(
+            '-m', 'pydantic_ai_subagents', 'worker', '--redis', url, '--namespace', namespace,
+            '--subagents', 'tests.redis_procs:WORKER_SUBAGENTS', '--queue', queue,
+            '--lease-seconds', '1', '--heartbeat', '0.1', *extra,
+        )  # fmt: skip
+        assert process.stderr is not None
+        with anyio.fail_after(30):
+            while True:
+                line = await anyio.to_thread.run_sync(process.stderr.readline)
+                if not line:
+                    raise AssertionError(f'the worker exited with {process.wait()}')
+                if 'serves queue' in line:
+                    return process
+
+    def close(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            for stream in (process.stdout, process.stderr):
+                if stream is not None:
+                    stream.close()
+
+
+@pytest.fixture
+def procs() -> Iterator[Processes]:
+    processes = Processes()
+    try:
+        yield processes
+    finally:
+        processes.close()
+
+
+async def test_tasks_of_an_app_process_are_answered_and_cancelled_from_another(
+    redis_url: str, namespace: str, procs: Processes
+) -> None:
+    _, ids = await procs.app(redis_url, namespace)
+    async with redis_task_manager(redis_url, namespace=namespace, **FAST) as here:
+        await here.bus.wait_for_participant(ids['participant'])  # type: ignore[attr-defined]
+        done = here.get(ids['done'])
+        assert done is not None and done.status is TaskStatus.COMPLETED and done.result == 'finished 1 steps'
+        assert {r.id for r in here.list('conv', active_only=True)} == {ids['running'], ids['spare'], ids['question']}
+
+        question = here.get(ids['question'])
+        assert question is not None and question.status is TaskStatus.WAITING_FOR_ANSWER
+        assert question.question == 'Which year?'
+        assert here.answer(ids['question'], '1999')
+        answered = await here.wait_for(ids['question'], until_question=False, timeout=10)
+        assert answered.status is TaskStatus.COMPLETED and answered.result == 'Report for 1999'
+
+        assert here.soft_cancel(ids['running'])
+        assert not here.soft_cancel(ids['running'])  # a repeated request is refused
+        soft = await here.wait_for(ids['running'], timeout=10)
+        assert soft.status is TaskStatus.CANCELLED
+        assert soft.cancel is not None and soft.cancel.kind == 'soft'
+        assert soft.partial_result is not None and soft.partial_result.startswith('partial: ')
+
+        assert here.hard_cancel(ids['spare'])
+        hard = await here.wait_for(ids['spare'], timeout=10)
+        assert hard.status is TaskStatus.CANCELLED
+        assert hard.cancel is not None and hard.cancel.kind == 'hard' and hard.partial_result is None
+
+
+async def test_a_restarted_app_reads_its_records_and_running_tasks_end_failed(
+    redis_url: str, namespace: str, procs: Processes
+) -> None:
+    app, ids = await procs.app(redis_url, namespace)
+    app.send_signal(signal.SIGKILL)
+    app.wait()
+    async with redis_task_manager(redis_url, namespace=namespace, **FAST) as restarted:
+        done = restarted.get(ids['done'])
+        assert done is not None and done.status is TaskStatus.COMPLETED and done.result == 'finished 1 steps'
+        for name in ('running', 'spare', 'question'):
+            failed = await restarted.wait_for(ids[name], until_question=False, timeout=15)
+            assert failed.status is TaskStatus.FAILED, failed
+            assert failed.error is not None and 'lease' in failed.error and ids['participant'] in failed.error
+        waiting = restarted.get(ids['question'])
+        assert waiting is not None and [t.status for t in waiting.history][-2:] == [
+            TaskStatus.WAITING_FOR_ANSWER,
+            TaskStatus.FAILED,
+        ]
+    # Another restart sees the same final records, written once.
+    async with redis_task_manager(redis_url, namespace=namespace, **FAST) as again:
+        statuses = {r.id: r.status for r in again.list()}
+        assert statuses == {
+            ids['done']: TaskStatus.COMPLETED,
+            ids['running']: TaskStatus.FAILED,
+            ids['spare']: TaskStatus.FAILED,
+            ids['question']: TaskStatus.FAILED,
+        }
+
+
+WORKER_STEPPER = SubAgentConfig(name='stepper', description='Works in steps on a worker.', worker_queue='jobs')
+
+
+async def test_a_worker_process_runs_tasks_and_takes_cancels_and_answers(
+    redis_url: str, namespace: str, procs: Processes
+) -> None:
+    await procs.worker(redis_url, namespace, 'jobs')
+    asker = SubAgentConfig(name='asker', description='Asks on a worker.', worker_queue='jobs')
+    async with redis_task_manager(redis_url, namespace=namespace, **FAST) as parent:
+        quick = await parent.start(WORKER_STEPPER, 'steps=2', scope='conv')
+        asking = await parent.start(asker, 'report', scope='conv')
+        soft = await parent.start(WORKER_STEPPER, 'steps=100000', scope='conv')
+        hard = await parent.start(WORKER_STEPPER, 'steps=100000', scope='conv')
+
+        finished = await parent.wait_for(quick.id, timeout=20)
+        assert finished.status is TaskStatus.COMPLETED and finished.result == 'finished 2 steps'
+        assert finished.usage.requests == 3 and finished.usage.tool_calls == 2
+
+        waiting = await parent.wait_for(asking.id, timeout=20)
+        assert waiting.status is TaskStatus.WAITING_FOR_ANSWER and waiting.question == 'Which year?'
+        assert parent.answer(asking.id, '2024')
+        answered = await parent.wait_for(asking.id, until_question=False, timeout=20)
+        assert answered.status is TaskStatus.COMPLETED and answered.result == 'Report for 2024'
+
+        await until(lambda: all(parent.get(t.id).status is TaskStatus.RUNNING for t in (soft, hard)))  # type: ignore[union-attr]
+        assert parent.soft_cancel(soft.id)
+        assert parent.hard_cancel(hard.id)
+        soft_end = await parent.wait_for(soft.id, timeout=20)
+        hard_end = await parent.wait_for(hard.id, timeout=20)
+        assert soft_end.status is TaskStatus.CANCELLED and (soft_end.partial_result or '').startswith('partial: ')
+        assert hard_end.status is TaskStatus.CANCELLED and hard_end.cancel is not None
+        assert hard_end.cancel.kind == 'hard'
+
+
+async def test_a_killed_worker_fails_its_task_or_hands_it_to_another_worker(
+    redis_url: str, namespace: str, procs: Processes
+) -> None:
+    first = await procs.worker(redis_url, namespace, 'jobs')
+    retried = SubAgentConfig(name='stepper', description='Retried once.', worker_queue='jobs', retries=1)
+    async with redis_task_manager(redis_url, namespace=namespace, **FAST) as parent:
+        lost = await parent.start(WORKER_STEPPER, 'steps=100000', scope='conv')
+        kept = await parent.start(retried, 'steps=30', scope='conv')
+        await until(lambda: all(parent.get(t.id).status is TaskStatus.RUNNING for t in (lost, kept)))  # type: ignore[union-attr]
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+
+        failed = await parent.wait_for(lost.id, timeout=20)
+        assert failed.status is TaskStatus.FAILED
+        assert failed.error is not None and 'worker' in failed.error and 'lease' in failed.error
+
+        await procs.worker(redis_url, namespace, 'jobs')
+        completed = await parent.wait_for(kept.id, timeout=30)
+        assert completed.status is TaskStatus.COMPLETED, completed
+        assert completed.result == 'finished 30 steps'
+        assert completed.note is not None and 'attempt 2' in completed.note
+
+
+async def test_a_worker_stopped_with_sigterm_lets_its_task_finish(
+    redis_url: str, namespace: str, procs: Processes
+) -> None:
+    worker = await procs.worker(redis_url, namespace, 'jobs')
+    async with redis_task_manager(redis_url, namespace=namespace, **FAST) as parent:
+        task = await parent.start(WORKER_STEPPER, 'steps=10', scope='conv')
+        await until(lambda: parent.get(task.id).status is TaskStatus.RUNNING)  # type: ignore[union-attr]
+        worker.send_signal(signal.SIGTERM)
+        final = await parent.wait_for(task.id, timeout=20)
+        assert final.status is TaskStatus.COMPLETED and final.result == 'finished 10 steps'
+        with anyio.fail_after(20):
+            code = await anyio.to_thread.run_sync(worker.wait)
+        assert code == 0

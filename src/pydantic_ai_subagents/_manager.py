@@ -48,6 +48,7 @@ from ._errors import (
     TaskAlreadyFinishedError,
     TaskLimitError,
     TaskNotFoundError,
+    UnknownRecipientError,
 )
 from ._events import TaskEvent, cancel_requested_event, event_for_change, run_event
 from ._otel import capture_context, end_attributes, task_span
@@ -166,6 +167,7 @@ class TaskManager:
         """This manager's name on the bus: its mailbox, the `owner` of its tasks' records, the sender of its events."""
         self._shared: SharedTaskStore | None = self.store if isinstance(self.store, SharedTaskStore) else None
         self._remote_watchers: dict[str, list[anyio.Event]] = {}
+        self._remote_requests: dict[str, str] = {}
         self._runtimes: dict[str, TaskRuntime] = {}
         self._questions: dict[str, Message] = {}
         self._slots: dict[int, anyio.Semaphore] = {}
@@ -466,17 +468,42 @@ class TaskManager:
             return None
         return None if record.owner == self.participant or record.id in self._runtimes else record.owner
 
-    def _send_to_owner(self, message: Message) -> bool:
+    def _send_across(self, message: Message) -> bool:
+        """Send to a manager or worker in another process; `False` when it is known to be gone."""
         try:
             self.bus.send(message)
+        except UnknownRecipientError:
+            # Maybe only not yet in this process's copy of the participants (it started a moment ago): wait for it.
+            wait_for: Any = getattr(self.bus, 'wait_for_participant', None)
+            if wait_for is None or self._tg is None:
+                return False
+            self._tg.start_soon(self._send_when_known, wait_for, message)
         except SubagentsError:
-            # The owner's mailbox is gone: its process stopped, and the orphan sweep will fail the task.
             return False
+        return True
+
+    async def _send_when_known(self, wait_for: Any, message: Message) -> None:
+        try:
+            await wait_for(message.recipient, timeout=5.0)
+            self.bus.send(message)
+        except (TimeoutError, SubagentsError) as exc:
+            # Its process is gone: the lease watch (orphan sweep, worker watch) settles the task.
+            task_id = getattr(message, 'task_id', '?')
+            logger.warning('could not deliver a %s for task %s: %s', type(message).__name__, task_id, exc)
+
+    def _send_to_owner(self, message: Message) -> bool:
+        if not self._send_across(message):
+            return False
+        if isinstance(message, CancelRequest):
+            # Until the owner's event says so, this process remembers the request, so a repeat is refused here too.
+            self._remote_requests[message.task_id] = message.kind
         return True
 
     def _apply_remote(self, record: TaskRecord) -> None:
         assert self._shared is not None
         self._shared.apply(record)
+        if record.is_terminal:
+            self._remote_requests.pop(record.id, None)
         for event in self._remote_watchers.pop(record.id, ()):
             event.set()
 
@@ -614,11 +641,7 @@ class TaskManager:
 
     def send_to_worker(self, runtime: TaskRuntime, message: Message) -> bool:
         """Send a cancel request or an answer to the worker running the task; `False` if it cannot be reached."""
-        try:
-            self.bus.send(message)
-        except SubagentsError:
-            return False  # the worker is gone; the lease watch in `_run_on_worker` settles the task
-        return True
+        return self._send_across(message)  # if the worker is gone, the lease watch in `_run_on_worker` settles it
 
     async def _sweep_orphans(self, shared: SharedTaskStore) -> None:
         """Mark `FAILED` the live tasks of managers whose process died (their lease ran out)."""
@@ -1038,7 +1061,9 @@ class TaskManager:
         owner = self._remote_owner(record)
         if owner is not None:
             assert record is not None
-            return record.cancel is None and self._send_to_owner(
+            if record.cancel is not None or task_id in self._remote_requests:
+                return False
+            return self._send_to_owner(
                 CancelRequest(
                     sender=self.participant, recipient=owner, task_id=task_id, kind='soft', requested_by=requested_by
                 )
@@ -1103,7 +1128,11 @@ class TaskManager:
         owner = self._remote_owner(record)
         if owner is not None:
             assert record is not None
-            return (record.cancel is None or record.cancel.kind != 'hard') and self._send_to_owner(
+            if (record.cancel is not None and record.cancel.kind == 'hard') or self._remote_requests.get(
+                task_id
+            ) == 'hard':
+                return False
+            return self._send_to_owner(
                 CancelRequest(
                     sender=self.participant, recipient=owner, task_id=task_id, kind='hard', requested_by=requested_by
                 )
@@ -1142,6 +1171,7 @@ class TaskManager:
     def _prune(self) -> None:
         for task_id in self.store.prune():
             self._transcripts.pop(task_id, None)
+            self._remote_requests.pop(task_id, None)
             self._delivery.forget(task_id)
 
 

@@ -22,7 +22,7 @@ from pydantic_ai.usage import RunUsage
 
 from .._bus import Answer, CancelRequest, Mailbox
 from .._config import SubAgentConfig
-from .._errors import BusClosedError, ReplyTimeoutError, SubagentsError
+from .._errors import BusClosedError, ReplyTimeoutError, SubagentsError, UnknownRecipientError
 from .._events import TaskEvent
 from .._manager import TaskManager
 from .._remote import ClaimReply, TaskClaim, WorkerJob, WorkerUpdate
@@ -240,12 +240,15 @@ class Worker:
             logger.error('dropped a malformed job from queue %r: %s', self.queue, exc)
             await store.ack(self.queue, entry_id)
             return False
+        claim = TaskClaim(sender=self.participant, recipient=job.owner, task_id=job.task_id, attempt=job.attempt)
         try:
-            reply = await bus.ask(
-                TaskClaim(sender=self.participant, recipient=job.owner, task_id=job.task_id, attempt=job.attempt),
-                timeout=10.0,
-            )
-        except (SubagentsError, ReplyTimeoutError):
+            try:
+                reply = await bus.ask(claim, timeout=10.0)
+            except UnknownRecipientError:
+                # An owner that started a moment ago may not be in this process's copy of the participants yet.
+                await bus.wait_for_participant(job.owner, timeout=self.lease_seconds)
+                reply = await bus.ask(claim, timeout=10.0)
+        except (SubagentsError, ReplyTimeoutError, TimeoutError):
             # The owner is gone (or too slow to answer): its tasks are failed by the orphan sweep.
             await store.ack(self.queue, entry_id)
             return False
