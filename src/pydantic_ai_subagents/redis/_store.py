@@ -149,6 +149,8 @@ class RedisTaskStore(InMemoryTaskStore):
         self.max_pending_writes = max_pending_writes
         self._client: aioredis.Redis | None = None
         self._tg: anyio.abc.TaskGroup | None = None
+        self._pump_scope = anyio.CancelScope()
+        self._pumps_done = anyio.Event()
         self._pending: dict[str, TaskRecord] = {}
         self._in_flight = 0
         self._wakeup = anyio.Event()
@@ -185,21 +187,36 @@ class RedisTaskStore(InMemoryTaskStore):
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
-        tg.start_soon(self._write_pump)
-        tg.start_soon(self._heartbeat_pump)
+        tg.start_soon(self._run_pumps)
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+        tg, self._tg = self._tg, None
+        if tg is not None:
+            await tg.__aexit__(None, None, None)
+
+    async def _run_pumps(self) -> None:
+        try:
+            with self._pump_scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._write_pump)
+                    tg.start_soon(self._heartbeat_pump)
+        finally:
+            self._pumps_done.set()
+            self._progress.set()
 
     async def aclose(self) -> None:
-        """Write what is pending (for a few seconds at most), give up this process's leases, and disconnect."""
+        """Write what is pending (for a few seconds at most), give up this process's leases, and disconnect.
+
+        Idempotent; may be called before leaving `async with`, which then only waits for the pumps' task group.
+        """
         if self._closed:
             return
         self._closed = True
-        client, tg = self._client, self._tg
+        client = self._client
         with anyio.CancelScope(shield=True):
             if client is not None:
                 with anyio.move_on_after(_CLOSE_FLUSH_TIMEOUT):
@@ -210,12 +227,10 @@ class RedisTaskStore(InMemoryTaskStore):
                     except RedisError as exc:
                         logger.warning('could not release the leases of %s: %s', sorted(self._owners), exc)
                 self._owners.clear()
-        if tg is not None:
-            # The pumps' task group is exited here, outside any scope opened since it was entered.
-            tg.cancel_scope.cancel()
-            await tg.__aexit__(None, None, None)
-        if client is not None:
-            with anyio.CancelScope(shield=True):
+            self._pump_scope.cancel()
+            if self._tg is not None:
+                await self._pumps_done.wait()
+            if client is not None:
                 await client.aclose()
 
     async def _load(self, client: aioredis.Redis) -> None:
@@ -292,7 +307,7 @@ class RedisTaskStore(InMemoryTaskStore):
             raise SubagentsError('the Redis task store closed before its changes were written')
 
     async def _wait_written(self) -> None:
-        while (self._pending or self._in_flight) and self._tg is not None and not self._tg.cancel_scope.cancel_called:
+        while (self._pending or self._in_flight) and self._tg is not None and not self._pumps_done.is_set():
             progress = self._progress = anyio.Event() if self._progress.is_set() else self._progress
             await progress.wait()
 
