@@ -275,6 +275,11 @@ async def run_subagent(manager: TaskManager, runtime: TaskRuntime) -> None:
         return
     token = current_task.set((manager, runtime))
     try:
+        if runtime.config.isolation == 'process':
+            from ._isolation import run_in_process
+
+            await run_in_process(manager, runtime)
+            return
         async with runtime.agent.iter(
             runtime.prompt,
             model=runtime.model,
