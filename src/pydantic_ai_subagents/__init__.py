@@ -53,6 +53,7 @@ from ._events import (
     TaskStarted,
 )
 from ._manager import OnRunEnd, TaskEventMessage, TaskManager, WaitMode
+from ._remote import ClaimReply, TaskClaim, WorkerUpdate
 from ._state import (
     CancelKind,
     InMemoryTaskStore,
@@ -83,6 +84,7 @@ __all__ = (
     'CancelKind',
     'CancelRecord',
     'CancelRequest',
+    'ClaimReply',
     'InMemoryMessageBus',
     'InMemoryTaskStore',
     'Inbox',
@@ -111,6 +113,7 @@ __all__ = (
     'TaskAssigned',
     'TaskCancelRequested',
     'TaskCancelled',
+    'TaskClaim',
     'TaskCompleted',
     'TaskCreated',
     'TaskEvent',
@@ -131,6 +134,7 @@ __all__ = (
     'Transition',
     'UnknownRecipientError',
     'WaitMode',
+    'WorkerUpdate',
     '__version__',
     'create_subagent_toolset',
 )

@@ -1,17 +1,18 @@
-"""A message bus that several processes share through a Redis server.
+"""Several processes, one task space, on a Redis server: a message bus, a task store, and worker processes.
 
 Needs the `redis` extra: `pip install 'pydantic-ai-subagents[redis]'`.
 
 ```python
-from pydantic_ai_subagents.redis import RedisMessageBus
+from pydantic_ai_subagents.redis import redis_task_manager
 
-async with RedisMessageBus('redis://localhost:6379/0', namespace='myapp') as bus:
-    with bus.open_mailbox('worker') as inbox:
-        message = await inbox.receive()  # sent from this process or any other on the same namespace
+async with redis_task_manager('redis://localhost:6379/0', namespace='myapp') as manager:
+    ...  # tasks of every process on this namespace: listed, checked, answered and cancelled from any of them
 ```
 
-See [`RedisMessageBus`][pydantic_ai_subagents.redis.RedisMessageBus] for the keys it uses and the rules that
-differ from the in-memory bus.
+[`RedisMessageBus`][pydantic_ai_subagents.redis.RedisMessageBus] and
+[`RedisTaskStore`][pydantic_ai_subagents.redis.RedisTaskStore] are the two backends;
+[`Worker`][pydantic_ai_subagents.redis.Worker] (or `python -m pydantic_ai_subagents worker`) runs the tasks of
+subagents configured with a `worker_queue`.
 """
 
 from __future__ import annotations
