@@ -37,7 +37,9 @@ system-deps: ## Install the system programs some tests drive for real: Chromium 
 
 .PHONY: test
 test: install system-deps ## Run the test suite with branch coverage of src/
+	@$(UV) run --frozen coverage erase
 	@$(UV) run --frozen coverage run -m pytest
+	@$(UV) run --frozen coverage combine -q
 	@$(UV) run --frozen coverage report
 
 .PHONY: lint

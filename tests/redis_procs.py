@@ -104,6 +104,11 @@ async def app(url: str, namespace: str, lease_seconds: float) -> None:
         await anyio.sleep_forever()
 
 
+def make_subagents() -> list[SubAgentConfig]:
+    """A function returning configs, as `--subagents module:function` accepts."""
+    return [ASKER]
+
+
 if __name__ == '__main__':  # pragma: no cover - runs in a child process
     command, url, namespace, *rest = sys.argv[1:]
     assert command == 'app'

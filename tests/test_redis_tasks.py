@@ -354,3 +354,72 @@ async def test_a_worker_stopped_with_sigterm_lets_its_task_finish(
         with anyio.fail_after(20):
             code = await anyio.to_thread.run_sync(worker.wait)
         assert code == 0
+
+
+def test_the_worker_command_loads_configs_and_explains_bad_targets(capsys: pytest.CaptureFixture[str]) -> None:
+    from pydantic_ai_subagents.__main__ import load_subagents, main
+
+    from . import redis_procs
+
+    assert load_subagents('tests.redis_procs:WORKER_SUBAGENTS') == redis_procs.WORKER_SUBAGENTS
+    assert load_subagents('tests.redis_procs:STEPPER') == [redis_procs.STEPPER]
+    assert load_subagents('tests.redis_procs:make_subagents') == [redis_procs.ASKER]
+    for target, message in [
+        ('no-colon', 'module:attribute'),
+        ('tests.no_such_module:X', 'cannot import'),
+        ('tests.redis_procs:MISSING', 'no attribute'),
+        ('tests.redis_procs:STEP_SECONDS', 'must be a SubAgentConfig'),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            load_subagents(target)
+    assert main(['worker', '--subagents', 'tests.redis_procs:MISSING']) == 2
+    assert 'no attribute' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(['worker'])  # --subagents is required
+
+
+def test_a_worker_refuses_bad_settings() -> None:
+    from pydantic_ai_subagents.redis import Worker
+
+    from . import redis_procs
+
+    with pytest.raises(ValueError, match='concurrency'):
+        Worker(redis_procs.WORKER_SUBAGENTS, concurrency=0)
+    with pytest.raises(ValueError, match='unique'):
+        Worker([redis_procs.STEPPER, redis_procs.STEPPER])
+
+
+async def test_a_worker_task_without_a_shared_store_fails_clearly() -> None:
+    async with TaskManager() as manager:
+        record = await manager.start(WORKER_STEPPER, 'steps=1', scope='conv')
+        final = await manager.wait_for(record.id, timeout=5)
+    assert final.status is TaskStatus.FAILED
+    assert final.error is not None and 'shared store' in final.error and 'worker_queue' in final.error
+
+
+async def test_a_worker_reports_a_subagent_it_does_not_have(redis_url: str, namespace: str) -> None:
+    from pydantic_ai_subagents.redis import Worker
+
+    from . import redis_procs
+
+    worker = Worker(
+        [redis_procs.ASKER], url=redis_url, namespace=namespace, queue='jobs', bus_options=FAST['bus_options']
+    )
+    async with anyio.create_task_group() as tg, redis_task_manager(redis_url, namespace=namespace, **FAST) as parent:
+        tg.start_soon(worker.run)
+        await worker.wait_ready()
+        record = await parent.start(WORKER_STEPPER, 'steps=1', scope='conv')
+        final = await parent.wait_for(record.id, timeout=10)
+        worker.stop()
+    assert final.status is TaskStatus.FAILED
+    assert final.error == "the worker serving queue 'jobs' has no subagent named 'stepper'"
+
+
+async def test_a_queued_worker_task_is_cancelled_without_a_worker(redis_url: str, namespace: str) -> None:
+    async with redis_task_manager(redis_url, namespace=namespace, **FAST) as parent:
+        record = await parent.start(WORKER_STEPPER, 'steps=1', scope='conv')
+        await anyio.sleep(0.1)
+        assert parent.get(record.id).status is TaskStatus.PENDING  # type: ignore[union-attr]
+        assert parent.hard_cancel(record.id)
+        final = await parent.wait_for(record.id, timeout=5)
+    assert final.status is TaskStatus.CANCELLED

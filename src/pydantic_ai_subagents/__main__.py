@@ -47,7 +47,13 @@ def load_subagents(target: str) -> list[SubAgentConfig]:
             raise ValueError(f'{module_name!r} has no attribute {attribute!r}') from None
     if callable(value) and not isinstance(value, SubAgentConfig):
         value = value()
-    configs: list[Any] = [value] if isinstance(value, SubAgentConfig) else list(value)
+    if isinstance(value, SubAgentConfig):
+        configs: list[Any] = [value]
+    else:
+        try:
+            configs = list(value)
+        except TypeError:
+            configs = []
     if not configs or not all(isinstance(c, SubAgentConfig) for c in configs):
         raise ValueError(
             f'{target} must be a SubAgentConfig, a non-empty sequence of them, or a function returning one'
