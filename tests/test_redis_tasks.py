@@ -423,3 +423,30 @@ async def test_a_queued_worker_task_is_cancelled_without_a_worker(redis_url: str
         assert parent.hard_cancel(record.id)
         final = await parent.wait_for(record.id, timeout=5)
     assert final.status is TaskStatus.CANCELLED
+
+
+async def test_the_http_api_of_one_process_controls_the_tasks_of_another(
+    two: tuple[TaskManager, TaskManager],
+) -> None:
+    import httpx
+
+    from pydantic_ai_subagents.web import create_app
+
+    a, b = two
+    blocked = SubAgentConfig(name='worker', instructions='Work.', model=FunctionModel(blocked_child))
+    asking = SubAgentConfig(name='researcher', instructions='Research.', model=FunctionModel(asking_child))
+    stuck = await a.start(blocked, 'block', scope='conv')
+    question = await a.start(asking, 'report', scope='conv')
+    await until(lambda: (r := b.get(question.id)) is not None and r.status is TaskStatus.WAITING_FOR_ANSWER)
+    await until(lambda: (r := b.get(stuck.id)) is not None and r.status is TaskStatus.RUNNING)
+    app = create_app(b, allow_unauthenticated=True)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url='http://b') as client:
+        listed = (await client.get('/tasks', params={'scope': 'conv'})).json()
+        assert {t['id'] for t in listed['tasks']} == {stuck.id, question.id}
+        answered = (await client.post(f'/tasks/{question.id}/answer', json={'answer': '1984'})).json()
+        assert answered['accepted'] is True
+        cancelled = (await client.post(f'/tasks/{stuck.id}/cancel', json={'kind': 'hard'})).json()
+        assert cancelled['accepted'] is True
+    assert (await a.wait_for(stuck.id, timeout=10)).status is TaskStatus.CANCELLED
+    done = await a.wait_for(question.id, until_question=False, timeout=10)
+    assert done.status is TaskStatus.COMPLETED and done.result == 'Report for 1984'
