@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,18 @@ from pydantic_ai_subagents import (
     TaskRunEvent,
     TaskStatus,
     create_subagent_toolset,
+)
+from pydantic_ai_subagents._isolation import (
+    _Answer,
+    _child_main,
+    _ChildSide,
+    _Done,
+    _Failed,
+    _Job,
+    _Notice,
+    _Progress,
+    _Question,
+    _RunEvent,
 )
 
 from .conftest import Script, call, leftover_tasks
@@ -118,6 +131,21 @@ class LoadsOnlyInTheParent:
 class Finding(BaseModel):
     title: str
     count: int
+
+
+@dataclass
+class Handle:
+    n: int
+    lock: Any
+
+
+def open_handle(n: int) -> Handle:
+    """An output function whose result holds a live object (it cannot be pickled)."""
+    return Handle(n=n, lock=threading.Lock())
+
+
+def reports_n(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, {'n': 3})])
 
 
 def reports_a_finding(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
@@ -231,6 +259,16 @@ async def test_structured_output_comes_back_as_its_type() -> None:
         record = await manager.wait_for(record.id)
     assert record.status is TaskStatus.COMPLETED
     assert record.result == Finding(title='ice', count=3)
+
+
+async def test_an_output_that_cannot_be_pickled_comes_back_as_json() -> None:
+    async with TaskManager() as manager:
+        record = await manager.start(worker(FunctionModel(reports_n), output_type=open_handle), 'go', scope='s')
+        record = await manager.wait_for(record.id)
+    assert record.status is TaskStatus.COMPLETED
+    assert isinstance(record.result, dict)
+    assert record.result['n'] == 3
+    assert record.result['lock'].startswith('<unlocked _thread.lock')
 
 
 async def test_hard_cancel_terminates_a_sync_tool_blocked_in_a_thread(tmp_path: Path) -> None:
@@ -487,3 +525,88 @@ async def test_cancels_that_land_while_the_process_starts(tmp_path: Path) -> Non
     assert soft.partial_result == WRAP_UP  # the notice was its first model request
     assert not (tmp_path / 'soft').exists()
     assert multiprocessing.active_children() == []
+
+
+# ----------------------------------------------------------------- the child's side, driven in this process
+# The same code runs in the child process in the tests above; here it is driven directly, message by message.
+
+
+def child_job(model: FunctionModel, **kw: Any) -> _Job:
+    config = worker(model, toolsets=[TOOLS], **{k: v for k, v in kw.items() if k == 'output_type'})
+    return _Job(
+        task_id='t1',
+        depth=1,
+        config=config,
+        prompt='go',
+        model=model,
+        deps=None,
+        usage_limits=kw.get('usage_limits'),
+        can_ask_questions=True,
+        forward_events=kw.get('forward_events', False),
+    )
+
+
+async def drive_child(job: _Job, *, notice_first: bool = False) -> list[Any]:
+    """Run the child's side against a pipe, answering its questions with '1999'; return what it sent."""
+    parent_end, child_end = multiprocessing.Pipe()
+    gone = threading.Event()
+    side = _ChildSide(conn=child_end, job=job, parent_gone=gone.set)
+    if notice_first:
+        parent_end.send(_Notice())  # as if sent while the process was starting
+    received: list[Any] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(side.run)
+        while not received or not isinstance(received[-1], _Done | _Failed):
+            with anyio.fail_after(10):
+                await anyio.wait_readable(parent_end)
+            received.append(parent_end.recv())
+            if isinstance(received[-1], _Question):
+                parent_end.send(_Answer(id=received[-1].id, answer='1999'))
+    parent_end.close()
+    assert await anyio.to_thread.run_sync(gone.wait, 10)  # its reader thread saw the pipe close
+    child_end.close()
+    return received
+
+
+async def test_the_child_side_relays_the_question_the_notice_and_the_result() -> None:
+    received = await drive_child(child_job(FunctionModel(asks_the_parent)), notice_first=True)
+    assert [type(m).__name__ for m in received] == [
+        '_Partial',
+        '_Progress',
+        '_Progress',
+        '_Question',
+        '_Progress',
+        '_Progress',
+        '_Done',
+    ]
+    assert [m.turn for m in received if isinstance(m, _Progress)] == [True, False, True, False]
+    assert received[3] == _Question(id=0, question='Which year?')
+    done = received[-1]
+    assert done.output == 'Using 1999'
+    assert done.usage.requests == 2
+
+
+async def test_the_child_side_forwards_events_and_reports_failures() -> None:
+    received = await drive_child(child_job(FunctionModel(answers_42, stream_function=streams_42), forward_events=True))
+    assert any(isinstance(m, _RunEvent) for m in received)
+    assert received[-1].output == '42 facts'
+
+    received = await drive_child(child_job(FunctionModel(searches_forever), usage_limits=UsageLimits(request_limit=1)))
+    failed = received[-1]
+    assert isinstance(failed, _Failed)
+    assert failed.error.startswith('usage limit reached: ')
+    assert failed.usage is not None and failed.usage.requests == 1
+
+    received = await drive_child(child_job(FunctionModel(reports_n), output_type=open_handle))
+    assert received[-1].output['n'] == 3  # sent as JSON: the handle itself cannot be pickled
+
+
+def test_the_child_reports_a_task_it_cannot_load() -> None:
+    parent_end, child_end = multiprocessing.Pipe()
+    with parent_end, child_end:
+        with pytest.raises(SystemExit) as exit_info:
+            _child_main(child_end, b'not a pickle')
+        assert exit_info.value.code == 1
+        failed = parent_end.recv()
+    assert isinstance(failed, _Failed)
+    assert failed.error.startswith('process isolation: the child process could not load the task: UnpicklingError')

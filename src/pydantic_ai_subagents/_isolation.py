@@ -28,6 +28,7 @@ import pickle
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from multiprocessing import get_context
 from multiprocessing.connection import Connection
@@ -422,12 +423,19 @@ def _child_main(conn: Connection, payload: bytes) -> None:
     asyncio.run(_ChildSide(conn=conn, job=job).run())
 
 
+def _leave() -> None:
+    """The parent process is gone: nobody is left to report to or to stop this process, so it ends now."""
+    os._exit(1)
+
+
 @dataclass(kw_only=True, eq=False)
 class _ChildSide:
     """The child's end of the task: drives the run and talks to the parent."""
 
     conn: Connection
     job: _Job
+    parent_gone: Callable[[], None] = _leave
+    """Called, from any thread, when the pipe to the parent is closed (the tests drive this side in one process)."""
     run_: AgentRun[Any, Any] | None = None
     notice_pending: bool = False
     noticed: bool = False
@@ -437,6 +445,9 @@ class _ChildSide:
     async def run(self) -> None:
         """Run the task and send the parent its last message."""
         self.loop = asyncio.get_running_loop()
+        # What the parent sent while this process was starting (a soft notice) counts from the run's first request.
+        while self.conn.poll() and (message := self._receive()) is not None:
+            self._on_parent_message(message)
         threading.Thread(target=self._read_parent, name='pydantic-ai-subagents parent pipe', daemon=True).start()
         usage = RunUsage()
         last: _Done | _Failed
@@ -534,16 +545,19 @@ class _ChildSide:
         """Runs in a thread of its own, so that it works even while a tool blocks the event loop."""
         loop = self.loop
         assert loop is not None
-        while True:
-            try:
-                message = self.conn.recv()
-            except (EOFError, OSError):
-                # The parent process is gone: nobody is left to report to or to stop this process.
-                os._exit(1)
+        while (message := self._receive()) is not None:
             try:
                 loop.call_soon_threadsafe(self._on_parent_message, message)
             except RuntimeError:
                 return  # the run is over and the loop closed; the process is exiting
+
+    def _receive(self) -> Any:
+        """The parent's next message, or `None` once the pipe is closed (after calling `parent_gone`)."""
+        try:
+            return self.conn.recv()
+        except (EOFError, OSError):
+            self.parent_gone()
+            return None
 
     def _send(self, message: Any) -> None:
         self.conn.send(message)

@@ -9,6 +9,9 @@ ends. The runner owns the translation of how the run ended into exactly one term
 - `RunTimedOut`, `UsageLimitExceeded` or any other error: `FAILED` with a message that is safe to show a model.
 
 The status only becomes terminal after the run has really exited.
+
+A subagent with `isolation='process'` is the one exception to "only module": its run is driven in a child process
+by `_isolation`, which reports to the manager through the same calls.
 """
 
 from __future__ import annotations
