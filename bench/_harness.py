@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 Variant = Literal['ours', 'floor']
 """What a workload runs: `ours` (this library) or `floor` (the same work on plain Pydantic AI / anyio).
@@ -24,6 +24,9 @@ Other libraries run in their own environments through `--alternatives` (bench/al
 VARIANTS: tuple[Variant, ...] = ('ours', 'floor')
 
 Mode = Literal['quick', 'default', 'full']
+
+V = TypeVar('V', bound=str)
+"""A variant name: ours and the floor here; `alt` and `floor` in bench/alternatives.py."""
 
 
 @dataclass(frozen=True)
@@ -160,11 +163,9 @@ def latency(values: Sequence[float]) -> dict[str, float]:
     }
 
 
-async def alternate(
-    reps: int, variants: Sequence[Variant], run: Callable[[Variant], Awaitable[float]]
-) -> dict[Variant, list[float]]:
+async def alternate(reps: int, variants: Sequence[V], run: Callable[[V], Awaitable[float]]) -> dict[V, list[float]]:
     """Run each variant `reps` times, alternating and reversing the order each round (ABBA) to cancel drift."""
-    samples: dict[Variant, list[float]] = {v: [] for v in variants}
+    samples: dict[V, list[float]] = {v: [] for v in variants}
     for rep in range(reps):
         order = list(variants) if rep % 2 == 0 else list(reversed(variants))
         for variant in order:
@@ -227,6 +228,8 @@ class Metric:
     goal: str | None = None
     met: bool | None = None
     note: str | None = None
+    vs_ours: float | None = None
+    """For a row of another library (`--alternatives`): its value over ours (p50 over p50 for latencies)."""
 
     def to_json(self) -> dict[str, Any]:
         data = {k: v for k, v in self.__dict__.items() if v is not None}
@@ -303,33 +306,34 @@ def fmt(value: Any, unit: str = '') -> str:
 
 
 def render_table(results: Sequence[WorkloadResult]) -> str:
-    """The terminal table: one row per metric, grouped by workload."""
+    """The terminal table: one row per metric, grouped by workload.
+
+    A row of another library shows its own value in the `ours` column and its own floor in the `floor` column; the
+    `vs ours` column (there only when such rows are) divides its value by ours.
+    """
+    with_alternatives = any(m.vs_ours is not None for r in results for m in r.metrics)
     header = ('metric', 'unit', 'ours', 'floor', 'ours/floor', 'goal', 'met')
+    header += ('vs ours',) if with_alternatives else ()
     rows: list[tuple[str, ...]] = []
     for result in results:
-        rows.append((f'[{result.name}] {result.title}', '', '', '', '', '', ''))
+        rows.append((f'[{result.name}] {result.title}', *[''] * (len(header) - 1)))
         for m in result.metrics:
             met = '-' if m.met is None else ('yes' if m.met else 'NO')
-            rows.append(
-                (
-                    '  ' + m.name,
-                    m.unit,
-                    fmt(m.ours),
-                    fmt(m.floor),
-                    '-' if m.ratio is None else f'{m.ratio:.2f}x',
-                    m.goal or '',
-                    met,
-                )
-            )
+            row = ('  ' + m.name, m.unit, fmt(m.ours), fmt(m.floor), _times(m.ratio), m.goal or '', met)
+            rows.append((*row, _times(m.vs_ours)) if with_alternatives else row)
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
     lines = ['  '.join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     lines.append('  '.join('-' * w for w in widths))
     for r in rows:
-        if r[1:] == ('', '', '', '', '', ''):
+        if not any(r[1:]):
             lines.append(r[0])
         else:
-            lines.append('  '.join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+            lines.append('  '.join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     return '\n'.join(lines)
+
+
+def _times(value: float | None) -> str:
+    return '-' if value is None else f'{value:.2f}x'
 
 
 def ratio(ours: float | None, floor: float | None) -> float | None:

@@ -5,7 +5,7 @@
     uv run python bench/run.py --full     # bigger sizes; writes bench/results/latest-full.json
     uv run python bench/run.py --only delegation,bus
     uv run python bench/run.py --profile fanout   # cProfile of our variant of one workload
-    uv run python bench/run.py --only delegation,model_cost --alternatives   # also subagents-pydantic-ai, harness
+    uv run python bench/run.py --alternatives   # also subagents-pydantic-ai and pydantic-ai-harness (but for bus)
 
 See bench/README.md for the workloads and how to read the results.
 """
@@ -31,7 +31,7 @@ from typing import Any
 
 import anyio
 
-from _harness import Metric, Mode, Settings, WorkloadResult, noise_note, ratio, render_table
+from _harness import Metric, Mode, Settings, WorkloadResult, mib, noise_note, ratio, render_table
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKLOADS = ('delegation', 'fanout', 'cancel', 'memory', 'model_cost', 'bus')
@@ -40,6 +40,7 @@ ALTERNATIVES: dict[str, list[str]] = {
     'sapa': ['subagents-pydantic-ai', 'pydantic-ai-slim==2.68.0', 'anyio'],
     'harness': ['pydantic-ai-harness', 'anyio'],
 }
+ALTERNATIVE_WORKLOADS = ('delegation', 'model_cost', 'fanout', 'cancel', 'memory')
 
 
 def _load(name: str) -> Callable[[Settings], WorkloadResult]:
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         '--alternatives',
         action='store_true',
-        help='also run subagents-pydantic-ai and pydantic-ai-harness (delegation, model_cost), each in its own '
+        help='also run subagents-pydantic-ai and pydantic-ai-harness (every workload but bus), each in its own '
         'venv under bench/.venvs/ (created on first use with pip)',
     )
     parser.add_argument('--worker', nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -255,75 +256,200 @@ def _alt_python(name: str) -> str | None:
 
 
 def run_alternatives(settings: Settings, results: list[WorkloadResult]) -> dict[str, Any]:
-    """Run bench/alternatives.py in each alternative's venv; add rows to the delegation and model_cost tables."""
+    """Run bench/alternatives.py in each alternative's venv on the workloads that ran, and add its rows to them."""
     by_name = {r.name: r for r in results}
-    versions: dict[str, Any] = {}
+    only = [n for n in ALTERNATIVE_WORKLOADS if n in by_name]
+    ran: dict[str, Any] = {}
+    if not only:
+        return ran
+    options = {
+        '--only': ','.join(only),
+        '--turns': settings.delegation_turns,
+        '--reps': settings.reps,
+        '--fanout': settings.fanout_tasks,
+        '--cancel-live': ','.join(str(n) for n in settings.cancel_live),
+        '--cancel-samples': settings.cancel_samples,
+        '--soft-cancel-samples': settings.soft_cancel_samples,
+        '--memory-live': settings.memory_live,
+        '--memory-retained': settings.memory_retained,
+    }
     for name in ALTERNATIVES:
-        print(f'... alternative {name}', flush=True)
+        print(f'... alternative {name}: {", ".join(only)}', flush=True)
         python = _alt_python(name)
         if python is None:
-            versions[name] = 'not run: venv creation failed'
+            ran[name] = 'not run: venv creation failed'
             continue
-        command = [python, os.path.join(HERE, 'alternatives.py'), name, str(settings.delegation_turns)]
+        command = [python, os.path.join(HERE, 'alternatives.py'), name]
+        command += [str(part) for option in options.items() for part in option]
+        started = time.perf_counter()
         try:
-            done = subprocess.run(
-                [*command, str(settings.reps)], capture_output=True, text=True, timeout=1800, check=True
-            )
+            done = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=True)
             data = json.loads(done.stdout.strip().splitlines()[-1])
         except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
             stderr = getattr(exc, 'stderr', None) or ''
             print(f'    alternative {name} failed: {exc}\n{stderr[-2000:]}', flush=True)
-            versions[name] = 'not run: alternatives.py failed'
+            ran[name] = 'not run: alternatives.py failed'
             continue
-        versions[name] = data['versions']
+        seconds = time.perf_counter() - started
+        print(f'    done in {seconds:.1f} s', flush=True)
+        ran[name] = {'versions': data['versions'], 'seconds': round(seconds, 1), 'seconds_per_part': data['seconds']}
         _add_alternative_rows(name, data, by_name)
-    return versions
+    return ran
 
 
 def _add_alternative_rows(name: str, data: dict[str, Any], by_name: dict[str, WorkloadResult]) -> None:
-    package = next(k for k in data['versions'] if k not in ('pydantic_ai', 'anyio', 'python'))
-    label = f'{package} {data["versions"][package]} on pydantic-ai {data["versions"]["pydantic_ai"]}'
-    if 'delegation' in by_name:
-        result = by_name['delegation']
-        ours = result.metrics[0].ours
-        alt, floor = data['delegation_ms']['alt'], data['delegation_ms']['floor']
-        vs_ours = ratio(alt['median'], ours['median'])
-        note = f'{label}; floor = its own floor in its venv; vs ours: {vs_ours:.2f}x' if vs_ours else label
-        extra = noise_note(alt, floor)
+    versions = data['versions']
+    package = next(k for k in versions if k not in ('pydantic_ai', 'anyio', 'python'))
+    label = f'{package} {versions[package]} on pydantic-ai {versions["pydantic_ai"]}'
+    adders: dict[str, Callable[[WorkloadResult, str, Any], None]] = {
+        'delegation': _alt_delegation,
+        'model_cost': _alt_model_cost,
+        'fanout': _alt_fanout,
+        'cancel': _alt_cancel,
+        'memory': _alt_memory,
+    }
+    for workload, add in adders.items():
+        result = by_name.get(workload)
+        if result is None or workload not in data:
+            continue
+        add(result, name, data[workload])
+        result.series.setdefault('alternatives', {})[name] = data[workload]
+        result.notes.append(
+            f'{name} rows: {label}; its floor ran in the same interpreter (its own venv and pydantic-ai), '
+            'and "vs ours" divides its figure by ours'
+        )
+
+
+def _ours(result: WorkloadResult, name: str) -> Any:
+    """Our figure of the first row whose name starts with `name` (None if a workload renamed it)."""
+    return next((m.ours for m in result.metrics if m.name.strip().startswith(name)), None)
+
+
+def _median(stats: Any) -> float | None:
+    return stats.get('median') if isinstance(stats, dict) else None
+
+
+def _alt_delegation(result: WorkloadResult, name: str, data: Any) -> None:
+    alt, floor = data['alt'], data['floor']
+    ours = _median(_ours(result, 'time per delegation'))
+    result.add(
+        Metric(
+            f'{name}: time per delegation',
+            'ms',
+            alt,
+            floor,
+            ratio(alt['median'], floor['median']),
+            note=noise_note(alt, floor),
+            vs_ours=ratio(alt['median'], ours),
+        )
+    )
+
+
+def _alt_model_cost(result: WorkloadResult, name: str, data: Any) -> None:
+    tools = next((m for m in result.metrics if m.name.startswith('tool definitions')), Metric('', ''))
+    result.add(
+        Metric(
+            f'{name}: tool definitions ({len(data["tools"])} tools)',
+            'chars',
+            data['tools_total'],
+            tools.floor,
+            ratio(data['tools_total'], tools.floor),
+            note='per tool: ' + ', '.join(f'{k} {v}' for k, v in data['tools'].items()),
+            vs_ours=ratio(data['tools_total'], tools.ours),
+        )
+    )
+    ours = _ours(result, 'instructions added by the toolset')
+    result.add(
+        Metric(
+            f'{name}: instructions the parent model receives',
+            'chars',
+            data['instructions'],
+            vs_ours=ratio(data['instructions'], ours),
+        )
+    )
+
+
+def _alt_fanout(result: WorkloadResult, name: str, data: Any) -> None:
+    from w_fanout import CONCURRENCY, LATENCY
+
+    alt, floor = data['seconds']['alt'], data['seconds']['floor']
+    ours = _median(_ours(result, 'wall time'))
+    ideal = data['tasks'] / CONCURRENCY * LATENCY
+    result.add(
+        Metric(
+            f'{name}: wall time',
+            's',
+            alt,
+            floor,
+            ratio(alt['median'], floor['median']),
+            note=noise_note(alt, floor),
+            vs_ours=ratio(alt['median'], ours),
+        )
+    )
+    result.add(Metric(f'{name}: wall time / ideal', 'x', alt['median'] / ideal, floor['median'] / ideal))
+    result.add(Metric(f'{name}: limit of {CONCURRENCY} at a time', '', 'not supported', note=data['concurrency_note']))
+    fresh = data.get('fresh')
+    if fresh:
+        o = _ours(result, 'peak RSS growth (')
+        a, f = mib(fresh['alt']['rss_delta']), mib(fresh['floor']['rss_delta'])
+        result.add(
+            Metric(f'{name}: peak RSS growth ({data["tasks"]:,} tasks)', 'MiB', a, f, ratio(a, f), vs_ours=ratio(a, o))
+        )
+        if 'floor_unlimited' in fresh:
+            u = mib(fresh['floor_unlimited']['rss_delta'])
+            result.add(Metric(f'{name}: peak RSS growth, floor with no limit', 'MiB', a, u, ratio(a, u)))
+
+
+def _alt_cancel(result: WorkloadResult, name: str, data: Any) -> None:
+    for hard in data['hard']:
+        live = hard['live']
+        alt, floor = hard['alt'], hard['floor']
+        ours = result.series.get(f'hard_cancel_{live}_live', {}).get('ours')
         result.add(
             Metric(
-                f'{name}: time per delegation',
-                'ms',
+                f'{name}: hard cancel -> run exited, {live:,} live',
+                'us',
                 alt,
                 floor,
-                ratio(alt['median'], floor['median']),
-                note=f'{note}; {extra}' if extra else note,
+                ratio(alt['p50'], floor['p50']),
+                vs_ours=ratio(alt['p50'], ours['p50']) if ours else None,
             )
         )
-        result.series.setdefault('alternatives', {})[name] = data['delegation_ms']
-    if 'model_cost' in by_name:
-        result = by_name['model_cost']
-        ours = result.metrics[0]
-        cost = data['model_cost']
-        vs_ours = ratio(cost['tools_total'], ours.ours)
+    premature = sum(h['premature_cancelled'] for h in data['hard'])
+    wrong = sum(h['not_cancelled'] for h in data['hard'])
+    samples = sum(h['alt']['n'] for h in data['hard'])
+    result.add(
+        Metric(
+            f'{name}: status CANCELLED before the run exited',
+            'samples',
+            premature,
+            note=f'of {samples:,}; {data["api"]}; final status not cancelled: {wrong}',
+        )
+    )
+    soft = data.get('soft')
+    if soft:
+        result.add(Metric(f'{name}: soft cancel: turns after request', 'turns', soft['turns_after']))
         result.add(
             Metric(
-                f'{name}: tool definitions ({len(cost["tools"])} tools)',
-                'chars',
-                cost['tools_total'],
-                ours.floor,
-                ratio(cost['tools_total'], ours.floor),
-                note=f'{label}; vs ours: {vs_ours:.2f}x; per tool: '
-                + ', '.join(f'{k} {v}' for k, v in cost['tools'].items()),
+                f'{name}: soft cancel: request -> task ended',
+                'ms',
+                soft['wall_ms'],
+                note=f'{data["soft_api"]}; final statuses {soft["statuses"]}; last result {soft["last_result"]!r}',
             )
         )
-        result.add(Metric(f'{name}: instructions the parent model receives', 'chars', cost['instructions']))
-        result.series.setdefault('alternatives', {})[name] = cost
-    for result in (by_name.get('delegation'), by_name.get('model_cost')):
-        if result is not None and name == 'harness':
-            note = 'harness rows: pydantic-ai-harness pins pydantic-ai-slim 2.62, so its floor runs on 2.62, not ours'
-            if note not in result.notes:
-                result.notes.append(note)
+
+
+def _alt_memory(result: WorkloadResult, name: str, data: Any) -> None:
+    alt, floor = data['live_bytes']['alt'] / 1024, data['live_bytes']['floor'] / 1024
+    ours_live = _ours(result, 'bytes per live task')
+    result.add(
+        Metric(f'{name}: bytes per live task', 'KiB', alt, floor, ratio(alt, floor), vs_ours=ratio(alt, ours_live))
+    )
+    retained = data['retained_bytes'] / 1024
+    ours_retained = _ours(result, 'bytes per retained finished task')
+    result.add(
+        Metric(f'{name}: bytes per retained finished task', 'KiB', retained, vs_ours=ratio(retained, ours_retained))
+    )
 
 
 def _print_series(results: list[WorkloadResult]) -> None:

@@ -25,3 +25,18 @@ def test_bench_quick_runs_every_workload() -> None:
     for workload in ('[delegation]', '[fanout]', '[cancel]', '[memory]', '[model_cost]', '[bus]'):
         assert workload in result.stdout
     assert 'status CANCELLED before the run exited' in result.stdout
+
+
+def test_bench_alternatives_script_loads_without_the_other_libraries() -> None:
+    # The other libraries live in bench/.venvs/ and are imported only when a workload runs, so the script's own
+    # imports and options work here too.
+    result = subprocess.run(
+        [sys.executable, 'bench/alternatives.py', 'sapa', '--help'],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert '--cancel-live' in result.stdout
