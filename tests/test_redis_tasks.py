@@ -450,3 +450,19 @@ async def test_the_http_api_of_one_process_controls_the_tasks_of_another(
     assert (await a.wait_for(stuck.id, timeout=10)).status is TaskStatus.CANCELLED
     done = await a.wait_for(question.id, until_question=False, timeout=10)
     assert done.status is TaskStatus.COMPLETED and done.result == 'Report for 1984'
+
+
+async def test_a_worker_stopped_with_drain_cancel_soft_cancels_its_task(
+    redis_url: str, namespace: str, procs: Processes
+) -> None:
+    worker = await procs.worker(redis_url, namespace, 'jobs', '--drain', 'cancel')
+    async with redis_task_manager(redis_url, namespace=namespace, **FAST) as parent:
+        task = await parent.start(WORKER_STEPPER, 'steps=100000', scope='conv')
+        await until(lambda: parent.get(task.id).status is TaskStatus.RUNNING)  # type: ignore[union-attr]
+        worker.send_signal(signal.SIGTERM)
+        final = await parent.wait_for(task.id, timeout=20)
+        assert final.status is TaskStatus.CANCELLED, final
+        assert (final.partial_result or '').startswith('partial: '), final
+        with anyio.fail_after(20):
+            code = await anyio.to_thread.run_sync(worker.wait)
+        assert code == 0

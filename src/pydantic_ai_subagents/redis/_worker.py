@@ -127,6 +127,8 @@ class Worker:
         self._loop_thread: int | None = None
         self._ready = anyio.Event()
         self._job_ended = anyio.Event()
+        self._take_scope = anyio.CancelScope()
+        self._taking_done = anyio.Event()
 
     @property
     def stopping(self) -> bool:
@@ -174,12 +176,12 @@ class Worker:
                 tg.start_soon(self._relay, events, bus, local, slots)
                 tg.start_soon(self._serve_inbox, inbox, local)
                 tg.start_soon(self._watch_owners, store, local)
-                taking = anyio.CancelScope()
-                tg.start_soon(self._take_jobs, taking, store, bus, local, slots)
+                tg.start_soon(self._take_jobs, store, bus, local, slots)
                 self._ready.set()
                 logger.info('worker %s serves queue %r of namespace %r', self.participant, self.queue, self.namespace)
                 await self._stop.wait()
-                taking.cancel()
+                self._take_scope.cancel()
+                await self._taking_done.wait()
                 await self._drain(local)
                 tg.cancel_scope.cancel()
             inbox.close()
@@ -207,28 +209,33 @@ class Worker:
             await self._job_ended.wait()
 
     async def _take_jobs(
-        self,
-        scope: anyio.CancelScope,
-        store: RedisTaskStore,
-        bus: RedisMessageBus,
-        local: TaskManager,
-        slots: anyio.Semaphore,
+        self, store: RedisTaskStore, bus: RedisMessageBus, local: TaskManager, slots: anyio.Semaphore
     ) -> None:
-        with scope:
+        """Take jobs while there is a free slot, until stopped; then set `_taking_done`."""
+        try:
             rounds = 0
-            while True:
-                await slots.acquire()
-                taken = False
-                try:
+            while not self._stop.is_set():
+                jobs: list[tuple[str, dict[str, Any]]] = []
+                acquired = False
+                # Stopping interrupts only the waits (for a slot, for a job) ...
+                with anyio.CancelScope() as self._take_scope:
+                    if self._stop.is_set():
+                        break
+                    await slots.acquire()
+                    acquired = True
                     # Now and then, pick up jobs a dead worker took and never claimed.
                     min_idle = self.lease_seconds * 2 if rounds % 20 == 0 else None
                     rounds += 1
                     jobs = await store.take(self.queue, self.participant, block=1.0, min_idle=min_idle)
+                # ... never a job already taken: its owner may have accepted the claim and count on it.
+                taken = False
+                with anyio.CancelScope(shield=True):
                     for entry_id, raw in jobs:
                         taken = await self._start_job(entry_id, raw, store, bus, local) or taken
-                finally:
-                    if not taken:
-                        slots.release()
+                if acquired and not taken:
+                    slots.release()
+        finally:
+            self._taking_done.set()
 
     async def _start_job(
         self, entry_id: str, raw: dict[str, Any], store: RedisTaskStore, bus: RedisMessageBus, local: TaskManager
