@@ -6,6 +6,7 @@ import threading
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
 from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
@@ -543,3 +544,30 @@ def child_text_model(answer: str) -> Any:
     from .conftest import child_text
 
     return child_text(answer)
+
+
+async def test_a_hard_cancel_during_a_thread_run_tool_says_so_in_the_note() -> None:
+    entered = threading.Event()
+    release = threading.Event()
+
+    def slow_lookup() -> str:
+        """Look something up, slowly (a plain function: Pydantic AI runs it in a worker thread)."""
+        entered.set()
+        release.wait(10)
+        return 'late'
+
+    def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if len(messages) == 1:
+            return ModelResponse(parts=[ToolCallPart('slow_lookup', {})])
+        return ModelResponse(parts=[TextPart('done')])
+
+    config = SubAgentConfig(name='w', model=FunctionModel(model), toolsets=[FunctionToolset([slow_lookup])])
+    async with TaskManager() as manager:
+        record = await manager.start(config, 'go', scope='s')
+        await anyio.to_thread.run_sync(entered.wait, 10)
+        assert manager.hard_cancel(record.id)
+        final = await manager.wait_for(record.id, timeout=10)
+        release.set()
+    assert final.status is TaskStatus.CANCELLED
+    assert final.note is not None
+    assert 'a sync tool (slow_lookup) was still running in a worker thread' in final.note

@@ -15,8 +15,10 @@ Rules it keeps:
 - How the task ends follows what the child said last: its result or error; if it died without saying, a stop
   (`CANCELLED`, or `FAILED` after a timeout) or a crash (`FAILED` with its exit code).
 
-The child is started with the `spawn` method (a fresh interpreter, safe with threads and a running event loop), so
-what it runs must be picklable: the config's model, tools and output type defined at module level, and the deps.
+The child is forked from a `forkserver` (a clean, single-threaded server process that imported Pydantic AI once;
+`spawn`, a fresh interpreter per task, where the platform has no fork), never from the parent itself, so it is
+safe with threads and a running event loop. What it runs is pickled: the config's model, tools and output type
+defined at module level, and the deps.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from multiprocessing.connection import Connection
+from multiprocessing.context import ForkServerContext, SpawnContext
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any, cast
 
@@ -142,6 +145,20 @@ class _Notice:
 # ----------------------------------------------------------------- parent side
 
 
+def _process_context() -> ForkServerContext | SpawnContext:
+    """How task processes start: `forkserver` where the platform has it, else `spawn`.
+
+    The fork server is a clean process that has imported Pydantic AI once, so a task's process starts in a
+    fraction of a second; `spawn` starts a fresh interpreter per task.
+    """
+    if 'forkserver' in get_all_start_methods():
+        context = get_context('forkserver')
+        # Only before the server starts does this take effect; it imports this module, and with it Pydantic AI.
+        context.set_forkserver_preload([__name__])
+        return context
+    return get_context('spawn')  # pragma: no cover - platforms without fork
+
+
 async def run_in_process(manager: TaskManager, runtime: TaskRuntime) -> None:
     """Run the task in a child process and report how it ended. Never raises (except for the caller's cancellation).
 
@@ -174,7 +191,7 @@ async def run_in_process(manager: TaskManager, runtime: TaskRuntime) -> None:
     except _NotPicklableError as e:
         manager.finish_failed(runtime, str(e))
         return
-    context = get_context('spawn')
+    context = _process_context()
     conn, child_conn = context.Pipe()
     process = context.Process(
         target=_child_main, args=(child_conn, payload), name=f'pydantic-ai-subagents task {runtime.id}'
