@@ -39,7 +39,7 @@ from pydantic_ai.tools import RunContext
 from pydantic_ai.usage import RunUsage, UsageLimits
 
 from ._bus import Answer, BusClosedError, CancelRequest, InMemoryMessageBus, Message, MessageBus, Question
-from ._config import SubAgentConfig, build_agent
+from ._config import SubAgentConfig
 from ._delivery import Delivery
 from ._errors import (
     ManagerClosedError,
@@ -62,6 +62,7 @@ from ._runner import (
     render_output,
     run_subagent,
     sync_tool_names,
+    task_agent,
     usage_snapshot,
 )
 from ._state import InMemoryTaskStore, SharedTaskStore, StatusChange, TaskMode, TaskRecord, TaskStatus, TaskStore
@@ -371,7 +372,7 @@ class TaskManager:
         # Built once per config: building an agent costs more than running a short task.
         cached = self._agents.get(id(config))
         if cached is None or cached[0] is not config:
-            cached = self._agents[id(config)] = (config, build_agent(config))
+            cached = self._agents[id(config)] = (config, task_agent(config))
         return cached[1]
 
     def _slot(self, depth: int) -> anyio.Semaphore | None:

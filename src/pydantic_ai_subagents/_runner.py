@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import re
+import weakref
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
@@ -38,7 +39,7 @@ from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
 from pydantic_ai.usage import RunUsage, UsageLimits
 from pydantic_core import to_json
 
-from ._config import SubAgentConfig
+from ._config import SubAgentConfig, build_agent
 from ._state import TaskRecord, TaskUsage
 
 if TYPE_CHECKING:
@@ -266,10 +267,27 @@ ASK_PARENT_TOOLSET: FunctionToolset[Any] = FunctionToolset(
 )
 """The `ask_parent` tool, built once and shared: it finds its task through the `current_task` context variable."""
 
+_AGENTS_THAT_ASK: weakref.WeakValueDictionary[int, Agent[Any, Any]] = weakref.WeakValueDictionary()
+
+
+def task_agent(config: SubAgentConfig) -> Agent[Any, Any]:
+    """The agent that runs a config's tasks. One built here has `ask_parent` among its own tools (when allowed).
+
+    Rather than in a toolset passed to each run: Pydantic AI runs the per-step calls of a run's toolsets (listing
+    tools, instructions) in a task each as soon as there are two toolsets, which doubles a short run's asyncio tasks.
+    A ready agent from the config (`config.agent`) belongs to the user and is never changed: it gets the toolset.
+    """
+    agent = build_agent(config)
+    if config.agent is None and config.can_ask_questions:
+        agent.tool_plain(name='ask_parent', retries=2)(_ask_parent)
+        _AGENTS_THAT_ASK[id(agent)] = agent
+    return agent
+
 
 async def run_subagent(manager: TaskManager, runtime: TaskRuntime) -> None:
     """Drive the subagent's run and record how it ended. Never raises (except for the caller's cancellation)."""
-    toolsets: list[AbstractToolset[Any]] = [ASK_PARENT_TOOLSET] if runtime.config.can_ask_questions else []
+    asks = runtime.config.can_ask_questions and _AGENTS_THAT_ASK.get(id(runtime.agent)) is not runtime.agent
+    toolsets: list[AbstractToolset[Any]] = [ASK_PARENT_TOOLSET] if asks else []
     # Counting thread-run tools costs a hook per tool call: only subagents that have such tools pay it.
     capabilities: list[AbstractCapability[Any]] = [_TaskTracker(runtime)] if runtime.sync_tool_names else []
     exhausted = _exhausted_limit(runtime.usage_limits)

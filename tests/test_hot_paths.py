@@ -1,0 +1,87 @@
+"""The shape of the hot paths: what one task costs in asyncio tasks and objects, beyond what its run costs anyway.
+
+These pin down the performance work behind the benchmarks (`bench/`), as properties that hold on any machine: a
+count of tasks or objects, never a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Generator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from pydantic_ai import Agent
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+from pydantic_ai_subagents import SubAgentConfig, TaskManager, TaskStatus
+
+from .conftest import child_text
+
+pytestmark = pytest.mark.anyio
+
+
+@contextmanager
+def counting_tasks() -> Generator[list[int]]:
+    """Count the asyncio tasks created on the running loop inside the block."""
+    loop = asyncio.get_running_loop()
+    count = [0]
+    create_task = loop.create_task
+
+    def counted(*args: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        count[0] += 1
+        return create_task(*args, **kwargs)
+
+    loop.create_task = counted  # type: ignore[method-assign]
+    try:
+        yield count
+    finally:
+        del loop.create_task
+
+
+async def test_a_task_costs_one_asyncio_task_more_than_its_run() -> None:
+    """`ask_parent` is one of the built agent's own tools: a second toolset would make Pydantic AI run each step's
+    toolset calls in parallel tasks."""
+    model = child_text('ok')
+    plain = Agent(model, instructions='Do it.')
+    await plain.run('warm up')
+    with counting_tasks() as plain_tasks:
+        await plain.run('job')
+    async with TaskManager() as manager:
+        config = SubAgentConfig(name='worker', instructions='Do it.', model=model)
+        await manager.wait_for((await manager.start(config, 'warm up', scope='s')).id)
+        with counting_tasks() as ours:
+            record = await manager.wait_for((await manager.start(config, 'job', scope='s')).id)
+    assert record.status is TaskStatus.COMPLETED
+    assert ours[0] == plain_tasks[0] + 1
+
+
+def asks_once(seen: list[list[str]]) -> FunctionModel:
+    async def fn(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        seen.append(sorted(t.name for t in info.function_tools))
+        answered = [p for m in messages for p in m.parts if isinstance(p, ToolReturnPart)]
+        if not answered:
+            return ModelResponse(parts=[ToolCallPart('ask_parent', {'question': 'Which year?'})])
+        return ModelResponse(parts=[TextPart(f'Year {answered[0].content}')])
+
+    return FunctionModel(fn)
+
+
+@pytest.mark.parametrize('ready_agent', [False, True])
+async def test_ask_parent_reaches_built_and_ready_agents_and_a_ready_one_is_not_changed(ready_agent: bool) -> None:
+    seen: list[list[str]] = []
+    agent = Agent(asks_once(seen), name='ready') if ready_agent else None
+    config = SubAgentConfig(name='worker', model=None if ready_agent else asks_once(seen), agent=agent)
+    async with TaskManager() as manager:
+        for _ in range(2):
+            task_id = (await manager.start(config, 'job', scope='s')).id
+            record = await manager.wait_for(task_id)
+            assert record.status is TaskStatus.WAITING_FOR_ANSWER
+            assert manager.answer(task_id, '1969')
+            record = await manager.wait_for(task_id, until_question=False)
+            assert record.result == 'Year 1969'
+    assert seen == [['ask_parent']] * 4
+    if agent is not None:
+        assert [t.name for ts in agent.toolsets for t in getattr(ts, 'tools', {}).values()] == []
