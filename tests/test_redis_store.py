@@ -205,3 +205,54 @@ async def test_a_closed_store_refuses_writes_and_a_full_backlog_is_an_error(redi
         store.create(new('d'))
     with pytest.raises(SubagentsError, match='not open'):
         await store.orphans()
+
+
+def test_envelopes_that_do_not_decode_say_why() -> None:
+    import json
+
+    from pydantic_ai_subagents import Progress, TaskEventMessage
+    from pydantic_ai_subagents.redis import MessageCodecError, register_message_type
+    from pydantic_ai_subagents.redis._codec import decode, encode
+
+    good = json.loads(encode(Progress(sender='a', recipient='b', task_id='t', text='x'), origin='o'))
+    cases: list[tuple[str | bytes, str]] = [
+        ('{', 'not JSON'),
+        ('[1]', 'not a JSON object'),
+        (json.dumps({**good, 'v': 99}), 'unsupported envelope version'),
+        (json.dumps({**good, 'type': 'Nope'}), 'unknown message type'),
+        (json.dumps({**good, 'origin': 3}), 'malformed origin'),
+        (json.dumps({**good, 'data': {'sender': 'a'}}), 'fields do not fit Progress'),
+        (json.dumps({**good, 'type': 'TaskEventMessage', 'data': [1]}), 'must be a JSON object'),
+        (json.dumps({**good, 'type': 'TaskEventMessage', 'data': {'event_type': 'Nope'}}), 'unknown task event'),
+    ]
+    for raw, message in cases:
+        with pytest.raises(MessageCodecError, match=message):
+            decode(raw)
+    with pytest.raises(TypeError, match='not a Message subclass'):
+        register_message_type(int)  # type: ignore[type-var]
+    with pytest.raises(ValueError, match='already registered'):
+        register_message_type(TaskEventMessage, name='Progress')
+
+
+async def test_store_settings_are_checked_and_a_store_opens_once(redis_url: str, namespace: str) -> None:
+    with pytest.raises(ValueError, match='lease_seconds'):
+        RedisTaskStore(redis_url, lease_seconds=1.0, heartbeat_interval=1.0)
+    with pytest.raises(ValueError, match='max_pending_writes'):
+        RedisTaskStore(redis_url, max_pending_writes=0)
+    store = RedisTaskStore(redis_url, namespace=namespace)
+    async with store:
+        with pytest.raises(SubagentsError, match='entered once'):
+            await store.__aenter__()
+    await store.aclose()  # idempotent
+
+
+async def test_a_store_that_cannot_connect_raises_and_leaks_nothing() -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]  # nothing listens there once the socket closes
+    store = RedisTaskStore(f'redis://127.0.0.1:{port}/0')
+    with pytest.raises(Exception, match='onnect'):
+        async with store:
+            pass
