@@ -209,8 +209,13 @@ class Processes:
     def close(self) -> None:
         for process in self.started:
             if process.poll() is None:
+                process.terminate()  # workers drain and exit cleanly
+        for process in self.started:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
                 process.kill()
-            process.wait()
+                process.wait()
             for stream in (process.stdout, process.stderr):
                 if stream is not None:
                     stream.close()
