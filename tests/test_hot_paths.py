@@ -11,6 +11,7 @@ from collections.abc import Generator
 from contextlib import contextmanager
 from typing import Any
 
+import anyio
 import pytest
 from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
@@ -18,7 +19,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from pydantic_ai_subagents import SubAgentConfig, TaskManager, TaskStatus
 
-from .conftest import child_text
+from .conftest import Gate, child_text
 
 pytestmark = pytest.mark.anyio
 
@@ -85,3 +86,32 @@ async def test_ask_parent_reaches_built_and_ready_agents_and_a_ready_one_is_not_
     assert seen == [['ask_parent']] * 4
     if agent is not None:
         assert [t.name for ts in agent.toolsets for t in getattr(ts, 'tools', {}).values()] == []
+
+
+async def test_a_wait_on_many_tasks_holds_one_watch_per_task_and_leaves_none() -> None:
+    gate = Gate()
+    config = SubAgentConfig(name='worker', model=child_text('ok'))
+    blocked = SubAgentConfig(name='blocked', model=gate.model())
+    most_watches = 0
+    async with TaskManager(max_concurrent_tasks=3) as manager:
+        runtimes = manager._runtimes  # pyright: ignore[reportPrivateUsage]
+        stuck = (await manager.start(blocked, 'stuck', scope='s')).id
+        ids = [(await manager.start(config, f'job {i}', scope='s')).id for i in range(30)]
+
+        async def watch_the_watches() -> None:
+            nonlocal most_watches
+            while True:
+                most_watches = max([most_watches, *(len(r.watchers) for r in runtimes.values())])
+                await anyio.sleep(0)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch_the_watches)
+            records = await manager.wait(ids)
+            assert [r.status for r in records] == [TaskStatus.COMPLETED] * 30
+            await manager.wait([stuck], timeout=0.05)
+            await manager.wait([stuck, ids[0]], mode='any')
+            tg.cancel_scope.cancel()
+        assert runtimes[stuck].watchers == []
+        gate.release.set()
+        assert (await manager.wait_for(stuck)).status is TaskStatus.COMPLETED
+    assert most_watches == 1

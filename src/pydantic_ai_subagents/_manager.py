@@ -57,6 +57,7 @@ from ._remote import ClaimReply, TaskClaim, WorkerBackend, WorkerJob, WorkerUpda
 from ._runner import (
     SOFT_CANCEL_NOTICE,
     TaskRuntime,
+    Watcher,
     bounded_limits,
     current_task,
     render_output,
@@ -167,7 +168,7 @@ class TaskManager:
         self.participant = f'{MANAGER_PREFIX}{secrets.token_hex(8)}'
         """This manager's name on the bus: its mailbox, the `owner` of its tasks' records, the sender of its events."""
         self._shared: SharedTaskStore | None = self.store if isinstance(self.store, SharedTaskStore) else None
-        self._remote_watchers: dict[str, list[anyio.Event]] = {}
+        self._remote_watchers: dict[str, list[Watcher]] = {}
         self._remote_requests: dict[str, str] = {}
         self._runtimes: dict[str, TaskRuntime] = {}
         self._questions: dict[str, Message] = {}
@@ -906,43 +907,66 @@ class TaskManager:
 
         records = snapshot()
         runtimes = list(held.values())
-        remote: list[str] = []
+        # Only the tasks that report a change are looked at again: a wait on many tasks costs O(changes), not
+        # O(tasks) per change, and each task holds one watch of this call at a time.
+        unsettled = {record.id for record in records if not settled(record)}
+        if mode == 'all':
+            wanted = len(unsettled)
+        else:
+            wanted = 1 if records and len(unsettled) == len({record.id for record in records}) else 0
+        waiter = _Waiter()
+        watches: dict[str, _Watch] = {}
+
+        def watch(task_id: str) -> None:
+            found = watches.get(task_id)
+            if found is None:
+                found = watches[task_id] = _Watch(task_id, waiter)
+            if (runtime := held.get(task_id)) is not None:
+                runtime.watchers.append(found)
+            elif self._shared is not None:
+                self._remote_watchers.setdefault(task_id, []).append(found)
+
         if _direct:
             for runtime in runtimes:
                 runtime.direct_waiters += 1
         try:
+            for task_id in unsettled:
+                watch(task_id)
             with anyio.move_on_after(timeout):
-                while True:
-                    done = [settled(r) for r in records]
-                    if (all(done) if mode == 'all' else any(done)) or not records:
-                        break
-                    changed = anyio.Event()
-                    for record, is_done in zip(records, done, strict=True):
-                        if is_done:
+                while wanted > 0:
+                    await waiter.event.wait()
+                    waiter.event = anyio.Event()
+                    changed, waiter.changed = waiter.changed, []
+                    for task_id in changed:
+                        if task_id not in unsettled:
                             continue
-                        if (runtime := held.get(record.id)) is not None:
-                            runtime.watchers.append(changed)
-                        elif self._shared is not None:
-                            remote.append(record.id)
-                            self._remote_watchers.setdefault(record.id, []).append(changed)
-                    try:
-                        await changed.wait()
-                    finally:
-                        for task_id in remote:
-                            self._forget_remote_watcher(task_id, changed)
-                        remote.clear()
-                    records = snapshot()
+                        record = self.store.get(task_id)
+                        if record is None and task_id in held:
+                            record = held[task_id].final
+                        if record is None or settled(record):
+                            unsettled.discard(task_id)
+                            wanted -= 1
+                        else:
+                            watch(task_id)
         finally:
             if _direct:
                 for runtime in runtimes:
                     runtime.direct_waiters -= 1
+            for task_id in unsettled:
+                # A watch its task has not used yet is taken back, so repeated waits on a long task leave nothing.
+                found = watches[task_id]
+                if (runtime := held.get(task_id)) is not None:
+                    with contextlib.suppress(ValueError):
+                        runtime.watchers.remove(found)
+                else:
+                    self._forget_remote_watcher(task_id, found)
         return snapshot()
 
-    def _forget_remote_watcher(self, task_id: str, event: anyio.Event) -> None:
+    def _forget_remote_watcher(self, task_id: str, watcher: Watcher) -> None:
         watchers = self._remote_watchers.get(task_id)
         if watchers is not None:
             with contextlib.suppress(ValueError):
-                watchers.remove(event)
+                watchers.remove(watcher)
             if not watchers:
                 del self._remote_watchers[task_id]
 
@@ -1174,6 +1198,30 @@ class TaskManager:
             self._transcripts.pop(task_id, None)
             self._remote_requests.pop(task_id, None)
             self._delivery.forget(task_id)
+
+
+class _Waiter:
+    """One `wait` call: the tasks it waits on add their id to `changed` and wake it."""
+
+    __slots__ = ('changed', 'event')
+
+    def __init__(self) -> None:
+        self.changed: list[str] = []
+        self.event = anyio.Event()
+
+
+class _Watch:
+    """What a `wait` call leaves with one task: its `Watcher`."""
+
+    __slots__ = ('task_id', 'waiter')
+
+    def __init__(self, task_id: str, waiter: _Waiter) -> None:
+        self.task_id = task_id
+        self.waiter = waiter
+
+    def set(self) -> None:
+        self.waiter.changed.append(self.task_id)
+        self.waiter.event.set()
 
 
 def _note(note: str | None) -> dict[str, Any]:

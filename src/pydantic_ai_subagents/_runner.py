@@ -73,8 +73,8 @@ class TaskRuntime:
     cancel_scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     stopped: anyio.Event = field(default_factory=anyio.Event)
     """Set once the task's run has exited (or the task ended before starting)."""
-    watchers: list[anyio.Event] = field(default_factory=list[anyio.Event])
-    """Events set at each status change of this task (waiters register here)."""
+    watchers: list[Watcher] = field(default_factory=list['Watcher'])
+    """Set at the task's next status change, then dropped (waiters register here)."""
     children: list[tuple[TaskManager, str]] = field(default_factory=list[tuple['TaskManager', str]])
     """Nested tasks started by this task's subagent, for the hard-cancel cascade."""
     soft_requested_turn: int | None = None
@@ -125,6 +125,14 @@ class TaskRuntime:
         watchers, self.watchers = self.watchers, []
         for event in watchers:
             event.set()
+
+
+class Watcher(Protocol):
+    """What waits for a task's next status change: an `anyio.Event`, or anything else with a `set()`."""
+
+    def set(self) -> None:
+        """The task's status changed."""
+        ...
 
 
 class RunBackend(Protocol):
