@@ -115,3 +115,35 @@ async def test_a_wait_on_many_tasks_holds_one_watch_per_task_and_leaves_none() -
         gate.release.set()
         assert (await manager.wait_for(stuck)).status is TaskStatus.COMPLETED
     assert most_watches == 1
+
+
+async def test_queued_tasks_get_an_asyncio_task_only_when_they_start_and_start_in_order() -> None:
+    gate = Gate()
+    order: list[str] = []
+
+    def noting(name: str) -> FunctionModel:
+        async def fn(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+            order.append(name)
+            return ModelResponse(parts=[TextPart('ok')])
+
+        return FunctionModel(fn)
+
+    async with TaskManager(max_concurrent_tasks=2) as manager:
+        blockers = [(await manager.start(SubAgentConfig(name='b', model=gate.model()), 'b', scope='s')).id]
+        blockers.append((await manager.start(SubAgentConfig(name='b', model=gate.model()), 'b', scope='s')).id)
+        while gate.calls < 2:
+            await anyio.sleep(0)
+        with counting_tasks() as created:
+            ids = [
+                (await manager.start(SubAgentConfig(name=f'q{i}', model=noting(f'q{i}')), 'q', scope='s')).id
+                for i in range(20)
+            ]
+        assert created[0] == 0
+        assert [manager.queue_position(task_id) for task_id in ids] == list(range(1, 21))
+        assert manager.soft_cancel(ids[3]) and manager.hard_cancel(ids[7])
+        gate.release.set()
+        records = await manager.wait([*blockers, *ids])
+    statuses = [r.status for r in records]
+    assert statuses.count(TaskStatus.CANCELLED) == 2 and statuses.count(TaskStatus.COMPLETED) == 20
+    assert order == [f'q{i}' for i in range(20) if i not in (3, 7)]
+    assert manager._runtimes == {}  # pyright: ignore[reportPrivateUsage]

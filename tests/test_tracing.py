@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic_ai import Agent
 
-from pydantic_ai_subagents import SubAgentConfig, TaskStatus, create_subagent_toolset
+from pydantic_ai_subagents import SubAgentConfig, TaskManager, TaskStatus, create_subagent_toolset
 
 from .conftest import Gate, Script, call, child_text
 
@@ -97,3 +97,27 @@ async def test_failed_task_span_has_error_status(spans: InMemorySpanExporter) ->
     (task_span,) = by_name(spans.get_finished_spans(), 'subagent broken')
     assert task_span.status.status_code is trace.StatusCode.ERROR
     assert (task_span.attributes or {})['subagents.error'] == 'ValueError: nope'
+
+
+async def test_queued_tasks_have_spans_from_their_creation_also_when_cancelled_in_the_queue(
+    spans: InMemorySpanExporter,
+) -> None:
+    gate = Gate()
+    manager = TaskManager(max_concurrent_tasks=1)
+    async with manager:
+        first = await manager.start(SubAgentConfig(name='first', model=gate.model()), 'block', scope='s')
+        queued = await manager.start(SubAgentConfig(name='queued', model=child_text('ok')), 'wait', scope='s')
+        dropped = await manager.start(SubAgentConfig(name='dropped', model=child_text('ok')), 'drop', scope='s')
+        await gate.entered.wait()
+        assert manager.hard_cancel(dropped.id)
+        assert (await manager.wait_for(dropped.id)).status is TaskStatus.CANCELLED
+        gate.release.set()
+        assert (await manager.wait_for(queued.id)).status is TaskStatus.COMPLETED
+        assert (await manager.wait_for(first.id)).status is TaskStatus.COMPLETED
+    finished = spans.get_finished_spans()
+    (queued_span,) = by_name(finished, 'subagent queued')
+    (dropped_span,) = by_name(finished, 'subagent dropped')
+    for span, record in ((queued_span, queued), (dropped_span, dropped)):
+        assert span.start_time == int(record.created_at.timestamp() * 1e9)
+    assert (queued_span.attributes or {})['subagents.status'] == 'completed'
+    assert (dropped_span.attributes or {})['subagents.status'] == 'cancelled'

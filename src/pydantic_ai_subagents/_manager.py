@@ -22,6 +22,7 @@ import logging
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -172,7 +173,8 @@ class TaskManager:
         self._remote_requests: dict[str, str] = {}
         self._runtimes: dict[str, TaskRuntime] = {}
         self._questions: dict[str, Message] = {}
-        self._slots: dict[int, anyio.Semaphore] = {}
+        self._running: dict[int, int] = {}
+        self._queued: dict[int, OrderedDict[str, TaskRuntime]] = {}
         self._delivery = Delivery(self._notice_text)
         self._agents: dict[int, tuple[SubAgentConfig, Agent[Any, Any]]] = {}
         self._live_per_scope: dict[str, int] = {}
@@ -236,7 +238,8 @@ class TaskManager:
         self._questions.clear()
         self._live_per_scope.clear()
         self._delivery.clear()
-        self._slots.clear()
+        self._running.clear()
+        self._queued.clear()
         self._tg = None
         self.bus = InMemoryMessageBus() if isinstance(self.bus, InMemoryMessageBus) else self.bus
 
@@ -363,11 +366,19 @@ class TaskManager:
             parent[1].children.append((self, task_id))
         change = self.store.create(record)
         self._changed(runtime, change)
-        # A fresh context: the task must not inherit the parent run's deadline or other run-scoped state;
-        # how long it may run is its own `timeout`, and a sync task stops with its parent through a hard cancel.
-        contextvars.Context().run(partial(tg.start_soon, name=f'subagent task {task_id}'), self._run, runtime)
+        if self._take_slot(depth):
+            self._spawn(tg, runtime)
+        else:
+            # A queued task is only its runtime and its record: its asyncio task, span and cancel scope come when
+            # a slot frees (`_release_slot`), so a long queue costs little memory and no scheduling.
+            self._queued.setdefault(depth, OrderedDict())[task_id] = runtime
         self._prune()
         return change.record
+
+    def _spawn(self, tg: anyio.abc.TaskGroup, runtime: TaskRuntime) -> None:
+        # A fresh context: the task must not inherit the parent run's deadline or other run-scoped state;
+        # how long it may run is its own `timeout`, and a sync task stops with its parent through a hard cancel.
+        contextvars.Context().run(partial(tg.start_soon, name=f'subagent task {runtime.id}'), self._run, runtime)
 
     def _agent_for(self, config: SubAgentConfig) -> Agent[Any, Any]:
         # Built once per config: building an agent costs more than running a short task.
@@ -376,13 +387,33 @@ class TaskManager:
             cached = self._agents[id(config)] = (config, task_agent(config))
         return cached[1]
 
-    def _slot(self, depth: int) -> anyio.Semaphore | None:
+    def _take_slot(self, depth: int) -> bool:
+        """Take one of the level's `max_concurrent_tasks` slots if one is free (and the level has no queue)."""
+        limit = self.max_concurrent_tasks
+        if limit is None:
+            return True
+        running = self._running.get(depth, 0)
+        if running >= limit or self._queued.get(depth):
+            return False
+        self._running[depth] = running + 1
+        return True
+
+    def _release_slot(self, depth: int) -> None:
+        """A task of the level ended: its slot goes to the level's oldest queued task, else it is freed."""
         if self.max_concurrent_tasks is None:
-            return None
-        slot = self._slots.get(depth)
-        if slot is None:
-            slot = self._slots[depth] = anyio.Semaphore(self.max_concurrent_tasks, fast_acquire=True)
-        return slot
+            return
+        queue = self._queued.get(depth)
+        if queue and self._tg is not None:
+            _, runtime = queue.popitem(last=False)
+            if not queue:
+                del self._queued[depth]
+            self._spawn(self._tg, runtime)
+            return
+        left = self._running.get(depth, 1) - 1
+        if left > 0:
+            self._running[depth] = left
+        else:
+            self._running.pop(depth, None)
 
     async def _run(self, runtime: TaskRuntime) -> None:
         record = self.store.get(runtime.id)
@@ -391,7 +422,7 @@ class TaskManager:
             runtime.stopped.set()
             self._runtimes.pop(runtime.id, None)
             return
-        with task_span(record, runtime.trace_context) as span:
+        with task_span(record, runtime.trace_context, start_time=record.created_at) as span:
             try:
                 await self._run_in_span(runtime)
             finally:
@@ -402,13 +433,10 @@ class TaskManager:
     async def _run_in_span(self, runtime: TaskRuntime) -> None:
         try:
             with runtime.cancel_scope:
-                slot = self._slot(runtime.depth)
-                if slot is not None:
-                    await slot.acquire()
                 try:
                     record = self.store.get(runtime.id)
                     if record is None or record.status.is_terminal:
-                        return  # cancelled while queued
+                        return  # cancelled between its spawn and its start
                     if runtime.config.worker_queue is not None:
                         await self._run_on_worker(runtime, runtime.config.worker_queue)
                         return
@@ -421,8 +449,7 @@ class TaskManager:
                     for manager, child_id in runtime.children:
                         manager._hard_cancel_by_id(child_id, 'parent')
                 finally:
-                    if slot is not None:
-                        slot.release()
+                    self._release_slot(runtime.depth)
         finally:
             record = self.store.get(runtime.id)
             if record is not None and not record.status.is_terminal:
@@ -1190,8 +1217,22 @@ class TaskManager:
         runtime.stop()
 
     def _cancel_pending(self, runtime: TaskRuntime) -> None:
+        queue = self._queued.get(runtime.depth)
+        if queue is None or queue.pop(runtime.id, None) is None:
+            self._finish(runtime, TaskStatus.CANCELLED)
+            runtime.cancel_scope.cancel()
+            return
+        if not queue:
+            del self._queued[runtime.depth]
         self._finish(runtime, TaskStatus.CANCELLED)
-        runtime.cancel_scope.cancel()
+        # It never ran, so nothing else ends it: its span, as it would have had, and its runtime.
+        record = self.store.get(runtime.id) or runtime.final
+        if record is not None:
+            with task_span(record, runtime.trace_context, start_time=record.created_at) as span:
+                end_attributes(span, record)
+        runtime.stopped.set()
+        self._runtimes.pop(runtime.id, None)
+        self._questions.pop(runtime.id, None)
 
     def _prune(self) -> None:
         for task_id in self.store.prune():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -32,8 +33,13 @@ def capture_context() -> otel_context.Context:
 
 
 @contextmanager
-def task_span(record: TaskRecord, caller: otel_context.Context) -> Generator[trace.Span]:
-    """The span of one task, current for the duration of the block (so the subagent's spans nest under it)."""
+def task_span(
+    record: TaskRecord, caller: otel_context.Context, *, start_time: datetime | None = None
+) -> Generator[trace.Span]:
+    """The span of one task, current for the duration of the block (so the subagent's spans nest under it).
+
+    `start_time`: when the task was created, for a span opened later (a task that waited in the queue).
+    """
     attributes: dict[str, Any] = {
         'subagents.task_id': record.id,
         'subagents.subagent': record.subagent,
@@ -54,6 +60,7 @@ def task_span(record: TaskRecord, caller: otel_context.Context) -> Generator[tra
         context=parent,
         links=links,
         attributes=attributes,
+        start_time=None if start_time is None else int(start_time.timestamp() * 1e9),
         record_exception=False,
         set_status_on_exception=False,
     ) as span:
