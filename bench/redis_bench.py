@@ -42,6 +42,7 @@ from pydantic_ai import Tool
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, ToolCallPart, UserPromptPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.toolsets import FunctionToolset
+from pydantic_ai.usage import UsageLimits
 
 from pydantic_ai_subagents import SubAgentConfig, TaskStatus
 from pydantic_ai_subagents.redis import redis_task_manager
@@ -79,7 +80,11 @@ def instant(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
 
 BLOCKED = SubAgentConfig(name='blocked', model=FunctionModel(blocked), can_ask_questions=False)
 STEPPING = SubAgentConfig(
-    name='stepping', model=FunctionModel(stepping), toolsets=[FunctionToolset([Tool(step)])], can_ask_questions=False
+    name='stepping',
+    model=FunctionModel(stepping),
+    toolsets=[FunctionToolset([Tool(step)])],
+    can_ask_questions=False,
+    usage_limits=UsageLimits(request_limit=None, tool_calls_limit=None),  # steps until cancelled
 )
 INSTANT = SubAgentConfig(name='instant', model=FunctionModel(instant), can_ask_questions=False)
 WORKER_SUBAGENTS = [INSTANT]
@@ -215,7 +220,8 @@ async def workers(url: str, round_trips: int, tasks: int) -> dict[str, Any]:
             ids = [(await parent.start(ON_WORKER, 'go', scope='bench')).id for _ in range(tasks)]
             finals = await parent.wait(ids, timeout=300)
             wall = time.perf_counter() - started
-            assert all(r.status is TaskStatus.COMPLETED for r in finals)
+            failed = [r for r in finals if r.status is not TaskStatus.COMPLETED]
+            assert not failed, f'{len(failed)} tasks did not complete, e.g. {failed[0]}'
         return {
             'round_trip': summary(trips),
             'throughput': {'tasks': tasks, 'wall_s': wall, 'tasks_per_s': tasks / wall, 'worker_concurrency': 8},

@@ -160,6 +160,9 @@ class RedisTaskStore(InMemoryTaskStore):
         self._write_errors = 0
         self._claim_id = f'{time.time():.0f}-{id(self):x}'
         self._groups: set[str] = set()
+        self._jobs_out: list[tuple[str, str]] = []
+        self._alive_lock = anyio.Lock()
+        self._alive_seen: dict[str, tuple[bool, float]] = {}
 
     # -- keys --
 
@@ -303,11 +306,15 @@ class RedisTaskStore(InMemoryTaskStore):
             SubagentsError: The store closed before they were written.
         """
         await self._wait_written()
-        if self._pending or self._in_flight:
+        if self._pending or self._jobs_out or self._in_flight:
             raise SubagentsError('the Redis task store closed before its changes were written')
 
     async def _wait_written(self) -> None:
-        while (self._pending or self._in_flight) and self._tg is not None and not self._pumps_done.is_set():
+        while (
+            (self._pending or self._jobs_out or self._in_flight)
+            and self._tg is not None
+            and not self._pumps_done.is_set()
+        ):
             progress = self._progress = anyio.Event() if self._progress.is_set() else self._progress
             await progress.wait()
 
@@ -316,16 +323,17 @@ class RedisTaskStore(InMemoryTaskStore):
         assert client is not None
         backoff = 0.05
         while True:
-            if not self._pending:
+            if not (self._pending or self._jobs_out):
                 self._wakeup = anyio.Event()
-                if not self._pending:
+                if not (self._pending or self._jobs_out):
                     await self._wakeup.wait()
                 continue
             batch = list(self._pending.values())
             self._pending.clear()
-            self._in_flight = len(batch)
+            jobs, self._jobs_out = self._jobs_out, []
+            self._in_flight = len(batch) + len(jobs)
             try:
-                await self._write_batch(client, batch)
+                await self._write_batch(client, batch, jobs)
             except RedisError as exc:
                 self._write_errors += 1
                 logger.warning('writing task records to Redis failed (%s); retrying in %.2f s', exc, backoff)
@@ -333,6 +341,7 @@ class RedisTaskStore(InMemoryTaskStore):
                     newer = self._pending.get(record.id)
                     if newer is None or newer.revision < record.revision:
                         self._pending[record.id] = record
+                self._jobs_out[:0] = jobs
                 self._in_flight = 0
                 self._progress.set()
                 await anyio.sleep(backoff)
@@ -342,7 +351,9 @@ class RedisTaskStore(InMemoryTaskStore):
             self._in_flight = 0
             self._progress.set()
 
-    async def _write_batch(self, client: aioredis.Redis, batch: list[TaskRecord]) -> None:
+    async def _write_batch(self, client: aioredis.Redis, batch: list[TaskRecord], jobs: list[tuple[str, str]]) -> None:
+        for key in {key for key, _ in jobs}:
+            await self._ensure_group(client, key)
         pipe = client.pipeline(transaction=False)  # pyright: ignore[reportUnknownMemberType]
         now = time.time()
         retention_ms = 0 if self.retention_seconds is None else max(1, int(self.retention_seconds * 1000))
@@ -364,6 +375,8 @@ class RedisTaskStore(InMemoryTaskStore):
                 ],
                 client=pipe,
             )
+        for key, job in jobs:
+            pipe.xadd(key, {'job': job})  # pyright: ignore[reportUnknownMemberType]
         await pipe.execute()  # pyright: ignore[reportUnknownMemberType]
 
     # -- sharing --
@@ -405,17 +418,31 @@ class RedisTaskStore(InMemoryTaskStore):
                 logger.warning('renewing the leases of %s failed: %s', sorted(self._owners), exc)
 
     async def owners_alive(self, owners: set[str]) -> set[str]:
-        """Which of `owners` hold a lease right now (managers of this process always do)."""
+        """Which of `owners` hold a lease right now (managers of this process always do).
+
+        Answers are cached for half a heartbeat, and one query runs at a time: many tasks watching their workers
+        cost one round trip per half heartbeat, not one each.
+        """
         client = self._require_client()
-        others = sorted(owners - self._owners)
         alive = owners & self._owners
-        if others:
-            pipe = client.pipeline(transaction=False)  # pyright: ignore[reportUnknownMemberType]
-            for owner in others:
-                pipe.exists(self._owner_key(owner))  # pyright: ignore[reportUnknownMemberType]
-            found = cast('list[int]', await pipe.execute())  # pyright: ignore[reportUnknownMemberType]
-            alive |= {owner for owner, exists in zip(others, found, strict=True) if exists}
-        return alive
+        others = owners - self._owners
+        if not others:
+            return alive
+        async with self._alive_lock:
+            now = time.monotonic()
+            fresh_for = self.heartbeat_interval / 2
+            stale = sorted(o for o in others if now - self._alive_seen.get(o, (False, -fresh_for))[1] >= fresh_for)
+            if stale:
+                pipe = client.pipeline(transaction=False)  # pyright: ignore[reportUnknownMemberType]
+                for owner in stale:
+                    pipe.exists(self._owner_key(owner))  # pyright: ignore[reportUnknownMemberType]
+                found = cast('list[int]', await pipe.execute())  # pyright: ignore[reportUnknownMemberType]
+                now = time.monotonic()
+                for owner, exists in zip(stale, found, strict=True):
+                    self._alive_seen[owner] = (bool(exists), now)
+                if len(self._alive_seen) > 10_000:
+                    self._alive_seen = {o: seen for o, seen in self._alive_seen.items() if now - seen[1] < 60}
+        return alive | {o for o in others if self._alive_seen[o][0]}
 
     # -- worker queues --
 
@@ -434,11 +461,16 @@ class RedisTaskStore(InMemoryTaskStore):
         self._groups.add(key)
 
     async def submit(self, queue: str, job: Mapping[str, Any]) -> None:
-        """Put a job on the worker queue `queue` (a Redis stream read by the consumer group of the workers)."""
-        client = self._require_client()
-        key = self._queue_key(queue)
-        await self._ensure_group(client, key)
-        await client.xadd(key, {'job': json.dumps(dict(job))})  # pyright: ignore[reportUnknownMemberType]
+        """Put a job on the worker queue `queue` (a Redis stream read by the consumer group of the workers).
+
+        The job is written by the same pump as the records, after the record changes made before it: a worker
+        never sees a job whose task is not in Redis yet.
+        """
+        self._require_client()
+        if len(self._jobs_out) >= self.max_pending_writes:
+            raise SubagentsError(f'{len(self._jobs_out)} jobs are waiting to be written to Redis')
+        self._jobs_out.append((self._queue_key(queue), json.dumps(dict(job))))
+        self._wakeup.set()
 
     async def take(
         self, queue: str, consumer: str, *, count: int = 1, block: float = 1.0, min_idle: float | None = None
