@@ -19,7 +19,7 @@ import pytest
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from pydantic_ai_subagents import SubAgentConfig, TaskCompleted, TaskManager, TaskStatus
+from pydantic_ai_subagents import InMemoryTaskStore, SubAgentConfig, TaskCompleted, TaskManager, TaskRecord, TaskStatus
 from pydantic_ai_subagents.redis import redis_task_manager
 
 from . import redis_server
@@ -471,3 +471,33 @@ async def test_a_worker_stopped_with_drain_cancel_soft_cancels_its_task(
         with anyio.fail_after(20):
             code = await anyio.to_thread.run_sync(worker.wait)
         assert code == 0
+
+
+class _UnreachableQueueStore(InMemoryTaskStore):
+    """A shared store whose worker queue cannot be written (logic only: no process, no Redis)."""
+
+    async def register_owner(self, owner: str) -> None:
+        pass
+
+    async def unregister_owner(self, owner: str) -> None:
+        pass
+
+    async def orphans(self) -> list[TaskRecord]:
+        return []
+
+    async def owners_alive(self, owners: set[str]) -> set[str]:
+        return owners
+
+    async def submit(self, queue: str, job: Any) -> None:
+        raise ConnectionError('Redis is gone')
+
+
+async def test_a_job_that_cannot_be_queued_fails_its_task_and_nothing_else() -> None:
+    quick = SubAgentConfig(name='quick', instructions='Work.', model=FunctionModel(quick_child))
+    async with TaskManager(store=_UnreachableQueueStore()) as manager:
+        lost = await manager.start(WORKER_STEPPER, 'steps=1', scope='conv')
+        failed = await manager.wait_for(lost.id, timeout=5)
+        assert failed.status is TaskStatus.FAILED
+        assert failed.error == 'the task could not be queued for a worker: ConnectionError: Redis is gone'
+        fine = await manager.start(quick, 'still works', scope='conv')
+        assert (await manager.wait_for(fine.id, timeout=5)).result == 'done: still works'

@@ -63,6 +63,7 @@ from ._runner import (
     current_task,
     render_output,
     run_subagent,
+    safe_error,
     sync_tool_names,
     task_agent,
     usage_snapshot,
@@ -563,13 +564,20 @@ class TaskManager:
         runtime.backend = backend
         interval = float(getattr(shared, 'heartbeat_interval', 1.0))
         try:
-            await shared.submit(queue, self._job(runtime, backend.attempt))
+            if not await self._submit(shared, queue, runtime, backend.attempt):
+                return
             while True:
                 with anyio.move_on_after(interval):
                     await backend.done.wait()
                     return
                 worker = backend.worker
-                if worker is None or worker in await shared.owners_alive({worker}):
+                if worker is None:
+                    continue
+                try:
+                    if worker in await shared.owners_alive({worker}):
+                        continue
+                except Exception as e:  # Redis unreachable for a moment: look again at the next beat
+                    logger.warning('could not check the lease of worker %s: %s', worker, e)
                     continue
                 record = self.store.get(runtime.id)
                 if record is None or record.is_terminal:
@@ -582,7 +590,8 @@ class TaskManager:
                     self.store.update(
                         runtime.id, note=f'its worker {worker} stopped; started again (attempt {backend.attempt + 1})'
                     )
-                    await shared.submit(queue, self._job(runtime, backend.attempt))
+                    if not await self._submit(shared, queue, runtime, backend.attempt):
+                        return
                     continue
                 self._finish(
                     runtime, TaskStatus.FAILED, error=f'the worker running it stopped (the lease of {worker} ran out)'
@@ -591,6 +600,16 @@ class TaskManager:
         finally:
             if runtime.parent_usage is not None:
                 runtime.parent_usage.incr(runtime.usage)
+
+    async def _submit(self, shared: SharedTaskStore, queue: str, runtime: TaskRuntime, attempt: int) -> bool:
+        try:
+            await shared.submit(queue, self._job(runtime, attempt))
+        except Exception as e:
+            self._finish(
+                runtime, TaskStatus.FAILED, error=f'the task could not be queued for a worker: {safe_error(e)}'
+            )
+            return False
+        return True
 
     def _job(self, runtime: TaskRuntime, attempt: int) -> dict[str, Any]:
         job = WorkerJob(
