@@ -62,8 +62,16 @@ docs-serve: install ## Serve the documentation site with live reload
 	@$(UV) run --frozen mkdocs serve
 
 .PHONY: bench
-bench: install ## Run the benchmarks against a plain Pydantic AI floor (a few minutes; see bench/README.md)
+bench: install ## Benchmarks against a plain Pydantic AI floor and two other libraries (about 10 minutes; see bench/README.md)
+	@$(UV) run --frozen python bench/run.py --alternatives
+
+.PHONY: bench-fast
+bench-fast: install ## Benchmarks against the floor only (about 5 minutes)
 	@$(UV) run --frozen python bench/run.py
+
+.PHONY: bench-redis
+bench-redis: install system-deps ## Across processes on Redis: cancel latency from another process, worker round trip and throughput
+	@$(UV) run --frozen python bench/redis_bench.py
 
 .PHONY: soak
 soak: install ## Soak the task manager: 10,000 tasks with random cancels, questions and failures (PASS/FAIL)

@@ -9,8 +9,8 @@ and the loopback's, not a network's):
 * **hard cancel across processes**: an application process runs `LIVE` tasks whose children are blocked in a model
   call; this process calls `hard_cancel(id)` on one of them and waits until its own copy of the record says
   `CANCELLED`. Measured: request -> owner stops the run -> event back, p50/p99 over the samples.
-* **soft cancel across processes**: the same for tasks whose children work in 10 ms steps; the time includes the
-  subagent's wrap-up turn.
+* **soft cancel across processes**: the same for tasks whose children work in 50 ms model turns; the time includes
+  the rest of the turn in progress and the subagent's wrap-up turn (50 to 100 ms of model time).
 * **worker round trip**: one task at a time on a worker process (child answers at once): `start` -> `COMPLETED` as
   seen by the owner; p50/p99.
 * **worker throughput**: `TASKS` tasks started at once on one worker process with `--concurrency 8`; tasks per second.
@@ -56,8 +56,11 @@ async def blocked(messages: list[ModelMessage], info: AgentInfo) -> ModelRespons
     raise AssertionError('unreachable')
 
 
+STEP_SECONDS = 0.05
+
+
 async def stepping(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-    await anyio.sleep(0.01)
+    await anyio.sleep(STEP_SECONDS)
     notice = any(
         isinstance(p, UserPromptPart) and 'CANCELLATION REQUEST' in str(p.content)
         for m in messages
@@ -161,16 +164,23 @@ def spawn(*args: str) -> subprocess.Popen[str]:
     )
 
 
-async def cancels(url: str, live: int, samples: int) -> dict[str, Any]:
+async def _with_app(
+    url: str, blocked_tasks: int, stepping_tasks: int
+) -> tuple[subprocess.Popen[str], str, dict[str, Any]]:
     namespace = f'bench-{uuid.uuid4().hex[:8]}'
-    soft_samples = max(10, samples // 5)
-    process = spawn(str(HERE / 'redis_bench.py'), 'app', url, namespace, str(live + samples), str(soft_samples))
+    process = spawn(str(HERE / 'redis_bench.py'), 'app', url, namespace, str(blocked_tasks), str(stepping_tasks))
+    assert process.stdout is not None
+    line = await anyio.to_thread.run_sync(process.stdout.readline)
+    if not line:
+        process.wait()
+        raise SystemExit(f'the application process failed: {process.stderr.read() if process.stderr else ""}')
+    return process, namespace, json.loads(line)
+
+
+async def cancels(url: str, live: int, samples: int) -> dict[str, Any]:
+    # Hard: the application process holds `live` tasks blocked in a model call, plus the ones cancelled one by one.
+    process, namespace, ids = await _with_app(url, live + samples, 0)
     try:
-        assert process.stdout is not None
-        line = await anyio.to_thread.run_sync(process.stdout.readline)
-        if not line:
-            raise SystemExit(f'the application process failed: {process.stderr.read() if process.stderr else ""}')
-        ids = json.loads(line)
         async with redis_task_manager(url, namespace=namespace, bus_options=BUS) as here:
             await here.bus.wait_for_participant(ids['participant'])  # type: ignore[attr-defined]
             hard: list[float] = []
@@ -180,6 +190,14 @@ async def cancels(url: str, live: int, samples: int) -> dict[str, Any]:
                 record = await here.wait_for(task_id, timeout=30)
                 hard.append(time.perf_counter() - started)
                 assert record.status is TaskStatus.CANCELLED, record
+    finally:
+        process.kill()
+        process.wait()
+    # Soft: a separate application process whose tasks work in model turns (they would load the hard measurement).
+    process, namespace, ids = await _with_app(url, 0, 20 if samples > 20 else 10)
+    try:
+        async with redis_task_manager(url, namespace=namespace, bus_options=BUS) as here:
+            await here.bus.wait_for_participant(ids['participant'])  # type: ignore[attr-defined]
             soft: list[float] = []
             for task_id in ids['stepping']:
                 started = time.perf_counter()
@@ -188,10 +206,10 @@ async def cancels(url: str, live: int, samples: int) -> dict[str, Any]:
                 soft.append(time.perf_counter() - started)
                 assert record.status is TaskStatus.CANCELLED, record
                 assert record.partial_result == 'partial', record
-        return {'live_tasks': live, 'hard_cancel': summary(hard), 'soft_cancel': summary(soft)}
     finally:
         process.kill()
         process.wait()
+    return {'live_tasks': live, 'hard_cancel': summary(hard), 'soft_cancel': summary(soft)}
 
 
 async def workers(url: str, round_trips: int, tasks: int) -> dict[str, Any]:
@@ -267,7 +285,7 @@ def main() -> None:
     cancel, work = results['cancel'], results['workers']
     rows = [
         (f'hard cancel from another process ({cancel["live_tasks"]} live)', cancel['hard_cancel']),
-        ('soft cancel from another process (incl. wrap-up turn)', cancel['soft_cancel']),
+        ('soft cancel from another process (incl. 50-100 ms of turns)', cancel['soft_cancel']),
         ('worker round trip (start -> COMPLETED)', work['round_trip']),
     ]
     print(f'{"workload":<58} {"n":>5} {"p50 ms":>8} {"p99 ms":>8}')
