@@ -17,9 +17,9 @@ from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from pydantic_ai_subagents import SubAgentConfig, TaskManager, TaskStatus
+from pydantic_ai_subagents import SubAgentConfig, TaskManager, TaskStatus, create_subagent_toolset
 
-from .conftest import Gate, child_text
+from .conftest import Gate, Script, call, child_text
 
 pytestmark = pytest.mark.anyio
 
@@ -147,3 +147,22 @@ async def test_queued_tasks_get_an_asyncio_task_only_when_they_start_and_start_i
     assert statuses.count(TaskStatus.CANCELLED) == 2 and statuses.count(TaskStatus.COMPLETED) == 20
     assert order == [f'q{i}' for i in range(20) if i not in (3, 7)]
     assert manager._runtimes == {}  # pyright: ignore[reportPrivateUsage]
+
+
+async def test_the_toolset_builds_its_tool_definitions_once_per_run() -> None:
+    toolset = create_subagent_toolset([SubAgentConfig(name='worker', model=child_text('ok'))])
+    listed: list[int] = []
+    inner = toolset._tools  # pyright: ignore[reportPrivateUsage]
+    get_tools = inner.get_tools
+
+    async def counted(ctx: Any) -> Any:
+        listed.append(1)
+        return await get_tools(ctx)
+
+    inner.get_tools = counted  # type: ignore[method-assign]
+    script = Script([[call('task', description=f'job {i}', subagent_type='worker')] for i in range(3)])
+    async with toolset:
+        result = await Agent(script.model(), toolsets=[toolset]).run('go')
+    assert result.output == 'done'
+    assert len(listed) == 1
+    assert script.info is not None and 'task' in {t.name for t in script.info.function_tools}

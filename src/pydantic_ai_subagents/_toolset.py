@@ -17,7 +17,7 @@ import anyio
 from pydantic_ai.exceptions import ModelRetry
 from pydantic_ai.models import Model
 from pydantic_ai.tools import RunContext
-from pydantic_ai.toolsets import AbstractToolset, FunctionToolset, WrapperToolset
+from pydantic_ai.toolsets import AbstractToolset, FunctionToolset, ToolsetTool, WrapperToolset
 
 from ._config import GENERAL_PURPOSE, SubAgentConfig
 from ._errors import TaskLimitError
@@ -324,9 +324,17 @@ class _RunToolset(WrapperToolset[Any]):
     owner: SubAgentToolset = field(repr=False)
     ctx: RunContext[Any] = field(repr=False)
     _stack: AsyncExitStack | None = field(default=None, repr=False)
+    _tools: dict[str, ToolsetTool[Any]] | None = field(default=None, init=False, repr=False)
 
     async def for_run(self, ctx: RunContext[Any]) -> AbstractToolset[Any]:
         return self
+
+    async def get_tools(self, ctx: RunContext[Any]) -> dict[str, ToolsetTool[Any]]:
+        # Listed once per run: the tools have no `prepare` and a fixed retry budget, so their definitions never
+        # depend on the step, and building seven of them at every step of a long conversation adds up.
+        if self._tools is None:
+            self._tools = await self.wrapped.get_tools(ctx)
+        return self._tools
 
     async def __aenter__(self) -> _RunToolset:
         owner = self.owner
