@@ -488,6 +488,9 @@ class _UnreachableQueueStore(InMemoryTaskStore):
     async def owners_alive(self, owners: set[str]) -> set[str]:
         return owners
 
+    async def refresh(self) -> list[TaskRecord]:
+        return []
+
     async def submit(self, queue: str, job: Any) -> None:
         raise ConnectionError('Redis is gone')
 
@@ -501,3 +504,24 @@ async def test_a_job_that_cannot_be_queued_fails_its_task_and_nothing_else() -> 
         assert failed.error == 'the task could not be queued for a worker: ConnectionError: Redis is gone'
         fine = await manager.start(quick, 'still works', scope='conv')
         assert (await manager.wait_for(fine.id, timeout=5)).result == 'done: still works'
+
+
+async def test_a_process_that_missed_the_events_catches_up_from_redis(redis_url: str, namespace: str) -> None:
+    from pydantic_ai_subagents.redis import RedisTaskStore
+
+    # Each manager on its own in-memory bus: no event crosses, only the records in Redis do.
+    options = {'lease_seconds': 1.0, 'heartbeat_interval': 0.05}
+    async with (
+        RedisTaskStore(redis_url, namespace=namespace, **options) as store_a,
+        RedisTaskStore(redis_url, namespace=namespace, **options) as store_b,
+        TaskManager(store=store_a) as a,
+        TaskManager(store=store_b) as b,
+    ):
+        config = SubAgentConfig(name='researcher', instructions='Research.', model=FunctionModel(asking_child))
+        started = await a.start(config, 'report', scope='conv')
+        await until(lambda: (r := b.get(started.id)) is not None and r.status is TaskStatus.WAITING_FOR_ANSWER)
+        seen = b.get(started.id)
+        assert seen is not None and seen.question == 'Which year?'
+        assert a.answer(started.id, '1969')
+        final = await b.wait_for(started.id, until_question=False, timeout=10)
+        assert final.status is TaskStatus.COMPLETED and final.result == 'Report for 1969'

@@ -83,6 +83,9 @@ _R = TypeVar('_R')
 
 logger = logging.getLogger('pydantic_ai_subagents')
 
+_REFRESH_EVERY_BEATS = 5
+"""How often (in heartbeats of a shared store) a manager reads the other processes' live tasks again."""
+
 MANAGER_PREFIX = 'manager:'
 """Each manager's participant name on the bus is this prefix and a random id (`TaskManager.participant`)."""
 EVENTS_TOPIC = 'subagents.events'
@@ -532,6 +535,9 @@ class TaskManager:
     def _apply_remote(self, record: TaskRecord) -> None:
         assert self._shared is not None
         self._shared.apply(record)
+        self._remote_changed(record)
+
+    def _remote_changed(self, record: TaskRecord) -> None:
         if record.is_terminal:
             self._remote_requests.pop(record.id, None)
         for event in self._remote_watchers.pop(record.id, ()):
@@ -692,9 +698,20 @@ class TaskManager:
         return self._send_across(message)  # if the worker is gone, the lease watch in `_run_on_worker` settles it
 
     async def _sweep_orphans(self, shared: SharedTaskStore) -> None:
-        """Mark `FAILED` the live tasks of managers whose process died (their lease ran out)."""
+        """Mark `FAILED` the live tasks of managers whose process died (their lease ran out).
+
+        Every few beats, also read the other processes' live tasks again, in case an event was lost on the way.
+        """
         interval = float(getattr(shared, 'heartbeat_interval', 1.0))
+        beats = 0
         while True:
+            beats += 1
+            if beats % _REFRESH_EVERY_BEATS == 0:
+                try:
+                    for record in await shared.refresh():
+                        self._remote_changed(record)
+                except Exception:
+                    logger.exception('reading the tasks of other processes again failed')
             try:
                 orphans = await shared.orphans()
             except Exception:

@@ -290,6 +290,10 @@ class SharedTaskStore(TaskStore, Protocol):
         """Which of `owners` (managers or workers) hold a lease right now."""
         ...
 
+    async def refresh(self) -> list[TaskRecord]:
+        """Read again the live tasks of other processes (a change whose event was lost); return those that changed."""
+        ...
+
     async def submit(self, queue: str, job: Mapping[str, Any]) -> None:
         """Put a job (a task for a worker) on a worker queue."""
         ...

@@ -163,6 +163,7 @@ class RedisTaskStore(InMemoryTaskStore):
         self._jobs_out: list[tuple[str, str]] = []
         self._alive_lock = anyio.Lock()
         self._alive_seen: dict[str, tuple[bool, float]] = {}
+        self._refreshed_at = time.time()
 
     # -- keys --
 
@@ -521,6 +522,47 @@ class RedisTaskStore(InMemoryTaskStore):
         pipe.xack(key, _WORKERS_GROUP, entry_id)  # pyright: ignore[reportUnknownMemberType]
         pipe.xdel(key, entry_id)  # pyright: ignore[reportUnknownMemberType]
         await pipe.execute()  # pyright: ignore[reportUnknownMemberType]
+
+    async def refresh(self) -> list[TaskRecord]:
+        """Read again from Redis the live tasks of other processes, and tasks created lately; take in what changed.
+
+        Task events keep this copy current; this catches what an event lost on the way would leave stale (pub/sub
+        delivers at most once: a reconnect or an overflowing subscription drops messages).
+
+        Returns:
+            The records that changed here (newer revisions, and tasks new to this copy).
+        """
+        client = self._require_client()
+        since = self._refreshed_at - 2 * self.heartbeat_interval
+        self._refreshed_at = time.time()
+        recent = cast(
+            'list[bytes]',
+            await client.zrangebyscore(f'{self.namespace}:tasks', since, '+inf'),  # pyright: ignore[reportUnknownMemberType]
+        )
+        ids = {raw.decode() for raw in recent}
+        ids.difference_update(r.id for r in self if r.owner in self._owners)
+        ids.update(r.id for r in self if not r.is_terminal and r.owner not in self._owners)
+        changed: list[TaskRecord] = []
+        ordered = sorted(ids)
+        for start in range(0, len(ordered), _LOAD_BATCH):
+            chunk = ordered[start : start + _LOAD_BATCH]
+            pipe = client.pipeline(transaction=False)  # pyright: ignore[reportUnknownMemberType]
+            for task_id in chunk:
+                pipe.hget(self._task_key(task_id), 'data')  # pyright: ignore[reportUnknownMemberType]
+            values = cast('list[bytes | None]', await pipe.execute())  # pyright: ignore[reportUnknownMemberType]
+            for task_id, raw in zip(chunk, values, strict=True):
+                if raw is None:
+                    continue
+                try:
+                    record = _RECORD.validate_json(raw)
+                except ValidationError:
+                    continue
+                before = self.get(task_id)
+                super().apply(record)
+                after = self.get(task_id)
+                if after is not None and after is not before:
+                    changed.append(after)
+        return changed
 
     async def orphans(self) -> list[TaskRecord]:
         """Live tasks whose owner's lease ran out, each claimed in Redis by this process alone.
