@@ -121,6 +121,8 @@ async def app(url: str, namespace: str, blocked_tasks: int, stepping_tasks: int)
                 ids[config.name].append((await manager.start(config, 'work', scope='bench')).id)
         store: Any = manager.store
         await store.flush()
+        # Let every run reach its model call, so that starting runs do not load the measurement.
+        await anyio.sleep(1 + 0.01 * (blocked_tasks + stepping_tasks))
         print(json.dumps({'participant': manager.participant, **ids}), flush=True)
         await anyio.sleep_forever()
 

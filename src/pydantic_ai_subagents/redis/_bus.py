@@ -723,6 +723,7 @@ class RedisMessageBus(_LocalBus):
     async def _pubsub_pump(self, pubsub: Any) -> None:
         """Receive published messages and replies addressed to this bus."""
         reply_channel = self._reply_channel(self.instance_id).encode()
+        own_origin = f'"origin":"{self.instance_id}"'.encode()
         backoff = 0.05
         try:
             while True:
@@ -737,7 +738,10 @@ class RedisMessageBus(_LocalBus):
                 if item is None:
                     continue
                 data = cast('dict[str, Any]', item)
-                envelope = self._decode(data.get('data'))
+                raw = data.get('data')
+                if isinstance(raw, bytes) and own_origin in raw and data.get('channel') != reply_channel:
+                    continue  # this bus's own publish, already delivered here: not worth decoding
+                envelope = self._decode(raw)
                 if envelope is None:
                     continue
                 message: Message = envelope.message
