@@ -1,6 +1,6 @@
 """Tracing: one OpenTelemetry span per task, through the OpenTelemetry API only.
 
-With no tracer provider configured the API is a no-op, so tracing costs next to nothing. With Logfire
+With no tracer provider configured the API is a no-op, and the task span is not even opened. With Logfire
 (`logfire.configure()` + `logfire.instrument_pydantic_ai()`) or a plain OpenTelemetry SDK, each task is one span named
 for its subagent. A sync task's span is a child of the parent's tool-call span (the caller waits inside it); an async
 task's span starts a trace of its own with a link to that tool-call span, since it outlives the call. The subagent's
@@ -40,6 +40,10 @@ def task_span(
 
     `start_time`: when the task was created, for a span opened later (a task that waited in the queue).
     """
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        # No tracer provider is configured (yet): the span would be a no-op, and so would making it current.
+        yield trace.INVALID_SPAN
+        return
     attributes: dict[str, Any] = {
         'subagents.task_id': record.id,
         'subagents.subagent': record.subagent,
