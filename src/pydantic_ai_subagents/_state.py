@@ -21,7 +21,8 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
@@ -299,6 +300,20 @@ class SharedTaskStore(TaskStore, Protocol):
         ...
 
 
+_RECORD_FIELDS = tuple(f.name for f in dataclass_fields(TaskRecord))
+
+
+def _copy(record: TaskRecord, **changes: Any) -> TaskRecord:
+    """`dataclasses.replace` for the store's writes, without its per-call look at the fields: half the cost.
+
+    The store checks the names in `changes` before it calls this.
+    """
+    copy = object.__new__(TaskRecord)
+    for name in _RECORD_FIELDS:
+        object.__setattr__(copy, name, changes[name] if name in changes else getattr(record, name))
+    return copy
+
+
 _UPDATABLE = frozenset({'usage', 'note', 'metadata', 'question', 'partial_result'})
 _TRANSITION_FIELDS = frozenset({'result', 'error', 'partial_result', 'question', 'note', 'usage'})
 
@@ -349,7 +364,7 @@ class InMemoryTaskStore:
                 raise ValueError(f'task {record.id!r} already exists')
             if record.status not in (TaskStatus.PENDING, TaskStatus.RUNNING):
                 raise ValueError(f'a new task starts PENDING or RUNNING, not {record.status.name}')
-            stored = replace(record, history=(Transition(status=record.status, at=self._clock()),), revision=1)
+            stored = _copy(record, history=(Transition(status=record.status, at=self._clock()),), revision=1)
             self._records[record.id] = stored
         return StatusChange(record=stored, old=None, new=stored.status)
 
@@ -390,7 +405,7 @@ class InMemoryTaskStore:
             now = self._clock()
             if old is TaskStatus.WAITING_FOR_ANSWER and 'question' not in fields:
                 fields['question'] = None
-            updated = replace(
+            updated = _copy(
                 current,
                 status=to,
                 history=(*current.history, Transition(status=to, at=now)),
@@ -409,7 +424,7 @@ class InMemoryTaskStore:
             raise TypeError(f'fields that cannot be updated: {sorted(unknown)}')
         with self._lock:
             current = self._current(task_id)
-            updated = replace(current, revision=current.revision + 1, **fields)
+            updated = _copy(current, revision=current.revision + 1, **fields)
             self._records[task_id] = updated
         return updated
 
@@ -426,7 +441,7 @@ class InMemoryTaskStore:
                 raise TaskAlreadyFinishedError(task_id, current.status.value, TaskStatus.CANCELLED.value)
             if current.cancel is not None and (current.cancel.kind == 'hard' or current.cancel.kind == kind):
                 return current
-            updated = replace(
+            updated = _copy(
                 current,
                 cancel=CancelRequest(kind=kind, requested_by=requested_by, at=self._clock()),
                 revision=current.revision + 1,
