@@ -17,7 +17,13 @@ from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from pydantic_ai_subagents import SubAgentConfig, TaskManager, TaskStatus, create_subagent_toolset
+from pydantic_ai_subagents import (
+    SubAgentConfig,
+    TaskManager,
+    TaskStatus,
+    _manager,  # pyright: ignore[reportPrivateUsage]
+    create_subagent_toolset,
+)
 
 from .conftest import Gate, Script, call, child_text
 
@@ -166,3 +172,33 @@ async def test_the_toolset_builds_its_tool_definitions_once_per_run() -> None:
     assert result.output == 'done'
     assert len(listed) == 1
     assert script.info is not None and 'task' in {t.name for t in script.info.function_tools}
+
+
+async def test_task_events_are_built_only_when_someone_listens(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[str] = []
+    real = _manager.event_for_change
+
+    def counted(change: Any) -> Any:
+        built.append(change.new.value)
+        return real(change)
+
+    monkeypatch.setattr(_manager, 'event_for_change', counted)
+    config = SubAgentConfig(name='worker', model=child_text('ok'))
+    async with TaskManager() as manager:
+        await manager.wait_for((await manager.start(config, 'quiet', scope='s')).id)
+        assert built == []
+        seen: list[str] = []
+
+        async def listen() -> None:
+            async for event in manager.events():
+                seen.append(type(event).__name__)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listen)
+            while not manager.bus.stats().subscriptions:
+                await anyio.sleep(0)
+            await manager.wait_for((await manager.start(config, 'heard', scope='s')).id)
+            await anyio.sleep(0)
+            tg.cancel_scope.cancel()
+    assert built == ['pending', 'running', 'completed']
+    assert seen == ['TaskCreated', 'TaskStarted', 'TaskCompleted']

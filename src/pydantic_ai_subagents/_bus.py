@@ -778,6 +778,13 @@ class InMemoryMessageBus(_LocalBus):
         self._bind()
         return sub
 
+    def has_subscribers(self, topic: str) -> bool:
+        """Whether a message published under `topic` would reach a subscription now (of the topic or the wildcard).
+
+        A publisher can then skip building a message nobody would read.
+        """
+        return bool(self._topics.get(topic) or self._topics.get(WILDCARD_TOPIC))
+
     # -- sending --
 
     def send(self, message: Message) -> None:

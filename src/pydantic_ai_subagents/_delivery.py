@@ -78,6 +78,10 @@ class Delivery:
                 del self._owed[scope]
         self._queued.pop(task_id, None)
 
+    def forwards(self, scope: str) -> bool:
+        """Whether an attached run of `scope` forwards task events."""
+        return any(live.events is not None for live in self._live.get(scope, ()))
+
     def forward(self, event: TaskEvent) -> None:
         """Pass a task event to the attached runs of its scope that forward events."""
         for live in self._live.get(event.scope, ()):

@@ -741,7 +741,7 @@ class TaskManager:
     def forward_run_event(self, runtime: TaskRuntime, event: Any) -> None:
         """Called by the runner, with `forward_subagent_events` on: pass one event of the subagent's run up."""
         record = self.store.get(runtime.id)
-        if record is not None:
+        if record is not None and self._heard(record.scope):
             self._dispatch(run_event(record, event, time.monotonic()), None)
 
     def finish_completed(self, runtime: TaskRuntime, output: Any) -> None:
@@ -851,12 +851,22 @@ class TaskManager:
                 self._live_per_scope[scope] = left
             else:
                 self._live_per_scope.pop(scope, None)
-        event = event_for_change(change)
-        self._dispatch(event, change.record)
+        if self._heard(scope):
+            self._dispatch(event_for_change(change), change.record)
         if runtime is not None:
             runtime.notify()
         if change.new.is_terminal or change.new is TaskStatus.WAITING_FOR_ANSWER:
             self._notify_parent(change.record)
+
+    def _heard(self, scope: str) -> bool:
+        """Whether a task event of `scope` would reach anyone; if not, it is not even built.
+
+        Only the in-memory bus can tell: another bus (Redis) may carry the event to other processes.
+        """
+        bus = self.bus
+        if type(bus) is not InMemoryMessageBus or bus.has_subscribers(EVENTS_TOPIC):
+            return True
+        return self._delivery.forwards(scope)
 
     def _dispatch(self, event: TaskEvent, record: TaskRecord | None) -> None:
         if not self.bus.closed:
@@ -1160,7 +1170,8 @@ class TaskManager:
         if record is None or runtime is None or record.is_terminal or record.cancel is not None:
             return False
         record = self.store.request_cancel(task_id, 'soft', requested_by)
-        self._dispatch(cancel_requested_event(record), record)
+        if self._heard(record.scope):
+            self._dispatch(cancel_requested_event(record), record)
         if record.status is TaskStatus.PENDING:
             self._cancel_pending(runtime)
             return True
@@ -1238,7 +1249,8 @@ class TaskManager:
             record = self.store.request_cancel(runtime.id, 'hard', requested_by)
         except (TaskAlreadyFinishedError, TaskNotFoundError):
             return
-        self._dispatch(cancel_requested_event(record), record)
+        if self._heard(record.scope):
+            self._dispatch(cancel_requested_event(record), record)
         for manager, child_id in runtime.children:
             manager._hard_cancel_by_id(child_id, 'parent')
         if record.status is TaskStatus.PENDING:
