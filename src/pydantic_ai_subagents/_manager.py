@@ -733,7 +733,10 @@ class TaskManager:
 
     def on_turn(self, runtime: TaskRuntime) -> None:
         """A model turn of the task's subagent starts: update usage, and escalate an overdue soft cancel."""
-        self.store.update(runtime.id, usage=usage_snapshot(runtime.usage))
+        usage = usage_snapshot(runtime.usage)
+        record = self.store.get(runtime.id)
+        if record is None or record.usage != usage:  # the first turn has used nothing yet
+            self.store.update(runtime.id, usage=usage)
         asked = runtime.soft_requested_turn
         if asked is not None and runtime.turns - asked > self.soft_cancel_grace_turns:
             self._escalate(runtime)
