@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from types import TracebackType
 from typing import Any, Final, Self, cast
 
@@ -245,6 +245,20 @@ class RedisTaskStore(InMemoryTaskStore):
             await client.zremrangebyscore(f'{self.namespace}:finished', '-inf', cutoff)  # pyright: ignore[reportUnknownMemberType]
         ids = [raw.decode() for raw in cast('list[bytes]', await client.zrange(tasks_key, 0, -1))]  # pyright: ignore[reportUnknownMemberType]
         gone: list[str] = []
+        async for task_id, record in self._read(client, ids):
+            if record is None:
+                gone.append(task_id)  # expired by retention
+            else:
+                super().apply(record)
+        if gone:
+            await client.zrem(tasks_key, *gone)  # pyright: ignore[reportUnknownMemberType]
+        self.prune()
+
+    async def _read(self, client: aioredis.Redis, ids: list[str]) -> AsyncGenerator[tuple[str, TaskRecord | None]]:
+        """The stored records of `ids`, read in batches.
+
+        `None` for a record Redis no longer holds; one that does not load is logged and left out.
+        """
         for start in range(0, len(ids), _LOAD_BATCH):
             chunk = ids[start : start + _LOAD_BATCH]
             pipe = client.pipeline(transaction=False)  # pyright: ignore[reportUnknownMemberType]
@@ -253,17 +267,14 @@ class RedisTaskStore(InMemoryTaskStore):
             values = cast('list[bytes | None]', await pipe.execute())  # pyright: ignore[reportUnknownMemberType]
             for task_id, raw in zip(chunk, values, strict=True):
                 if raw is None:
-                    gone.append(task_id)  # expired by retention
+                    yield task_id, None
                     continue
                 try:
                     record = _RECORD.validate_json(raw)
                 except ValidationError as exc:
                     logger.error('skipped task %s: its stored record does not load: %s', task_id, exc)
                     continue
-                super().apply(record)
-        if gone:
-            await client.zrem(tasks_key, *gone)  # pyright: ignore[reportUnknownMemberType]
-        self.prune()
+                yield task_id, record
 
     # -- writes: in memory at once, to Redis by the pump --
 
@@ -543,25 +554,14 @@ class RedisTaskStore(InMemoryTaskStore):
         ids.difference_update(r.id for r in self if r.owner in self._owners)
         ids.update(r.id for r in self if not r.is_terminal and r.owner not in self._owners)
         changed: list[TaskRecord] = []
-        ordered = sorted(ids)
-        for start in range(0, len(ordered), _LOAD_BATCH):
-            chunk = ordered[start : start + _LOAD_BATCH]
-            pipe = client.pipeline(transaction=False)  # pyright: ignore[reportUnknownMemberType]
-            for task_id in chunk:
-                pipe.hget(self._task_key(task_id), 'data')  # pyright: ignore[reportUnknownMemberType]
-            values = cast('list[bytes | None]', await pipe.execute())  # pyright: ignore[reportUnknownMemberType]
-            for task_id, raw in zip(chunk, values, strict=True):
-                if raw is None:
-                    continue
-                try:
-                    record = _RECORD.validate_json(raw)
-                except ValidationError:
-                    continue
-                before = self.get(task_id)
-                super().apply(record)
-                after = self.get(task_id)
-                if after is not None and after is not before:
-                    changed.append(after)
+        async for task_id, record in self._read(client, sorted(ids)):
+            if record is None:
+                continue
+            before = self.get(task_id)
+            super().apply(record)
+            after = self.get(task_id)
+            if after is not None and after is not before:
+                changed.append(after)
         return changed
 
     async def orphans(self) -> list[TaskRecord]:
