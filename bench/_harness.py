@@ -97,7 +97,7 @@ class Settings:
         return cls(
             mode=mode,
             reps=3,
-            delegation_turns=300,
+            delegation_turns=200,
             fanout_tasks=1000,
             fanout_growth=(1_000, 3_000),
             fanout_timeout=400,
@@ -106,8 +106,8 @@ class Settings:
             soft_cancel_samples=10,
             memory_live=300,
             memory_retained=500,
-            churn_tasks=20_000,
-            churn_every=2_000,
+            churn_tasks=10_000,
+            churn_every=1_000,
             churn_floor=False,
             bus_messages=20_000,
         )

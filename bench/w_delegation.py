@@ -2,25 +2,71 @@
 
 ours: the `task` tool of `create_subagent_toolset` (mode='sync').
 floor: a plain tool `delegate(ctx, description)` that awaits `child.run(...)` with the parent's usage and limits.
+surface: the floor's delegation behind a tool surface like ours (plain Pydantic AI): a second `FunctionToolset` with
+seven tools of the same names and parameters, whose `task` is the floor's delegation and whose other tools are never
+called, and our toolset's instructions. It measures what any toolset of this shape costs on Pydantic AI, so that
+ours/surface is the share of the library's own code.
 Both parent runs get `usage_limits=UsageLimits(request_limit=None)` so neither trips the default request limit.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 import anyio
 from pydantic_ai import Agent, RunContext
+from pydantic_ai.toolsets import FunctionToolset
 from pydantic_ai.usage import UsageLimits
 
-from _harness import VARIANTS, Metric, Settings, Variant, WorkloadResult, alternate, noise_note, ratio, spread
+from _harness import VARIANTS, Metric, Settings, WorkloadResult, alternate, noise_note, ratio, spread
 from _models import CHILD_INSTRUCTIONS, instant_child, looping_parent
 from pydantic_ai_subagents import SubAgentConfig, create_subagent_toolset
+from pydantic_ai_subagents._toolset import INSTRUCTIONS
+
+DelegationVariant = Literal['ours', 'floor', 'surface']
 
 GOAL = 1.05
 
 
-async def one_run(variant: Variant, turns: int) -> float:
+def _surface_toolset(child: Agent[None, str]) -> FunctionToolset[None]:
+    """Plain Pydantic AI tools with the names and parameters of ours; `task` delegates as the floor does."""
+
+    async def task(ctx: RunContext[None], description: str, subagent_type: str, mode: Literal['sync', 'async']) -> str:
+        """Delegate a job to a subagent."""
+        return (await child.run(description, usage=ctx.usage, usage_limits=ctx.usage_limits)).output
+
+    async def check_task(task_id: str) -> str:
+        """Status of a task."""
+        return task_id
+
+    async def list_active_tasks() -> str:
+        """Live tasks."""
+        return ''
+
+    async def soft_cancel_task(task_id: str) -> str:
+        """Ask a task to stop."""
+        return task_id
+
+    async def hard_cancel_task(task_id: str) -> str:
+        """Stop a task now."""
+        return task_id
+
+    async def answer_subagent(task_id: str, answer: str) -> str:
+        """Answer a question."""
+        return answer
+
+    async def wait_tasks(task_ids: list[str], mode: Literal['all', 'any'] = 'all', timeout: float = 60) -> str:
+        """Wait for tasks."""
+        return ''
+
+    toolset: FunctionToolset[None] = FunctionToolset([task], instructions=INSTRUCTIONS)
+    for tool in (check_task, list_active_tasks, soft_cancel_task, hard_cancel_task, answer_subagent, wait_tasks):
+        toolset.tool_plain(tool)
+    return toolset
+
+
+async def one_run(variant: DelegationVariant, turns: int) -> float:
     """Seconds per delegation of one parent run with `turns` delegations."""
     limits = UsageLimits(request_limit=None)
     if variant == 'ours':
@@ -34,6 +80,13 @@ async def one_run(variant: Variant, turns: int) -> float:
             started = time.perf_counter()
             result = await parent.run('Go.', usage_limits=limits)
             elapsed = time.perf_counter() - started
+    elif variant == 'surface':
+        child = Agent(instant_child(), instructions=CHILD_INSTRUCTIONS)
+        args = {'description': 'Do job x.', 'subagent_type': 'worker', 'mode': 'sync'}
+        parent = Agent(looping_parent(turns, 'task', args), toolsets=[_surface_toolset(child)])
+        started = time.perf_counter()
+        result = await parent.run('Go.', usage_limits=limits)
+        elapsed = time.perf_counter() - started
     else:
         child = Agent(instant_child(), instructions=CHILD_INSTRUCTIONS)
         parent = Agent(looping_parent(turns, 'delegate', {'description': 'Do job x.'}))
@@ -58,10 +111,12 @@ def run(settings: Settings) -> WorkloadResult:
         params={'turns': turns, 'reps': settings.reps},
     )
 
-    async def main() -> dict[Variant, list[float]]:
-        for variant in VARIANTS if settings.warmup else ():  # warm-up: imports, schema caches
+    variants: tuple[DelegationVariant, ...] = (*VARIANTS, 'surface')
+
+    async def main() -> dict[DelegationVariant, list[float]]:
+        for variant in variants if settings.warmup else ():  # warm-up: imports, schema caches
             await one_run(variant, 3)
-        return await alternate(settings.reps, VARIANTS, lambda v: one_run(v, turns))
+        return await alternate(settings.reps, variants, lambda v: one_run(v, turns))
 
     samples = anyio.run(main)
     ours = spread([s * 1e3 for s in samples['ours']])
@@ -80,6 +135,25 @@ def run(settings: Settings) -> WorkloadResult:
         )
     )
     result.add(Metric('extra time per delegation', 'ms', ours['median'] - floor['median']))
+    surface = spread([s * 1e3 for s in samples['surface']])
+    result.add(
+        Metric(
+            'floor behind a tool surface like ours (plain Pydantic AI)',
+            'ms',
+            surface,
+            floor,
+            ratio(surface['median'], floor['median']),
+            note='what a second toolset of 7 tools plus instructions costs on Pydantic AI, without this library',
+        )
+    )
+    result.add(
+        Metric(
+            'ours over that surface floor',
+            'x',
+            ratio(ours['median'], surface['median']),
+            note="this library's own share of the delegation overhead",
+        )
+    )
     result.notes.append(
         'Both variants pay Pydantic AI costs that grow with the parent history, so the per-delegation time grows '
         'with N; the ratio and the extra ms per delegation are the numbers to compare.'
