@@ -35,6 +35,8 @@ class Settings:
 
     mode: Mode
     reps: int
+    alternative_reps: int
+    """Repetitions of the timed workloads of the other libraries (each against its own floor)."""
     delegation_turns: int
     fanout_tasks: int
     fanout_growth: tuple[int, ...]
@@ -59,6 +61,7 @@ class Settings:
             return cls(
                 mode=mode,
                 reps=1,
+                alternative_reps=1,
                 delegation_turns=5,
                 fanout_tasks=30,
                 fanout_growth=(),
@@ -80,6 +83,7 @@ class Settings:
             return cls(
                 mode=mode,
                 reps=5,
+                alternative_reps=5,
                 delegation_turns=1000,
                 fanout_tasks=1000,
                 fanout_growth=(1_000, 10_000, 100_000),
@@ -97,6 +101,7 @@ class Settings:
         return cls(
             mode=mode,
             reps=3,
+            alternative_reps=2,
             delegation_turns=150,
             fanout_tasks=1000,
             fanout_growth=(1_000, 2_000),
@@ -106,8 +111,8 @@ class Settings:
             soft_cancel_samples=10,
             memory_live=300,
             memory_retained=500,
-            churn_tasks=8_000,
-            churn_every=800,
+            churn_tasks=5_000,
+            churn_every=500,
             churn_floor=False,
             bus_messages=20_000,
         )

@@ -265,7 +265,7 @@ def run_alternatives(settings: Settings, results: list[WorkloadResult]) -> dict[
     options = {
         '--only': ','.join(only),
         '--turns': settings.delegation_turns,
-        '--reps': settings.reps,
+        '--reps': settings.alternative_reps,
         '--fanout': settings.fanout_tasks,
         '--cancel-live': ','.join(str(n) for n in settings.cancel_live),
         '--cancel-samples': settings.cancel_samples,
