@@ -62,11 +62,11 @@ docs-serve: install ## Serve the documentation site with live reload
 	@$(UV) run --frozen mkdocs serve
 
 .PHONY: bench
-bench: install ## Benchmarks against a plain Pydantic AI floor and two other libraries (about 10 minutes; see bench/README.md)
+bench: install ## Benchmarks against a plain Pydantic AI floor and two other libraries (about 8 minutes; see bench/README.md)
 	@$(UV) run --frozen python bench/run.py --alternatives
 
 .PHONY: bench-fast
-bench-fast: install ## Benchmarks against the floor only (about 5 minutes)
+bench-fast: install ## Benchmarks against the floor only (about 4 minutes)
 	@$(UV) run --frozen python bench/run.py
 
 .PHONY: bench-redis
