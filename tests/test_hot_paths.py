@@ -7,6 +7,8 @@ count of tasks or objects, never a time.
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import Generator
 from contextlib import contextmanager
 from typing import Any
@@ -121,6 +123,36 @@ async def test_a_wait_on_many_tasks_holds_one_watch_per_task_and_leaves_none() -
         gate.release.set()
         assert (await manager.wait_for(stuck)).status is TaskStatus.COMPLETED
     assert most_watches == 1
+
+
+async def test_a_wait_lets_go_of_each_finished_task_but_keeps_its_result() -> None:
+    """A wait on many tasks keeps a finished task's final record, not the runtime its run needed; with retention
+    dropping that record from the store, the wait still returns it."""
+    gate = Gate()
+    config = SubAgentConfig(name='worker', model=child_text('ok'))
+    blocked = SubAgentConfig(name='blocked', model=gate.model())
+    async with TaskManager(max_concurrent_tasks=None, max_retained=0) as manager:
+        runtimes = manager._runtimes  # pyright: ignore[reportPrivateUsage]
+        stuck = (await manager.start(blocked, 'stuck', scope='s')).id
+        ids = [(await manager.start(config, f'job {i}', scope='s')).id for i in range(20)]
+        gone = [weakref.ref(runtimes[task_id]) for task_id in ids]
+        async with anyio.create_task_group() as tg:
+
+            async def wait_all() -> None:
+                records = await manager.wait([*ids, stuck])
+                assert [(r.status, r.result) for r in records] == [(TaskStatus.COMPLETED, 'ok')] * 20 + [
+                    (TaskStatus.COMPLETED, 'child result')
+                ]
+
+            tg.start_soon(wait_all)
+            await gate.entered.wait()
+            while any(task_id in runtimes for task_id in ids):
+                await anyio.sleep(0.001)
+            await anyio.sleep(0)  # the wait has taken in every change
+            gc.collect()
+            assert [ref() for ref in gone] == [None] * 20
+            assert all(manager.get(task_id) is None for task_id in ids)  # retention dropped them
+            gate.release.set()
 
 
 async def test_queued_tasks_get_an_asyncio_task_only_when_they_start_and_start_in_order() -> None:

@@ -968,21 +968,28 @@ class TaskManager:
             return record.is_terminal or (until_question and record.status is TaskStatus.WAITING_FOR_ANSWER)
 
         held = {task_id: self._runtimes[task_id] for task_id in task_ids if task_id in self._runtimes}
+        # A task that finishes while we wait gives back its runtime and leaves its final snapshot here, so a wait on
+        # many tasks keeps one record per finished task alive, not everything its run needed.
+        finals: dict[str, TaskRecord] = {}
+
+        def final(task_id: str) -> TaskRecord | None:
+            if (record := finals.get(task_id)) is not None:
+                return record
+            runtime = held.get(task_id)
+            return None if runtime is None else runtime.final
 
         def snapshot() -> list[TaskRecord]:
             records: list[TaskRecord] = []
             for task_id in task_ids:
-                record = self.store.get(task_id)
-                if record is None and task_id in held:
-                    # It finished while we waited and retention already dropped it: its final snapshot stands.
-                    record = held[task_id].final
+                # Retention may have dropped a task that finished while we waited: its final snapshot stands.
+                record = self.store.get(task_id) or final(task_id)
                 if record is None:
                     raise TaskNotFoundError(task_id)
                 records.append(record)
             return records
 
         records = snapshot()
-        runtimes = list(held.values())
+        runtimes = list(held.values()) if _direct else []
         # Only the tasks that report a change are looked at again: a wait on many tasks costs O(changes), not
         # O(tasks) per change, and each task holds one watch of this call at a time.
         unsettled = {record.id for record in records if not settled(record)}
@@ -1016,12 +1023,13 @@ class TaskManager:
                     for task_id in changed:
                         if task_id not in unsettled:
                             continue
-                        record = self.store.get(task_id)
-                        if record is None and task_id in held:
-                            record = held[task_id].final
+                        record = self.store.get(task_id) or final(task_id)
                         if record is None or settled(record):
                             unsettled.discard(task_id)
                             wanted -= 1
+                            if record is not None and record.is_terminal:
+                                finals[task_id] = record
+                                held.pop(task_id, None)
                         else:
                             watch(task_id)
         finally:
