@@ -187,6 +187,29 @@ async def test_queued_tasks_get_an_asyncio_task_only_when_they_start_and_start_i
     assert manager._runtimes == {}  # pyright: ignore[reportPrivateUsage]
 
 
+async def test_a_queued_task_is_a_few_objects_until_it_starts() -> None:
+    """Tasks queued behind the concurrency limit get their cancellation token and cancel scope when they start: many
+    queued tasks are many objects for the garbage collector to walk. Cancelling a queued one still works."""
+    gate = Gate()
+    config = SubAgentConfig(name='worker', model=child_text('ok'))
+    async with TaskManager(max_concurrent_tasks=1, max_tasks_per_scope=1000) as manager:
+        first = (await manager.start(SubAgentConfig(name='b', model=gate.model()), 'b', scope='s')).id
+        await gate.entered.wait()
+        await manager.start(config, 'warm up', scope='s')
+        gc.collect()
+        before = len(gc.get_objects())
+        ids = [(await manager.start(config, f'job {i}', scope='s')).id for i in range(200)]
+        gc.collect()
+        per_task = (len(gc.get_objects()) - before) / 200
+        assert per_task <= 16, per_task
+        assert manager.hard_cancel(ids[0]) and manager.soft_cancel(ids[1])
+        gate.release.set()
+        records = await manager.wait([first, *ids])
+    statuses = [r.status for r in records]
+    assert statuses[1:3] == [TaskStatus.CANCELLED] * 2
+    assert statuses.count(TaskStatus.COMPLETED) == 199
+
+
 async def test_the_toolset_builds_its_tool_definitions_once_per_run() -> None:
     toolset = create_subagent_toolset([SubAgentConfig(name='worker', model=child_text('ok'))])
     listed: list[int] = []

@@ -53,7 +53,7 @@ SOFT_CANCEL_NOTICE = (
 )
 
 
-@dataclass(kw_only=True, eq=False)
+@dataclass(kw_only=True, eq=False, slots=True, weakref_slot=True)
 class TaskRuntime:
     """What the manager and the runner share about one live task (never handed to users)."""
 
@@ -67,10 +67,8 @@ class TaskRuntime:
     timeout: float | None
     depth: int
     parent_usage: RunUsage | None = None
-    token: CancellationToken = field(default_factory=CancellationToken)
     run: AgentRun[Any, Any] | None = None
     usage: RunUsage = field(default_factory=RunUsage)
-    cancel_scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     stopped: anyio.Event = field(default_factory=anyio.Event)
     """Set once the task's run has exited (or the task ended before starting)."""
     watchers: list[Watcher] = field(default_factory=list['Watcher'])
@@ -96,6 +94,23 @@ class TaskRuntime:
     """Tool calls of the parent waiting on this task right now; they report its outcome, so no notice is sent."""
     backend: RunBackend | None = None
     """Where the run executes when not in this process's event loop (a child process, a worker)."""
+    # Made when first needed: a queued task does without them (many queued tasks are many objects for the GC).
+    _token: CancellationToken | None = field(default=None, init=False, repr=False)
+    _cancel_scope: anyio.CancelScope | None = field(default=None, init=False, repr=False)
+
+    @property
+    def token(self) -> CancellationToken:
+        """The cancellation token of the task's run."""
+        if self._token is None:
+            self._token = CancellationToken()
+        return self._token
+
+    @property
+    def cancel_scope(self) -> anyio.CancelScope:
+        """The cancel scope around the task's whole life once it is spawned; cancelling it first is allowed."""
+        if self._cancel_scope is None:
+            self._cancel_scope = anyio.CancelScope()
+        return self._cancel_scope
 
     def stop(self) -> None:
         """Stop the run now; if it is still being set up, as soon as it exists."""
