@@ -62,7 +62,7 @@ docs-serve: install ## Serve the documentation site with live reload
 	@$(UV) run --frozen mkdocs serve
 
 .PHONY: bench
-bench: install ## Benchmarks against a plain Pydantic AI floor and two other libraries (about 8 minutes; see bench/README.md)
+bench: install ## Benchmarks against a plain Pydantic AI floor and two other libraries (8 to 9 minutes; see bench/README.md)
 	@$(UV) run --frozen python bench/run.py --alternatives
 
 .PHONY: bench-fast
