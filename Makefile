@@ -69,6 +69,10 @@ bench: install ## Benchmarks against a plain Pydantic AI floor and two other lib
 bench-fast: install ## Benchmarks against the floor only (about 4 minutes)
 	@$(UV) run --frozen python bench/run.py
 
+.PHONY: bench-larger
+bench-larger: install ## Fan-out to 100,000 tasks point by point, and a 100,000-task churn (about 50 minutes)
+	@$(UV) run --frozen python bench/larger.py
+
 .PHONY: bench-redis
 bench-redis: install system-deps ## Across processes on Redis: cancel latency from another process, worker round trip and throughput
 	@$(UV) run --frozen python bench/redis_bench.py
