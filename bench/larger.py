@@ -14,28 +14,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from typing import Any
 
+from _harness import Settings, Worker
+from run import environment
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 DEFAULT_JSON = os.path.join(HERE, 'results', 'larger-sizes.json')
 DEFAULT_PNG = os.path.join(os.path.dirname(HERE), 'docs', 'img', 'benchmarks-larger.png')
+WORKER_TIMEOUT = 4 * 3600.0
+"""A bound on one worker, far above the largest point here (about 20 minutes on a slow 2-core machine)."""
 
 
-def _start(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, os.path.join(HERE, 'run.py'), '--worker', *args], stdout=subprocess.PIPE, text=True
-    )
-
-
-def _result(proc: subprocess.Popen[str]) -> dict[str, Any]:
-    out, _ = proc.communicate()
-    if proc.returncode != 0:
-        raise SystemExit(f'a worker failed (exit {proc.returncode}): {proc.args}')
-    return json.loads(out.strip().splitlines()[-1])
+def _result(worker: Worker) -> dict[str, Any]:
+    data = worker.result(WORKER_TIMEOUT)
+    if 'timeout' in data:
+        raise SystemExit(f'worker {" ".join(worker.args)} did not finish within {WORKER_TIMEOUT:.0f} s')
+    data.pop('process_seconds', None)
+    return data
 
 
 def fanout_points(sizes: list[int]) -> dict[str, list[dict[str, Any]]]:
@@ -43,9 +41,9 @@ def fanout_points(sizes: list[int]) -> dict[str, list[dict[str, Any]]]:
     growth: dict[str, list[dict[str, Any]]] = {'ours': [], 'floor': []}
     for n in sizes:
         t0 = time.perf_counter()
-        procs = {variant: _start('fanout-point', variant, str(n)) for variant in growth}
-        for variant, proc in procs.items():
-            growth[variant].append({'tasks': n, **_result(proc)})
+        workers = {variant: Worker(['fanout-point', variant, str(n)]) for variant in growth}
+        for variant, worker in workers.items():
+            growth[variant].append({'tasks': n, **_result(worker)})
         ours, floor = growth['ours'][-1], growth['floor'][-1]
         print(
             f'{n:>9,} tasks: ours {ours["seconds"]:.1f} s, floor {floor["seconds"]:.1f} s '
@@ -59,7 +57,7 @@ def fanout_points(sizes: list[int]) -> dict[str, list[dict[str, Any]]]:
 def churn(tasks: int, retained: int) -> list[dict[str, Any]]:
     """RSS and internal table sizes while churning `tasks` tasks through ours."""
     every = max(1, tasks // 10)
-    points = _result(_start('churn', 'ours', str(tasks), str(every), str(retained)))['points']
+    points = _result(Worker(['churn', 'ours', str(tasks), str(every), str(retained)]))['points']
     for point in points:
         print(f'  churned {point["tasks"]:>9,}: RSS {point["rss"] / 2**20:.1f} MiB, {point["store_records"]} records')
     return points
@@ -74,9 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--out', default=DEFAULT_PNG, help='where to write the plot')
     args = parser.parse_args(argv)
     sizes = [int(s.replace('_', '')) for s in args.sizes.split(',') if s.strip()]
-
-    from _harness import Settings
-    from run import environment
 
     env = environment(Settings.for_mode('full'))
     env['mode'] = 'larger sizes, point by point'
