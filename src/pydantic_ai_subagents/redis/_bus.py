@@ -45,17 +45,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         'pydantic_ai_subagents.redis needs the redis package: install pydantic-ai-subagents[redis]'
     ) from exc
 
-from .._bus import (
-    DEFAULT_MAX_BUFFER,
-    WILDCARD_TOPIC,
-    BusStats,
-    Inbox,
-    Mailbox,
-    Message,
-    OverflowPolicy,
-    Subscription,
-    _LocalBus,  # pyright: ignore[reportPrivateUsage]
-)
+from .._bus import DEFAULT_MAX_BUFFER, WILDCARD_TOPIC, BusStats, Inbox, Mailbox, Message, OverflowPolicy, Subscription
+from .._bus._local import LocalBus
 from .._errors import BusClosedError, BusError, MailboxFullError, UnknownRecipientError
 from ._codec import Envelope, MessageCodecError, decode, encode, is_registered
 
@@ -98,7 +89,7 @@ class RedisBusStats(BusStats):
     """Participants with an open mailbox somewhere, as last seen by this process."""
 
 
-class RedisMessageBus(_LocalBus):
+class RedisMessageBus(LocalBus):
     """A [`MessageBus`][pydantic_ai_subagents.MessageBus] that several processes share through one Redis server.
 
     A message sent in one process to a participant whose mailbox is open in another arrives there; a message
