@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 
 from pydantic_ai_subagents._errors import InvalidTransitionError, TaskAlreadyFinishedError, TaskNotFoundError
+from pydantic_ai_subagents._memory_store import InMemoryTaskStore
 from pydantic_ai_subagents._state import (
     CancelRequest,
-    InMemoryTaskStore,
     StatusChange,
     TaskRecord,
     TaskStatus,

@@ -53,10 +53,10 @@ from ._events import (
     TaskStarted,
 )
 from ._manager import OnRunEnd, TaskEventMessage, TaskManager, WaitMode
+from ._memory_store import InMemoryTaskStore
 from ._remote import ClaimReply, TaskClaim, WorkerUpdate
 from ._state import (
     CancelKind,
-    InMemoryTaskStore,
     SharedTaskStore,
     StatusChange,
     TaskMode,

@@ -1,4 +1,4 @@
-"""The task state machine and the in-memory task store.
+"""The task state machine: task states, their legal transitions, task records, and what a task store must offer.
 
 This module knows nothing of Pydantic AI: it is plain data and the rules that govern it.
 
@@ -10,29 +10,23 @@ Rules it keeps:
   [`TaskAlreadyFinishedError`][pydantic_ai_subagents.TaskAlreadyFinishedError], which callers turn into an
   "already finished" reply.
 - Every transition produces exactly one [`StatusChange`][pydantic_ai_subagents.StatusChange], so every task has
-  exactly one terminal change. The store applies transitions under a lock, so two threads racing to finish the
-  same task produce one winner and one `TaskAlreadyFinishedError`.
-- What leaves the store is an immutable [`TaskRecord`][pydantic_ai_subagents.TaskRecord] snapshot.
+  exactly one terminal change. A store applies transitions atomically (the in-memory one under a lock), so two
+  threads racing to finish the same task produce one winner and one `TaskAlreadyFinishedError`.
+- What leaves a store is an immutable [`TaskRecord`][pydantic_ai_subagents.TaskRecord] snapshot.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
-
-from ._errors import InvalidTransitionError, TaskAlreadyFinishedError, TaskNotFoundError
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 __all__ = (
     'CancelKind',
     'CancelRequest',
-    'InMemoryTaskStore',
     'SharedTaskStore',
     'StatusChange',
     'TaskMode',
@@ -300,207 +294,16 @@ class SharedTaskStore(TaskStore, Protocol):
         ...
 
 
-_RECORD_FIELDS = tuple(f.name for f in dataclass_fields(TaskRecord))
+if TYPE_CHECKING:
+    from ._memory_store import InMemoryTaskStore as InMemoryTaskStore
+else:
 
+    def __getattr__(name: str) -> object:
+        # The task manager still imports the in-memory store from here. It is looked up only when asked for, so this
+        # module never imports `_memory_store` (which imports this one) whichever of the two is loaded first. This
+        # goes once no module imports the store from here.
+        if name == 'InMemoryTaskStore':
+            from ._memory_store import InMemoryTaskStore
 
-def _copy(record: TaskRecord, **changes: Any) -> TaskRecord:
-    """`dataclasses.replace` for the store's writes, without its per-call look at the fields: half the cost.
-
-    The store checks the names in `changes` before it calls this.
-    """
-    copy = object.__new__(TaskRecord)
-    for name in _RECORD_FIELDS:
-        object.__setattr__(copy, name, changes[name] if name in changes else getattr(record, name))
-    return copy
-
-
-_UPDATABLE = frozenset({'usage', 'note', 'metadata', 'question', 'partial_result'})
-_TRANSITION_FIELDS = frozenset({'result', 'error', 'partial_result', 'question', 'note', 'usage'})
-
-
-class InMemoryTaskStore:
-    """The default [`TaskStore`][pydantic_ai_subagents.TaskStore]: a dict of records guarded by a lock.
-
-    Finished tasks are kept until there are more than `max_retained` of them or they are older than
-    `retention_seconds`; the oldest finished ones go first. Live tasks are never pruned.
-    """
-
-    def __init__(
-        self,
-        *,
-        max_retained: int = 1000,
-        retention_seconds: float | None = 3600.0,
-        clock: Any = time.monotonic,
-    ) -> None:
-        """Create an empty store.
-
-        Args:
-            max_retained: Finished tasks kept at most (the oldest are dropped first). 1,000 records stay well under
-                20 MB even with long results, while covering any conversation's recent history.
-            retention_seconds: Finished tasks older than this are dropped; `None` keeps them until `max_retained`.
-            clock: Monotonic clock, replaceable in tests.
-        """
-        if max_retained < 0:
-            raise ValueError('max_retained must be >= 0')
-        self.max_retained = max_retained
-        self.retention_seconds = retention_seconds
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._records: dict[str, TaskRecord] = {}
-        self._finished: OrderedDict[str, float] = OrderedDict()
-        self._pruned: OrderedDict[str, str] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def __iter__(self) -> Iterator[TaskRecord]:
-        with self._lock:
-            return iter(list(self._records.values()))
-
-    def create(self, record: TaskRecord) -> StatusChange:
-        """Add a new task; it must be `PENDING` or `RUNNING` and have a fresh id."""
-        with self._lock:
-            if record.id in self._records:
-                raise ValueError(f'task {record.id!r} already exists')
-            if record.status not in (TaskStatus.PENDING, TaskStatus.RUNNING):
-                raise ValueError(f'a new task starts PENDING or RUNNING, not {record.status.name}')
-            stored = _copy(record, history=(Transition(status=record.status, at=self._clock()),), revision=1)
-            self._records[record.id] = stored
-        return StatusChange(record=stored, old=None, new=stored.status)
-
-    def get(self, task_id: str) -> TaskRecord | None:
-        """The task's current snapshot, or `None` if unknown or pruned."""
-        return self._records.get(task_id)
-
-    def was_pruned(self, task_id: str) -> str | None:
-        """The scope of a task that existed but was dropped by retention (remembered for a while), else `None`."""
-        return self._pruned.get(task_id)
-
-    def _current(self, task_id: str) -> TaskRecord:
-        try:
-            return self._records[task_id]
-        except KeyError:
-            raise TaskNotFoundError(task_id) from None
-
-    def transition(self, task_id: str, to: TaskStatus, **fields: Any) -> StatusChange:
-        """Move a task to `to`, setting `fields` (`result`, `error`, `partial_result`, `question`, `note`, `usage`).
-
-        Leaving `WAITING_FOR_ANSWER` clears the pending question unless `question` is given.
-
-        Raises:
-            TaskNotFoundError: unknown id.
-            TaskAlreadyFinishedError: the task is already terminal.
-            InvalidTransitionError: the state machine does not allow it.
-        """
-        unknown = set(fields) - _TRANSITION_FIELDS
-        if unknown:
-            raise TypeError(f'unknown task fields: {sorted(unknown)}')
-        with self._lock:
-            current = self._current(task_id)
-            old = current.status
-            if old.is_terminal:
-                raise TaskAlreadyFinishedError(task_id, old.value, to.value)
-            if not old.can_become(to):
-                raise InvalidTransitionError(task_id, old.value, to.value)
-            now = self._clock()
-            if old is TaskStatus.WAITING_FOR_ANSWER and 'question' not in fields:
-                fields['question'] = None
-            updated = _copy(
-                current,
-                status=to,
-                history=(*current.history, Transition(status=to, at=now)),
-                revision=current.revision + 1,
-                **fields,
-            )
-            self._records[task_id] = updated
-            if to.is_terminal:
-                self._finished[task_id] = now
-        return StatusChange(record=updated, old=old, new=to)
-
-    def update(self, task_id: str, **fields: Any) -> TaskRecord:
-        """Change `usage`, `note`, `metadata`, `question` or `partial_result` without a state change."""
-        unknown = set(fields) - _UPDATABLE
-        if unknown:
-            raise TypeError(f'fields that cannot be updated: {sorted(unknown)}')
-        with self._lock:
-            current = self._current(task_id)
-            updated = _copy(current, revision=current.revision + 1, **fields)
-            self._records[task_id] = updated
-        return updated
-
-    def request_cancel(self, task_id: str, kind: CancelKind, requested_by: str) -> TaskRecord:
-        """Record a cancel request; a hard request replaces a soft one, never the other way round.
-
-        Raises:
-            TaskNotFoundError: unknown id.
-            TaskAlreadyFinishedError: the task is already terminal.
-        """
-        with self._lock:
-            current = self._current(task_id)
-            if current.status.is_terminal:
-                raise TaskAlreadyFinishedError(task_id, current.status.value, TaskStatus.CANCELLED.value)
-            if current.cancel is not None and (current.cancel.kind == 'hard' or current.cancel.kind == kind):
-                return current
-            updated = _copy(
-                current,
-                cancel=CancelRequest(kind=kind, requested_by=requested_by, at=self._clock()),
-                revision=current.revision + 1,
-            )
-            self._records[task_id] = updated
-        return updated
-
-    def apply(self, record: TaskRecord) -> StatusChange | None:
-        """Take in a snapshot of a task written elsewhere, unless the copy here is as new or newer.
-
-        A terminal copy is never replaced by a snapshot that is not terminal, and a task this store already pruned
-        is not brought back.
-
-        Returns:
-            The status change it makes here (`old` is `None` for a task new to this store), or `None` when the
-            status did not change or the snapshot was not taken in.
-        """
-        with self._lock:
-            current = self._records.get(record.id)
-            if current is None:
-                if record.id in self._pruned:
-                    return None
-                self._records[record.id] = record
-                if record.is_terminal:
-                    self._finished[record.id] = self._clock()
-                return StatusChange(record=record, old=None, new=record.status)
-            if record.revision <= current.revision or (current.is_terminal and record.status is not current.status):
-                return None
-            self._records[record.id] = record
-            if record.status is current.status:
-                return None
-            if record.is_terminal:
-                self._finished[record.id] = self._clock()
-            return StatusChange(record=record, old=current.status, new=record.status)
-
-    def list(self, scope: str | None = None, *, active_only: bool = False) -> list[TaskRecord]:
-        """Tasks in creation order, optionally only one scope's and only the live ones."""
-        with self._lock:
-            records = list(self._records.values())
-        return [
-            r for r in records if (scope is None or r.scope == scope) and not (active_only and r.status.is_terminal)
-        ]
-
-    def prune(self) -> list[str]:
-        """Drop finished tasks past `max_retained` or older than `retention_seconds`; return their ids."""
-        dropped: list[str] = []
-        with self._lock:
-            now = self._clock()
-            while self._finished:
-                task_id, finished_at = next(iter(self._finished.items()))
-                too_many = len(self._finished) > self.max_retained
-                too_old = self.retention_seconds is not None and now - finished_at > self.retention_seconds
-                if not (too_many or too_old):
-                    break
-                del self._finished[task_id]
-                record = self._records.pop(task_id)
-                self._pruned[task_id] = record.scope
-                dropped.append(task_id)
-            # Remember pruned ids (bounded) so the model can be told "gone" rather than "unknown".
-            while len(self._pruned) > max(self.max_retained, 1000):
-                self._pruned.popitem(last=False)
-        return dropped
+            return InMemoryTaskStore
+        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

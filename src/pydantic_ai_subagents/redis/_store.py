@@ -35,7 +35,8 @@ import anyio.abc
 from pydantic import TypeAdapter, ValidationError
 
 from .._errors import SubagentsError
-from .._state import CancelKind, InMemoryTaskStore, StatusChange, TaskRecord, TaskStatus
+from .._memory_store import InMemoryTaskStore
+from .._state import CancelKind, StatusChange, TaskRecord, TaskStatus
 
 try:
     import redis.asyncio as aioredis
