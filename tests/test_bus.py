@@ -246,6 +246,67 @@ async def test_mailbox_context_managers_close_and_free_the_name() -> None:
 
 
 @pytest.mark.anyio
+async def test_wait_for_participant_returns_at_once_for_an_open_mailbox() -> None:
+    async with InMemoryMessageBus() as in_memory:
+        bus: MessageBus = in_memory
+        with bus.open_mailbox('worker'):
+            await bus.wait_for_participant('worker', timeout=0)
+        with pytest.raises(TimeoutError, match="participant 'worker' did not open a mailbox"):
+            await bus.wait_for_participant('worker', timeout=0)
+        assert in_memory._arrivals == {}
+
+
+@pytest.mark.anyio
+async def test_wait_for_participant_waits_until_the_mailbox_opens() -> None:
+    arrived: list[str] = []
+    async with InMemoryMessageBus() as bus:
+
+        async def wait(name: str) -> None:
+            await bus.wait_for_participant('late', timeout=60)
+            arrived.append(name)
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait, 'first')
+                tg.start_soon(wait, 'second')
+                await anyio.wait_all_tasks_blocked()
+                assert arrived == []
+                # A mailbox that opens and closes again before the waiters run does not count.
+                bus.open_mailbox('late').close()
+                await anyio.wait_all_tasks_blocked()
+                assert arrived == []
+                box = bus.open_mailbox('late')
+        assert sorted(arrived) == ['first', 'second']
+        bus.send(progress('now it is known', to='late'))
+        assert box.queued == 1
+        with pytest.raises(TimeoutError, match="'other'"):
+            await bus.wait_for_participant('other', timeout=0.01)
+        assert bus._arrivals == {}
+
+
+@pytest.mark.anyio
+async def test_closing_the_bus_wakes_participant_waiters() -> None:
+    bus = InMemoryMessageBus()
+    outcomes: list[str] = []
+
+    async def wait() -> None:
+        try:
+            await bus.wait_for_participant('never', timeout=60)
+        except BusClosedError:
+            outcomes.append('closed')
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            await bus.aclose()
+    assert outcomes == ['closed']
+    assert bus._arrivals == {}
+    with pytest.raises(BusClosedError):
+        await bus.wait_for_participant('never', timeout=60)
+
+
+@pytest.mark.anyio
 async def test_queue_options_are_validated() -> None:
     async with InMemoryMessageBus() as bus:
         with pytest.raises(ValueError, match='max_buffer'):

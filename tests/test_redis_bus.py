@@ -241,6 +241,25 @@ async def test_close_wakes_every_waiter_and_leaves_nothing_running(redis_url: st
     assert leftover_tasks() == []
 
 
+async def test_closing_the_bus_wakes_a_participant_waiter(redis_url: str, namespace: str) -> None:
+    outcomes: list[str] = []
+    async with RedisMessageBus(redis_url, namespace=namespace, **FAST) as bus:
+
+        async def wait() -> None:
+            try:
+                await bus.wait_for_participant('never', timeout=30)
+            except BusClosedError:
+                outcomes.append('closed')
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait)
+                await anyio.sleep(0.1)
+                assert outcomes == []
+                bus.close()
+    assert outcomes == ['closed']
+
+
 async def test_undecodable_messages_are_dropped_and_counted(
     pair: tuple[RedisMessageBus, RedisMessageBus], redis_url: str, namespace: str
 ) -> None:

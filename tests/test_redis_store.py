@@ -10,7 +10,7 @@ import anyio
 import pytest
 import redis.asyncio as aioredis
 
-from pydantic_ai_subagents import InMemoryTaskStore, SubagentsError, TaskRecord, TaskStatus
+from pydantic_ai_subagents import InMemoryTaskStore, SharedTaskStore, SubagentsError, TaskRecord, TaskStatus
 from pydantic_ai_subagents.redis import RedisTaskStore
 
 from . import redis_server
@@ -135,6 +135,24 @@ def test_apply_takes_only_newer_snapshots_and_never_reopens_a_finished_task() ->
     assert store.prune() == ['t']
     assert store.apply(done) is None  # pruned here: not brought back
     assert store.get('t') is None
+
+
+async def test_a_redis_store_is_a_shared_store_with_its_heartbeat_and_pruned_ids(
+    redis_url: str, namespace: str
+) -> None:
+    async with RedisTaskStore(
+        redis_url, namespace=namespace, max_retained=0, lease_seconds=2.0, heartbeat_interval=0.25
+    ) as redis_store:
+        assert isinstance(redis_store, SharedTaskStore)
+        shared: SharedTaskStore = redis_store
+        assert shared.heartbeat_interval == 0.25
+        shared.create(new('t', scope='conv-7'))
+        shared.transition('t', TaskStatus.RUNNING)
+        shared.transition('t', TaskStatus.COMPLETED, result='done')
+        assert shared.was_pruned('t') is None
+        assert shared.prune() == ['t']
+        assert shared.was_pruned('t') == 'conv-7'
+        assert shared.was_pruned('never') is None
 
 
 def _fields(record: TaskRecord) -> dict[str, object]:

@@ -16,9 +16,11 @@ from pydantic_ai_subagents._errors import InvalidTransitionError, TaskAlreadyFin
 from pydantic_ai_subagents._memory_store import InMemoryTaskStore
 from pydantic_ai_subagents._state import (
     CancelRequest,
+    SharedTaskStore,
     StatusChange,
     TaskRecord,
     TaskStatus,
+    TaskStore,
     TaskUsage,
     Transition,
 )
@@ -510,6 +512,36 @@ def test_was_pruned_reports_scope() -> None:
     assert store.get('gone') is None
     with pytest.raises(TaskNotFoundError):
         store.transition('gone', S.RUNNING)
+
+
+def _shared_store_class(missing: str | None = None) -> type:
+    """A class with every member of `SharedTaskStore` but `missing`, each refusing to be used."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError('only the shape of this class is checked')
+
+    methods = ('create', 'get', 'was_pruned', 'transition', 'update', 'request_cancel', 'list', 'prune')
+    methods += ('register_owner', 'unregister_owner', 'apply', 'orphans', 'owners_alive', 'refresh', 'submit')
+    members: dict[str, object] = dict.fromkeys(methods, refuse)
+    members['heartbeat_interval'] = 0.5
+    members.pop(missing or '', None)
+    return type('FakeSharedStore', (), members)
+
+
+@pytest.mark.parametrize('member', ['was_pruned', 'heartbeat_interval'])
+def test_the_store_protocols_include_what_the_manager_asks_for(member: str) -> None:
+    assert isinstance(_shared_store_class()(), SharedTaskStore)
+    assert not isinstance(_shared_store_class(missing=member)(), SharedTaskStore)
+
+
+def test_the_in_memory_store_answers_was_pruned_through_the_protocol() -> None:
+    in_memory = InMemoryTaskStore(clock=FakeClock(), max_retained=0)
+    store: TaskStore = in_memory
+    drive(in_memory, 'gone', S.COMPLETED, scope='conv-3')
+    assert store.was_pruned('gone') is None
+    store.prune()
+    assert store.was_pruned('gone') == 'conv-3'
+    assert not isinstance(in_memory, SharedTaskStore)
 
 
 # --- threads --------------------------------------------------------------------------------------------------------

@@ -228,6 +228,14 @@ class TaskStore(Protocol):
         """The task's current snapshot, or `None` if unknown or pruned."""
         ...
 
+    def was_pruned(self, task_id: str) -> str | None:
+        """The scope of a task that existed but was dropped by retention, else `None`.
+
+        A store remembers a bounded number of pruned ids, so the model can be told that a task finished long ago
+        rather than that it never existed; `None` for an id it does not remember.
+        """
+        ...
+
     def transition(self, task_id: str, to: TaskStatus, **fields: Any) -> StatusChange:
         """Move a task to a new state, setting `fields` on it in the same step."""
         ...
@@ -259,6 +267,11 @@ class SharedTaskStore(TaskStore, Protocol):
     [`apply`][pydantic_ai_subagents.SharedTaskStore.apply]. Owners hold a lease that they renew while they live:
     the live tasks of an owner whose lease ran out are orphans, which some surviving process marks `FAILED`.
     """
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """Seconds between renewals of this process's leases: how often a manager checks on its shared tasks."""
+        ...
 
     async def register_owner(self, owner: str) -> None:
         """Take (and keep renewing) the lease of `owner`, a manager of this process."""

@@ -46,6 +46,11 @@ class InMemoryMessageBus(LocalBus):
         'thread; use it in its loop first (for example `async with bus:` or opening a mailbox)'
     )
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._arrivals: dict[str, set[anyio.Event]] = {}
+        """Per participant without a mailbox, the events of the `wait_for_participant` calls waiting for one."""
+
     # -- loop binding --
 
     def _bind(self) -> None:
@@ -90,6 +95,8 @@ class InMemoryMessageBus(LocalBus):
         self._check_open()
         box = self._open_local_mailbox(participant, max_buffer, overflow, self._bind)
         self._bind()
+        for arrived in self._arrivals.pop(participant, ()):
+            arrived.set()
         return box
 
     def subscribe(
@@ -113,6 +120,43 @@ class InMemoryMessageBus(LocalBus):
         sub = self._open_local_subscription(topic, max_buffer, overflow, self._bind)
         self._bind()
         return sub
+
+    async def wait_for_participant(self, participant: str, *, timeout: float = 5.0) -> None:
+        """Wait until `participant` has an open mailbox.
+
+        Returns at once when it has one; otherwise waits until
+        [`open_mailbox`][pydantic_ai_subagents.InMemoryMessageBus.open_mailbox] opens it. After it returns, `send`
+        to `participant` no longer raises [`UnknownRecipientError`][pydantic_ai_subagents.UnknownRecipientError]
+        (until the mailbox closes). The same contract as the Redis bus's, where a mailbox may open in another
+        process.
+
+        Args:
+            participant: The name whose mailbox to wait for.
+            timeout: How many seconds to wait at most.
+
+        Raises:
+            TimeoutError: The participant did not open a mailbox within `timeout` seconds.
+            BusClosedError: The bus is closed, or was closed while waiting.
+        """
+        await anyio.lowlevel.checkpoint()
+        self._check_open()
+        self._bind()
+        with anyio.move_on_after(timeout):
+            while participant not in self._mailboxes:
+                arrived = anyio.Event()
+                waiting = self._arrivals.setdefault(participant, set())
+                waiting.add(arrived)
+                try:
+                    await arrived.wait()
+                finally:
+                    waiting.discard(arrived)
+                    if not waiting and self._arrivals.get(participant) is waiting:
+                        del self._arrivals[participant]
+                self._check_open()
+        if participant in self._mailboxes:
+            return  # also when it opened just as the time ran out
+        self._check_open()
+        raise TimeoutError(f'participant {participant!r} did not open a mailbox within {timeout:g} s')
 
     def has_subscribers(self, topic: str) -> bool:
         """Whether a message published under `topic` would reach a subscription now (of the topic or the wildcard).
@@ -263,9 +307,14 @@ class InMemoryMessageBus(LocalBus):
 
         Every mailbox and subscription is closed (their readers still get what is queued, then
         [`BusClosedError`][pydantic_ai_subagents.BusClosedError]), every pending `ask` fails with `BusClosedError`,
-        and every later send, publish or reply raises it. Closing twice does nothing.
+        and every later send, publish or reply raises it, as does every `wait_for_participant` call. Closing twice
+        does nothing.
         """
         self._close_local()
+        arrivals = [arrived for waiting in self._arrivals.values() for arrived in waiting]
+        self._arrivals.clear()
+        for arrived in arrivals:
+            arrived.set()
 
     async def aclose(self) -> None:
         """Close the bus, like [`close`][pydantic_ai_subagents.InMemoryMessageBus.close]."""

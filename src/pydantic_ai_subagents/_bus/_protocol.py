@@ -55,6 +55,18 @@ class MessageBus(Protocol):
         """Receive a copy of every message published under `topic` (`'*'`: every topic)."""
         ...
 
+    async def wait_for_participant(self, participant: str, *, timeout: float = 5.0) -> None:
+        """Wait until `participant` has an open mailbox that this bus can send to.
+
+        Returns at once when it has one. After it returns, `send` to `participant` no longer raises
+        [`UnknownRecipientError`][pydantic_ai_subagents.UnknownRecipientError] (until the mailbox closes).
+
+        Raises:
+            TimeoutError: The participant did not open a mailbox within `timeout` seconds.
+            BusClosedError: The bus is closed, or was closed while waiting.
+        """
+        ...
+
     def send(self, message: Message) -> None:
         """Deliver `message` to the mailbox of its recipient, without waiting."""
         ...

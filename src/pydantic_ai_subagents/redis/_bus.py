@@ -421,7 +421,7 @@ class RedisMessageBus(LocalBus):
 
         Raises:
             TimeoutError: The participant did not show up within `timeout` seconds.
-            BusClosedError: The bus is closed.
+            BusClosedError: The bus is closed, or was closed while waiting.
         """
         self._check_usable()
         assert self._client is not None
@@ -438,6 +438,7 @@ class RedisMessageBus(LocalBus):
                         self._known = self._known | {participant}
                         return
                 await anyio.sleep(0.01)
+                self._check_open()
         raise TimeoutError(f'participant {participant!r} did not open a mailbox within {timeout:g} s')
 
     async def flush(self) -> None:

@@ -147,6 +147,7 @@ class RedisTaskStore(InMemoryTaskStore):
         """Prefix of every key."""
         self.lease_seconds = lease_seconds
         self.heartbeat_interval = heartbeat_interval
+        """Seconds between renewals of this process's leases (and checks for orphans)."""
         self.max_pending_writes = max_pending_writes
         self._client: aioredis.Redis | None = None
         self._tg: anyio.abc.TaskGroup | None = None
