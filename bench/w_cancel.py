@@ -94,7 +94,7 @@ async def ours_population(live: int) -> AsyncIterator[SampleFn]:
             full_gcs = watch.full
             index = rng.randrange(len(ids))
             task_id = ids[index]
-            runtime = manager._runtimes[task_id]  # pyright: ignore[reportPrivateUsage]
+            runtime = manager._settler.runtimes[task_id]  # pyright: ignore[reportPrivateUsage]
             started = time.perf_counter()
             accepted = manager.hard_cancel(task_id)
             returned = time.perf_counter()

@@ -80,18 +80,18 @@ async def retained_bytes(n: int) -> tuple[float, dict[str, int]]:
 def _internals(manager: TaskManager) -> dict[str, int]:
     """Sizes of the manager's internal tables (what should stay bounded).
 
-    These are private attributes that move as the library changes; a table that cannot be found is left out.
+    These are private attributes that move as the library changes.
     """
     m: Any = manager
     delivery = getattr(m, '_delivery', None)
     owed = getattr(delivery, '_owed', None) if delivery is not None else getattr(m, '_undelivered', None)
     tables: dict[str, Any] = {
         'store_records': len(m.store),
-        'runtimes': getattr(m, '_runtimes', None),
+        'runtimes': m._settler.runtimes,
         'owed_notices': None if owed is None else sum(len(v) for v in owed.values()),
         'queued_notices': getattr(delivery, '_queued', None),
-        'transcripts': getattr(m, '_transcripts', None),
-        'questions': getattr(m, '_questions', None),
+        'transcripts': m._settler.transcripts,
+        'questions': m._questions.waiting,
         'bus_mailboxes': m.bus.stats().mailboxes,
     }
     return {k: v if isinstance(v, int) else len(v) for k, v in tables.items() if v is not None}

@@ -23,9 +23,9 @@ from pydantic_ai_subagents import (
     SubAgentConfig,
     TaskManager,
     TaskStatus,
-    _manager,  # pyright: ignore[reportPrivateUsage]
     create_subagent_toolset,
 )
+from pydantic_ai_subagents._manager import _settle
 
 from .conftest import Gate, Script, call, child_text
 
@@ -102,7 +102,7 @@ async def test_a_wait_on_many_tasks_holds_one_watch_per_task_and_leaves_none() -
     blocked = SubAgentConfig(name='blocked', model=gate.model())
     most_watches = 0
     async with TaskManager(max_concurrent_tasks=3) as manager:
-        runtimes = manager._runtimes  # pyright: ignore[reportPrivateUsage]
+        runtimes = manager._settler.runtimes  # pyright: ignore[reportPrivateUsage]
         stuck = (await manager.start(blocked, 'stuck', scope='s')).id
         ids = [(await manager.start(config, f'job {i}', scope='s')).id for i in range(30)]
 
@@ -132,7 +132,7 @@ async def test_a_wait_lets_go_of_each_finished_task_but_keeps_its_result() -> No
     config = SubAgentConfig(name='worker', model=child_text('ok'))
     blocked = SubAgentConfig(name='blocked', model=gate.model())
     async with TaskManager(max_concurrent_tasks=None, max_retained=0) as manager:
-        runtimes = manager._runtimes  # pyright: ignore[reportPrivateUsage]
+        runtimes = manager._settler.runtimes  # pyright: ignore[reportPrivateUsage]
         stuck = (await manager.start(blocked, 'stuck', scope='s')).id
         ids = [(await manager.start(config, f'job {i}', scope='s')).id for i in range(20)]
         gone = [weakref.ref(runtimes[task_id]) for task_id in ids]
@@ -184,7 +184,7 @@ async def test_queued_tasks_get_an_asyncio_task_only_when_they_start_and_start_i
     statuses = [r.status for r in records]
     assert statuses.count(TaskStatus.CANCELLED) == 2 and statuses.count(TaskStatus.COMPLETED) == 20
     assert order == [f'q{i}' for i in range(20) if i not in (3, 7)]
-    assert manager._runtimes == {}  # pyright: ignore[reportPrivateUsage]
+    assert manager._settler.runtimes == {}  # pyright: ignore[reportPrivateUsage]
 
 
 async def test_a_queued_task_is_a_few_objects_until_it_starts() -> None:
@@ -231,13 +231,13 @@ async def test_the_toolset_builds_its_tool_definitions_once_per_run() -> None:
 
 async def test_task_events_are_built_only_when_someone_listens(monkeypatch: pytest.MonkeyPatch) -> None:
     built: list[str] = []
-    real = _manager.event_for_change
+    real = _settle.event_for_change
 
     def counted(change: Any) -> Any:
         built.append(change.new.value)
         return real(change)
 
-    monkeypatch.setattr(_manager, 'event_for_change', counted)
+    monkeypatch.setattr(_settle, 'event_for_change', counted)
     config = SubAgentConfig(name='worker', model=child_text('ok'))
     async with TaskManager() as manager:
         await manager.wait_for((await manager.start(config, 'quiet', scope='s')).id)

@@ -35,18 +35,8 @@ from pydantic_ai_subagents import (
     TaskStatus,
     create_subagent_toolset,
 )
-from pydantic_ai_subagents._isolation import (
-    _Answer,
-    _child_main,
-    _ChildSide,
-    _Done,
-    _Failed,
-    _Job,
-    _Notice,
-    _Progress,
-    _Question,
-    _RunEvent,
-)
+from pydantic_ai_subagents._run._child import _child_main, _ChildSide
+from pydantic_ai_subagents._run._pipe import _Answer, _Done, _Failed, _Job, _Notice, _Progress, _Question, _RunEvent
 
 from .conftest import Script, call, leftover_tasks
 

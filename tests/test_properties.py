@@ -37,7 +37,7 @@ from pydantic_ai_subagents import (
     TaskStatus,
     create_subagent_toolset,
 )
-from pydantic_ai_subagents._runner import safe_error
+from pydantic_ai_subagents._run import safe_error
 
 from .conftest import Gate, Script, call, child_text
 from .test_reliability import (

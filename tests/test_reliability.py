@@ -114,8 +114,8 @@ def assert_nothing_orphaned(
     assert (stats.mailboxes, stats.subscriptions, stats.pending_replies) == (0, 0, 0), stats
     assert stats.dropped == 0, stats
     assert [r for r in manager.list() if not r.is_terminal] == []
-    assert manager._runtimes == {}  # pyright: ignore[reportPrivateUsage]
-    assert manager._questions == {}  # pyright: ignore[reportPrivateUsage]
+    assert manager._settler.runtimes == {}  # pyright: ignore[reportPrivateUsage]
+    assert manager._questions.waiting == {}  # pyright: ignore[reportPrivateUsage]
     grouped = events_by_task(events)
     for record in manager.list():
         assert record.id in grouped, f'task {record.id} has no events'
@@ -536,9 +536,9 @@ async def test_load_2000_tasks_with_cancels_questions_and_failures() -> None:
         assert violations == []
         assert max_running <= LOAD_CONCURRENCY
         # Memory stays bounded: nothing live is left, and no table outgrows retention.
-        assert len(manager._runtimes) == 0  # pyright: ignore[reportPrivateUsage]
+        assert len(manager._settler.runtimes) == 0  # pyright: ignore[reportPrivateUsage]
         assert len(manager.list()) <= LOAD_RETAINED
-        assert len(manager._transcripts) <= LOAD_RETAINED  # pyright: ignore[reportPrivateUsage]
+        assert len(manager._settler.transcripts) <= LOAD_RETAINED  # pyright: ignore[reportPrivateUsage]
         assert sum(len(v) for v in owed_notices(manager).values()) <= LOAD_RETAINED
         outcomes = Counter[tuple[str, TaskStatus]]()
         cancel_requests = events_by_task([e for e in events if isinstance(e, TaskCancelRequested)])

@@ -47,12 +47,13 @@ from ._events import (
     TaskCompleted,
     TaskCreated,
     TaskEvent,
+    TaskEventMessage,
     TaskFailed,
     TaskQuestionAsked,
     TaskRunEvent,
     TaskStarted,
 )
-from ._manager import OnRunEnd, TaskEventMessage, TaskManager, WaitMode
+from ._manager import OnRunEnd, TaskManager, WaitMode
 from ._memory_store import InMemoryTaskStore
 from ._remote import ClaimReply, TaskClaim, WorkerUpdate
 from ._state import (

@@ -11,7 +11,8 @@ from pydantic_ai.tools import RunContext
 
 from ._config import SubAgentConfig
 from ._manager import OnRunEnd, TaskManager
-from ._toolset import SubAgentToolset, _RunState, apply_on_run_end, scope_of  # pyright: ignore[reportPrivateUsage]
+from ._runs import apply_on_run_end, scope_of
+from ._toolset import SubAgentToolset
 
 __all__ = ('SubAgents',)
 
@@ -22,7 +23,7 @@ class SubAgents(AbstractCapability[Any]):
 
     Compared with registering the toolset alone, the capability also forwards every
     [`TaskEvent`][pydantic_ai_subagents.TaskEvent] into the parent's own event stream (`run_stream_events`,
-    `event_stream_handler`) and applies `on_run_end` around the whole run.
+    `event_stream_handler`) and applies `on_run_end` around the whole run, seeing directly how it ended.
     """
 
     toolset: SubAgentToolset = field(repr=False)
@@ -40,7 +41,8 @@ class SubAgents(AbstractCapability[Any]):
 
         Arguments as for [`create_subagent_toolset`][pydantic_ai_subagents.create_subagent_toolset].
         """
-        self.toolset = SubAgentToolset(subagents, manager=manager, on_run_end=on_run_end, attach_runs=False, **options)
+        self.toolset = SubAgentToolset(subagents, manager=manager, on_run_end=on_run_end, **options)
+        self.toolset._by_capability = True  # pyright: ignore[reportPrivateUsage]
 
     @property
     def manager(self) -> TaskManager:
@@ -55,16 +57,17 @@ class SubAgents(AbstractCapability[Any]):
         return self.toolset
 
     async def wrap_run(self, ctx: RunContext[Any], *, handler: Any) -> Any:
-        manager = self.toolset.manager
+        toolset = self.toolset
+        manager = toolset.manager
         await manager._ensure_started()  # pyright: ignore[reportPrivateUsage]
-        run_id = ctx.run_id or ''
-        state = self.toolset._runs.setdefault(run_id, _RunState())  # pyright: ignore[reportPrivateUsage]
-        ok = False
-        async with manager.attach_run(ctx, scope_of(ctx), forward_events=True):
-            try:
+        runs = toolset._runs  # pyright: ignore[reportPrivateUsage]
+        run = runs.enter(ctx)
+        completed = False
+        try:
+            async with manager.attach_run(ctx, scope_of(ctx), forward_events=True):
                 result = await handler()
-                ok = True
+                completed = True
                 return result
-            finally:
-                self.toolset._runs.pop(run_id, None)  # pyright: ignore[reportPrivateUsage]
-                await apply_on_run_end(manager, self.toolset.on_run_end, state.started, cancelled=not ok)
+        finally:
+            runs.leave(ctx)
+            await apply_on_run_end(manager, toolset.on_run_end, run.started, completed=completed)

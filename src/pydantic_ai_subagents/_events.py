@@ -16,15 +16,18 @@ from typing import Any
 
 from pydantic_ai.messages import CapabilityEvent
 
+from ._bus import Message
 from ._state import CancelKind, StatusChange, TaskRecord, TaskStatus
 
 __all__ = (
+    'EVENTS_TOPIC',
     'TaskAnswered',
     'TaskCancelRequested',
     'TaskCancelled',
     'TaskCompleted',
     'TaskCreated',
     'TaskEvent',
+    'TaskEventMessage',
     'TaskFailed',
     'TaskQuestionAsked',
     'TaskRunEvent',
@@ -178,3 +181,17 @@ def cancel_requested_event(record: TaskRecord) -> TaskCancelRequested:
     return TaskCancelRequested(
         cancel_kind=record.cancel.kind, requested_by=record.cancel.requested_by, **_common(record, record.cancel.at)
     )
+
+
+EVENTS_TOPIC = 'subagents.events'
+"""The bus topic every task event is published on."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskEventMessage(Message):
+    """A task event, as published on the bus."""
+
+    event: TaskEvent
+    """The event."""
+    record: TaskRecord | None = None
+    """The task as the event left it: how other processes sharing the store learn of the change."""

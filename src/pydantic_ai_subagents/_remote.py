@@ -1,4 +1,4 @@
-"""Tasks that run on worker processes: the messages between a task's owner and its worker, and the owner's side.
+"""Tasks that run on worker processes: the messages between a task's owner and its worker.
 
 A subagent whose config sets [`worker_queue`][pydantic_ai_subagents.SubAgentConfig.worker_queue] does not run in
 the process that starts its task. The manager there stays the task's *owner*: it keeps the record, applies every
@@ -15,17 +15,12 @@ queued again when the config's `retries` allow it, else it ends `FAILED`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import anyio
 from pydantic_ai.usage import UsageLimits
 
-from ._bus import CancelRequest, Message
+from ._bus import Message
 from ._state import TaskStatus, TaskUsage
-
-if TYPE_CHECKING:
-    from ._manager import TaskManager
-    from ._runner import TaskRuntime
 
 __all__ = ('ClaimReply', 'TaskClaim', 'WorkerJob', 'WorkerUpdate')
 
@@ -101,46 +96,3 @@ def limits_dict(limits: UsageLimits | None) -> dict[str, int | None] | None:
     if limits is None:
         return None
     return {f.name: getattr(limits, f.name) for f in fields(limits) if f.name.endswith('_limit')}
-
-
-@dataclass(eq=False)
-class WorkerBackend:
-    """The owner's handle on a task that runs on a worker: how a cancel reaches the worker."""
-
-    manager: TaskManager
-    runtime: TaskRuntime
-    attempt: int = 0
-    worker: str | None = None
-    """The worker's participant name once its claim was accepted; `None` while queued."""
-    done: anyio.Event = field(default_factory=anyio.Event)
-    """Set when the task's terminal state is recorded."""
-
-    def stop(self) -> None:
-        """Hard cancel (or timeout): tell the worker to stop the run; between two attempts, end the task here."""
-        if self.worker is None:
-            self.manager.worker_task_ended_here(self.runtime)
-            return
-        self.manager.send_to_worker(
-            self.runtime,
-            CancelRequest(
-                sender=self.manager.participant,
-                recipient=self.worker,
-                task_id=self.runtime.id,
-                kind='hard',
-                requested_by='owner',
-            ),
-        )
-
-    def soft_notice(self) -> None:
-        """Soft cancel: the worker's manager delivers the notice into the run and handles the grace period."""
-        if self.worker is not None:
-            self.manager.send_to_worker(
-                self.runtime,
-                CancelRequest(
-                    sender=self.manager.participant,
-                    recipient=self.worker,
-                    task_id=self.runtime.id,
-                    kind='soft',
-                    requested_by='owner',
-                ),
-            )

@@ -34,12 +34,12 @@ from .._events import (
     TaskCompleted,
     TaskCreated,
     TaskEvent,
+    TaskEventMessage,
     TaskFailed,
     TaskQuestionAsked,
     TaskRunEvent,
     TaskStarted,
 )
-from .._manager import TaskEventMessage
 from .._remote import ClaimReply, TaskClaim, WorkerUpdate
 from .._state import TaskRecord
 

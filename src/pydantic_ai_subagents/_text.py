@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._runner import render_output
+from ._run import render_output
 from ._state import TaskRecord, TaskStatus
 
 __all__ = ('describe_record', 'list_line', 'truncate')

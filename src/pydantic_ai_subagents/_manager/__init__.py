@@ -1,0 +1,6 @@
+"""The task manager and the collaborators behind it (slots, waiting, questions, cancelling, sharing, settling)."""
+
+from ._manager import MANAGER_PREFIX, OnRunEnd, TaskManager
+from ._waiting import WaitMode
+
+__all__ = ('MANAGER_PREFIX', 'OnRunEnd', 'TaskManager', 'WaitMode')

@@ -1,0 +1,125 @@
+"""Running tasks: slots and queue, the executor of each task, and the one path from spawn to settle.
+
+Rules it keeps:
+
+- Each task runs as one child of the manager's task group, in a cancel scope of its own, and ends through the
+  settle point whatever happens: an outcome from its executor, an exception the executor let through (a bug), or
+  its scope cancelled by the manager closing. Only the manager's own cancellation propagates.
+- A task's slot is given on (to the oldest queued task of its level) the moment it ends.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable
+from functools import partial
+
+import anyio
+import anyio.abc
+
+from .._otel import end_attributes, task_span
+from .._run import Executor, Outcome, safe_error
+from .._run._support import is_real_cancel
+from ._observer import TaskObserver
+from ._runtime import TaskRuntime
+from ._settle import Settler
+from ._slots import Slots
+
+__all__ = ('CLOSED_NOTE', 'Running')
+
+CLOSED_NOTE = 'stopped because the task manager was closed'
+
+
+class Running:
+    """Spawns, runs and ends this manager's tasks."""
+
+    def __init__(
+        self,
+        *,
+        settler: Settler,
+        slots: Slots,
+        observer: Callable[[TaskRuntime], TaskObserver],
+        forget: Callable[[str], None],
+    ) -> None:
+        self.settler = settler
+        self.slots = slots
+        self._observer = observer
+        self._forget = forget
+        self.tg: anyio.abc.TaskGroup | None = None
+
+    def admit(self, runtime: TaskRuntime) -> None:
+        """Start a new task now if its level has a free slot, else queue it."""
+        if self.slots.take(runtime.depth):
+            self._spawn(runtime)
+        else:
+            # A queued task is only its runtime and its record: its asyncio task, span and cancel scope come when
+            # a slot frees, so a long queue costs little memory and no scheduling.
+            self.slots.queue(runtime)
+
+    def _spawn(self, runtime: TaskRuntime) -> None:
+        tg = self.tg
+        assert tg is not None
+        # A fresh context: the task must not inherit the parent run's deadline or other run-scoped state;
+        # how long it may run is its own `timeout`, and a sync task stops with its parent through a hard cancel.
+        contextvars.Context().run(partial(tg.start_soon, name=f'subagent task {runtime.id}'), self._run, runtime)
+
+    async def _run(self, runtime: TaskRuntime) -> None:
+        """Run one task and settle it. Raises nothing but the manager's own cancellation."""
+        store = self.settler.store
+        record = store.get(runtime.id)
+        if record is None or record.is_terminal:
+            self.end(runtime)  # cancelled between its spawn and its start
+            return
+        outcome: Outcome | None = None
+        executor: Executor = runtime.executor
+        with task_span(record, runtime.trace_context, start_time=record.created_at) as span:
+            try:
+                with runtime.cancel_scope:
+                    outcome = await executor.execute(runtime.job, self._observer(runtime))
+            except BaseException as e:
+                if is_real_cancel(e):
+                    raise
+                outcome = Outcome(kind='failed', error=safe_error(e))
+            finally:
+                self.settler.settle(runtime, outcome or Outcome(kind='stopped', note=CLOSED_NOTE))
+                final = store.get(runtime.id) or runtime.final
+                if final is not None:
+                    end_attributes(span, final)
+                self.end(runtime)
+
+    def end(self, runtime: TaskRuntime) -> None:
+        """The task is over here: wake who waits for its stop, forget it, and give its slot on."""
+        if runtime.stopped.is_set():
+            return
+        runtime.stopped.set()
+        self.settler.runtimes.pop(runtime.id, None)
+        self._forget(runtime.id)
+        following = self.slots.release(runtime.depth)
+        if following is not None and self.tg is not None:
+            self._spawn(following)
+
+    def end_unstarted(self, runtime: TaskRuntime) -> None:
+        """A task cancelled before its run began ends now, `CANCELLED`."""
+        self.settler.settle(runtime, Outcome(kind='stopped'))
+        if self.slots.unqueue(runtime):
+            # It never ran, so nothing else ends it: its span, as it would have had, and its runtime.
+            record = self.settler.store.get(runtime.id) or runtime.final
+            if record is not None:
+                with task_span(record, runtime.trace_context, start_time=record.created_at) as span:
+                    end_attributes(span, record)
+            runtime.stopped.set()
+            self.settler.runtimes.pop(runtime.id, None)
+            self._forget(runtime.id)
+        else:
+            runtime.cancel_scope.cancel()
+
+    async def stop_all(self, grace: float, hard_cancel: Callable[[TaskRuntime], None]) -> None:
+        """Hard-cancel every live task, give them `grace` seconds to stop, then cancel what is left."""
+        runtimes = self.settler.runtimes
+        for runtime in list(runtimes.values()):
+            hard_cancel(runtime)
+        for runtime in list(runtimes.values()):
+            with anyio.move_on_after(grace):
+                await runtime.stopped.wait()
+        for runtime in list(runtimes.values()):
+            runtime.cancel_scope.cancel()

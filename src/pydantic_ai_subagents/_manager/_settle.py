@@ -1,0 +1,178 @@
+"""The one place a task ends: an outcome (or a cancel, a timeout, a lost lease) becomes its terminal state.
+
+Rules it keeps:
+
+- `Settler.settle` is the only writer of a terminal state for this manager's tasks, and `Settler.fail_orphan` for
+  tasks of a process that died. Each task is settled once; a second call does nothing.
+- Settling is synchronous and never raises: the terminal transition, its event, the parent's notice, the usage
+  roll-up, the cascade to the task's own children and the retention pass happen together, with no await between.
+- Every status change (terminal or not) passes through `Settler.changed`: the live count per conversation, the
+  event, the watchers and the notices are kept there, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pydantic_ai.messages import ModelMessage
+
+from .._bus import InMemoryMessageBus, MessageBus
+from .._delivery import Delivery
+from .._errors import TaskAlreadyFinishedError, TaskNotFoundError
+from .._events import EVENTS_TOPIC, TaskEvent, TaskEventMessage, event_for_change
+from .._run import Outcome, render_output, usage_snapshot
+from .._state import StatusChange, TaskRecord, TaskStatus, TaskStore
+from ._runtime import TaskRuntime
+
+__all__ = ('Settler',)
+
+logger = logging.getLogger('pydantic_ai_subagents')
+
+
+class Settler:
+    """Settles tasks and keeps what follows every status change."""
+
+    def __init__(
+        self,
+        *,
+        store: TaskStore,
+        bus: Callable[[], MessageBus],
+        participant: str,
+        delivery: Delivery,
+        resume: Callable[[str], None],
+        forget: Callable[[str], None],
+    ) -> None:
+        self.store = store
+        self._bus = bus
+        self.participant = participant
+        self.delivery = delivery
+        self._resume = resume
+        self._forget = forget
+        self.live_per_scope: dict[str, int] = {}
+        self.transcripts: dict[str, list[ModelMessage]] = {}
+        self.runtimes: dict[str, TaskRuntime] = {}
+        """The live tasks of this manager, by id."""
+
+    # ----------------------------------------------------------------- the end
+
+    def settle(self, runtime: TaskRuntime, outcome: Outcome) -> None:
+        """End the task as `outcome` says (once): terminal state, event, notice, usage roll-up, cascade, retention."""
+        if runtime.settled:
+            return
+        runtime.settled = True
+        job = runtime.job
+        try:
+            # A subagent's conversation ends with its task: nobody could collect what its own background tasks
+            # produce, so they stop with it.
+            for manager, child_id in job.children:
+                manager.cascade_hard_cancel(child_id)
+            if runtime.parent_usage is not None:
+                runtime.parent_usage.incr(job.usage)
+            if job.ledger is not None:
+                job.ledger.settle()
+            if outcome.transcript is not None:
+                self.transcripts[job.id] = outcome.transcript
+            record = self.store.get(job.id)
+            if record is None or record.is_terminal:
+                return
+            status, fields = _terminal(record, runtime, outcome)
+            waiting = TaskStatus.WAITING_FOR_ANSWER
+            if record.status is waiting and not waiting.can_become(status):
+                self._resume(job.id)  # the run ended while a question was still recorded
+            fields['usage'] = usage_snapshot(job)
+            note = outcome.note or runtime.thread_note
+            if note and 'note' not in fields:
+                fields['note'] = note
+            try:
+                change = self.store.transition(job.id, status, **fields)
+            except (TaskAlreadyFinishedError, TaskNotFoundError):
+                return
+            runtime.final = change.record
+            self.changed(runtime, change)
+            self.prune()
+        except Exception:  # a store or a listener failing must not take the manager down with this task
+            logger.exception('settling task %s failed', job.id)
+
+    def fail_orphan(self, record: TaskRecord, error: str) -> None:
+        """End a live task of a process that died (its lease ran out) as `FAILED`."""
+        try:
+            change = self.store.transition(record.id, TaskStatus.FAILED, error=error)
+        except (TaskAlreadyFinishedError, TaskNotFoundError):
+            return
+        self.changed(None, change)
+
+    # ----------------------------------------------------------------- every change
+
+    def transition(self, runtime: TaskRuntime, status: TaskStatus, **fields: Any) -> None:
+        """A non-terminal status change of a live task."""
+        self.changed(runtime, self.store.transition(runtime.id, status, **fields))
+
+    def changed(self, runtime: TaskRuntime | None, change: StatusChange) -> None:
+        """Keep what follows a status change: the live count, the event, the watchers, the parent's notice."""
+        scope = change.record.scope
+        if change.old is None:
+            self.live_per_scope[scope] = self.live_per_scope.get(scope, 0) + 1
+        elif change.new.is_terminal:
+            left = self.live_per_scope.get(scope, 1) - 1
+            if left:
+                self.live_per_scope[scope] = left
+            else:
+                self.live_per_scope.pop(scope, None)
+        if self.heard(scope):
+            self.dispatch(event_for_change(change), change.record)
+        if runtime is not None:
+            runtime.notify()
+        # Tell the parent's model, unless one of its tool calls is waiting on the task right now.
+        news = change.new.is_terminal or change.new is TaskStatus.WAITING_FOR_ANSWER
+        if news and (runtime is None or not runtime.direct_waiters):
+            self.delivery.owe(change.record)
+
+    def heard(self, scope: str) -> bool:
+        """Whether a task event of `scope` would reach anyone; if not, it is not even built.
+
+        Only the in-memory bus can tell: another bus (Redis) may carry the event to other processes.
+        """
+        bus = self._bus()
+        if type(bus) is not InMemoryMessageBus or bus.has_subscribers(EVENTS_TOPIC):
+            return True
+        return self.delivery.forwards(scope)
+
+    def dispatch(self, event: TaskEvent, record: TaskRecord | None) -> None:
+        """Publish a task event on the bus and forward it into the attached runs of its scope."""
+        bus = self._bus()
+        if not bus.closed:
+            bus.publish(TaskEventMessage(sender=self.participant, topic=EVENTS_TOPIC, event=event, record=record))
+        self.delivery.forward(event)
+
+    def prune(self) -> None:
+        """Apply retention; forget what belonged to the dropped records."""
+        for task_id in self.store.prune():
+            self.transcripts.pop(task_id, None)
+            self.delivery.forget(task_id)
+            self._forget(task_id)
+
+
+def _terminal(record: TaskRecord, runtime: TaskRuntime, outcome: Outcome) -> tuple[TaskStatus, dict[str, Any]]:
+    """The terminal status and fields for an outcome, given what was asked of the task meanwhile."""
+    cancel = record.cancel
+    timed_out = f'timed out after {runtime.timeout:g} s' if runtime.timed_out else None
+    if outcome.kind == 'completed':
+        if cancel is not None:
+            # A soft-cancelled subagent's wrap-up answer is its partial result.
+            return TaskStatus.CANCELLED, {'partial_result': render_output(outcome.output)}
+        return TaskStatus.COMPLETED, {'result': outcome.output}
+    if outcome.kind == 'failed':
+        if cancel is not None and cancel.kind == 'hard':
+            return TaskStatus.CANCELLED, {}  # the stop made the run fail: it was cancelled
+        if timed_out is not None:
+            return TaskStatus.FAILED, {'error': timed_out}
+        return TaskStatus.FAILED, {'error': outcome.error or 'the run failed'}
+    hard = cancel is not None and cancel.kind == 'hard'
+    if timed_out is not None and not hard:
+        return TaskStatus.FAILED, {'error': timed_out}
+    # A hard cancel that was accepted wins over a timeout. A stop nobody here asked for (a worker draining) keeps
+    # what the run left; a hard cancel keeps nothing, unless it is an overdue soft cancel.
+    keeps_partial = cancel is None or cancel.kind == 'soft' or cancel.requested_by == 'escalation'
+    return TaskStatus.CANCELLED, {'partial_result': outcome.partial if keeps_partial else None}

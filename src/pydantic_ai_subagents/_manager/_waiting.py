@@ -1,0 +1,165 @@
+"""Waiting for tasks: until all (or any) of them finished or ask a question, or a timeout.
+
+Rules it keeps:
+
+- A wait looks again only at the tasks that report a change, so a wait on many tasks costs O(changes), and each
+  task holds at most one watch of a wait at a time; a watch not used is taken back when the wait ends.
+- A task that finishes while waited on gives back its runtime and leaves its final snapshot with the wait, so
+  retention dropping the record meanwhile changes nothing for the waiter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Literal
+
+import anyio
+
+from .._errors import TaskNotFoundError
+from .._state import TaskRecord, TaskStatus
+from ._runtime import TaskRuntime, Watcher
+from ._settle import Settler
+
+__all__ = ('WaitMode', 'Waiting')
+
+WaitMode = Literal['all', 'any']
+"""Wait until all the given tasks, or any one of them, finished or asked a question."""
+
+
+class Waiting:
+    """The waits on this manager's tasks, and on other processes' tasks in a shared store."""
+
+    def __init__(self, *, settler: Settler, shared: bool) -> None:
+        self.settler = settler
+        self.shared = shared
+        self.remote: dict[str, list[Watcher]] = {}
+        """Watches of other processes' tasks, woken when this process's copy of them changes."""
+
+    def remote_changed(self, record: TaskRecord) -> None:
+        """A task of another process changed: wake its watchers."""
+        for watcher in self.remote.pop(record.id, ()):
+            watcher.set()
+
+    async def wait(
+        self,
+        task_ids: Sequence[str],
+        *,
+        mode: WaitMode = 'all',
+        until_question: bool = True,
+        timeout: float | None = None,
+        direct: bool = False,
+    ) -> list[TaskRecord]:
+        """Wait until all (or any) of the tasks are finished or asking a question; return their snapshots.
+
+        Raises:
+            TaskNotFoundError: an id is unknown.
+        """
+        store = self.settler.store
+
+        def settled(record: TaskRecord) -> bool:
+            return record.is_terminal or (until_question and record.status is TaskStatus.WAITING_FOR_ANSWER)
+
+        runtimes = self.settler.runtimes
+        held: dict[str, TaskRuntime] = {task_id: runtimes[task_id] for task_id in task_ids if task_id in runtimes}
+        finals: dict[str, TaskRecord] = {}
+
+        def final(task_id: str) -> TaskRecord | None:
+            if (record := finals.get(task_id)) is not None:
+                return record
+            runtime = held.get(task_id)
+            return None if runtime is None else runtime.final
+
+        def snapshot() -> list[TaskRecord]:
+            records: list[TaskRecord] = []
+            for task_id in task_ids:
+                record = store.get(task_id) or final(task_id)
+                if record is None:
+                    raise TaskNotFoundError(task_id)
+                records.append(record)
+            return records
+
+        records = snapshot()
+        direct_runtimes = list(held.values()) if direct else []
+        unsettled = {record.id for record in records if not settled(record)}
+        if mode == 'all':
+            wanted = len(unsettled)
+        else:
+            wanted = 1 if records and len(unsettled) == len({record.id for record in records}) else 0
+        waiter = _Waiter()
+        watches: dict[str, _Watch] = {}
+
+        def watch(task_id: str) -> None:
+            found = watches.get(task_id)
+            if found is None:
+                found = watches[task_id] = _Watch(task_id, waiter)
+            if (runtime := held.get(task_id)) is not None:
+                runtime.watchers.append(found)
+            elif self.shared:
+                self.remote.setdefault(task_id, []).append(found)
+
+        for runtime in direct_runtimes:
+            runtime.direct_waiters += 1
+        try:
+            for task_id in unsettled:
+                watch(task_id)
+            with anyio.move_on_after(timeout):
+                while wanted > 0:
+                    await waiter.event.wait()
+                    waiter.event = anyio.Event()
+                    changed, waiter.changed = waiter.changed, []
+                    for task_id in changed:
+                        if task_id not in unsettled:
+                            continue
+                        record = store.get(task_id) or final(task_id)
+                        if record is None or settled(record):
+                            unsettled.discard(task_id)
+                            wanted -= 1
+                            if record is not None and record.is_terminal:
+                                finals[task_id] = record
+                                held.pop(task_id, None)
+                        else:
+                            watch(task_id)
+        finally:
+            for runtime in direct_runtimes:
+                runtime.direct_waiters -= 1
+            for task_id in unsettled:
+                found = watches[task_id]
+                if (runtime := held.get(task_id)) is not None:
+                    with contextlib.suppress(ValueError):
+                        runtime.watchers.remove(found)
+                else:
+                    self._forget_remote(task_id, found)
+        return snapshot()
+
+    def _forget_remote(self, task_id: str, watcher: Watcher) -> None:
+        watchers = self.remote.get(task_id)
+        if watchers is not None:
+            with contextlib.suppress(ValueError):
+                watchers.remove(watcher)
+            if not watchers:
+                del self.remote[task_id]
+
+
+class _Waiter:
+    """One `wait` call: the tasks it waits on add their id to `changed` and wake it."""
+
+    __slots__ = ('changed', 'event')
+
+    def __init__(self) -> None:
+        self.changed: list[str] = []
+        self.event = anyio.Event()
+
+
+class _Watch:
+    """What a `wait` call leaves with one task: its `Watcher`."""
+
+    __slots__ = ('task_id', 'waiter')
+
+    def __init__(self, task_id: str, waiter: _Waiter) -> None:
+        self.task_id = task_id
+        self.waiter = waiter
+
+    def set(self) -> None:
+        self.waiter.changed.append(self.task_id)
+        self.waiter.event.set()
