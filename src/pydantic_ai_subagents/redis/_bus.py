@@ -41,7 +41,7 @@ from ._pump import Pumps, open_client
 from ._receive import Receiver
 from ._stats import RedisBusStats
 
-__all__ = ('RedisBusStats', 'RedisMessageBus')
+__all__ = ('RedisMessageBus',)
 
 _GLOB_CHARS: Final = frozenset('*?[]\\')
 _CLOSE_FLUSH_TIMEOUT: Final = 2.0
