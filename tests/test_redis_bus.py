@@ -188,7 +188,7 @@ async def test_unknown_recipient_rules(
     box.close()
     await b.flush()
     # Within one refresh interval the other bus learns that the mailbox closed.
-    await wait_until(lambda: 'worker' not in a._known)  # pyright: ignore[reportPrivateUsage]
+    await wait_until(lambda: 'worker' not in a._participants.known)  # pyright: ignore[reportPrivateUsage]
     with pytest.raises(UnknownRecipientError):
         a.send(progress('too late'))
 
@@ -235,7 +235,7 @@ async def test_close_wakes_every_waiter_and_leaves_nothing_running(redis_url: st
             with pytest.raises(BusClosedError):
                 bus.send(progress('after close', to='elsewhere'))
         # Its mailbox was unlisted on the way out, so the other bus stops knowing it.
-        await wait_until(lambda: 'me' not in other._known)  # pyright: ignore[reportPrivateUsage]
+        await wait_until(lambda: 'me' not in other._participants.known)  # pyright: ignore[reportPrivateUsage]
         other_box.close()
     assert sorted(outcomes) == ['ask', 'mailbox', 'subscription']
     assert leftover_tasks() == []

@@ -476,6 +476,8 @@ async def test_a_worker_stopped_with_drain_cancel_soft_cancels_its_task(
 class _UnreachableQueueStore(InMemoryTaskStore):
     """A shared store whose worker queue cannot be written (logic only: no process, no Redis)."""
 
+    heartbeat_interval = 1.0
+
     async def register_owner(self, owner: str) -> None:
         pass
 

@@ -6,32 +6,18 @@ subscriptions are the ordinary bounded [`Mailbox`][pydantic_ai_subagents.Mailbox
 [`Subscription`][pydantic_ai_subagents.Subscription] queues. Writing stays synchronous and non-blocking: `send`,
 `publish` and `reply` put the message on a local outbox, and background pumps move it through Redis.
 
-Redis keys, all under the bus's `namespace`:
-
-* `{namespace}:mbox:{participant}`: a Redis Stream per participant. `send` appends (`XADD`, approximately capped,
-  with an idle expiry); the process where the mailbox is open reads it (`XREAD BLOCK`) into the local mailbox.
-* `{namespace}:participants`: a sorted set of the mailboxes open anywhere, scored by the moment their lease runs
-  out. Each process renews the leases of its own open mailboxes and removes them when they close; a process that
-  dies without closing loses its entries when the lease expires.
-* `{namespace}:topic:{topic}`: the pub/sub channel of a topic (`PUBLISH`). Each bus pattern-subscribes to all
-  topics of its namespace once, when it starts, and filters locally, so a subscription made with `subscribe`
-  receives everything published after it returns, with no subscribe round trip to wait for.
-* `{namespace}:reply:{instance}`: the pub/sub channel where a bus receives the replies to its own `ask` calls.
+The Redis keys it uses are described in `_keys`; the outbox (`_outbox`), the participants set (`_participants`)
+and the reading side (`_receive`) are collaborators of their own, so this module keeps what a bus is to its users.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import threading
-import time
 import uuid
-from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 from types import TracebackType
-from typing import Any, ClassVar, Final, Literal, Self, cast
+from typing import ClassVar, Final, Self
 
 import anyio
 import anyio.abc
@@ -39,54 +25,26 @@ import anyio.lowlevel
 
 try:
     import redis.asyncio as aioredis
-    from redis.exceptions import RedisError
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         'pydantic_ai_subagents.redis needs the redis package: install pydantic-ai-subagents[redis]'
     ) from exc
 
-from .._bus import DEFAULT_MAX_BUFFER, WILDCARD_TOPIC, BusStats, Inbox, Mailbox, Message, OverflowPolicy, Subscription
+from .._bus import DEFAULT_MAX_BUFFER, WILDCARD_TOPIC, Inbox, Mailbox, Message, OverflowPolicy, Subscription
 from .._bus._local import LocalBus
-from .._errors import BusClosedError, BusError, MailboxFullError, UnknownRecipientError
-from ._codec import Envelope, MessageCodecError, decode, encode, is_registered
+from .._errors import BusClosedError, BusError, UnknownRecipientError
+from ._codec import encode
+from ._keys import BusKeys
+from ._outbox import Outbox
+from ._participants import Participants
+from ._pump import Pumps, open_client
+from ._receive import Receiver
+from ._stats import RedisBusStats
 
-__all__ = ('RedisBusStats', 'RedisMessageBus')
-
-logger = logging.getLogger('pydantic_ai_subagents.redis')
+__all__ = ('RedisMessageBus',)
 
 _GLOB_CHARS: Final = frozenset('*?[]\\')
-_MAX_REPLY_ROUTES: Final = 10_000
 _CLOSE_FLUSH_TIMEOUT: Final = 2.0
-
-_Op = tuple[Literal['xadd', 'publish', 'lease', 'unlease'], str, str]
-"""An outbox entry: (what, key or participant, payload)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class RedisBusStats(BusStats):
-    """The counters of a [`RedisMessageBus`][pydantic_ai_subagents.redis.RedisMessageBus].
-
-    The inherited counters are about this process: `delivered` counts messages put into its own mailboxes and
-    subscriptions (whether they came from this process or through Redis), `mailboxes` and `subscriptions` are
-    the ones open here.
-    """
-
-    written: int = 0
-    """Messages written to Redis (mailbox appends, publishes and replies)."""
-    received: int = 0
-    """Messages read from Redis and decoded."""
-    undecodable: int = 0
-    """Messages read from Redis and dropped because they could not be decoded (unknown type, bad fields)."""
-    local_only: int = 0
-    """Published messages of an unregistered class: delivered in this process only."""
-    refused: int = 0
-    """Messages from Redis refused by a full local inbox with the `'error'` policy (nobody to raise to)."""
-    outbox: int = 0
-    """Operations waiting in the local outbox to be written to Redis."""
-    write_errors: int = 0
-    """Failed attempts to write a batch to Redis (the batch is retried)."""
-    known_participants: int = 0
-    """Participants with an open mailbox somewhere, as last seen by this process."""
 
 
 class RedisMessageBus(LocalBus):
@@ -178,49 +136,35 @@ class RedisMessageBus(LocalBus):
         self.stream_ttl = stream_ttl
         self.read_block = read_block
 
+        self._keys = BusKeys(namespace)
+        self._outbox = Outbox(
+            keys=self._keys,
+            max_messages=max_outbox,
+            stream_max_len=stream_max_len,
+            stream_ttl=stream_ttl,
+            lease_seconds=lease_seconds,
+        )
+        self._participants = Participants(
+            key=self._keys.participants, outbox=self._outbox, refresh_interval=refresh_interval
+        )
+        self._receiver = Receiver(
+            keys=self._keys,
+            instance_id=self.instance_id,
+            read_block=read_block,
+            on_listening=self._participants.list,
+            to_mailbox=self._put_from_redis,
+            to_subscribers=self._publish_from_redis,
+            to_asker=self._reply_from_redis,
+        )
+
         self._client: aioredis.Redis | None = None
         self._tg: anyio.abc.TaskGroup | None = None
-        self._owner: int | None = None
         self._started = False
         self._finished = False
 
         self._readers: dict[str, anyio.CancelScope] = {}
-        self._registered: set[str] = set()
-        self._reply_routes: OrderedDict[str, str] = OrderedDict()
-        self._known: frozenset[str] = frozenset()
-
-        self._outbox: deque[_Op] = deque()
-        self._outbox_messages = 0
-        self._outbox_wakeup = anyio.Event()
-        self._in_flight = 0
-        self._progress = anyio.Event()
-        self._pumps = 0
-        self._scopes: set[anyio.CancelScope] = set()
-        self._pumps_idle = anyio.Event()
-        self._pumps_idle.set()
-
-        self._written = 0
-        self._received = 0
-        self._undecodable = 0
-        self._local_only = 0
-        self._refused = 0
-        self._write_errors = 0
-        self._warned_local_only: set[type[Message]] = set()
-
-    # -- keys --
-
-    def _mailbox_key(self, participant: str) -> str:
-        return f'{self.namespace}:mbox:{participant}'
-
-    def _topic_channel(self, topic: str) -> str:
-        return f'{self.namespace}:topic:{topic}'
-
-    def _reply_channel(self, instance: str) -> str:
-        return f'{self.namespace}:reply:{instance}'
-
-    @property
-    def _participants_key(self) -> str:
-        return f'{self.namespace}:participants'
+        # When no pump is left, nothing will write the outbox: wake `flush`.
+        self._pumps = Pumps(on_idle=self._outbox.pump.notify)
 
     # -- lifecycle --
 
@@ -229,28 +173,19 @@ class RedisMessageBus(LocalBus):
             raise BusClosedError('the message bus is closed')
         if self._started:
             raise BusError('this RedisMessageBus was already started')
-        client = aioredis.Redis.from_url(self.url)  # pyright: ignore[reportUnknownMemberType]
-        try:
-            await client.ping()  # pyright: ignore[reportUnknownMemberType]
-            pubsub = client.pubsub()  # pyright: ignore[reportUnknownMemberType]
-            await pubsub.psubscribe(self._topic_channel('*'))  # pyright: ignore[reportUnknownMemberType]
-            await pubsub.subscribe(self._reply_channel(self.instance_id))  # pyright: ignore[reportUnknownMemberType]
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await client.aclose()
-            raise
-        self._client = client
+        client = await open_client(self.url, self._receiver.subscribe)
+        self._client = self._outbox.client = client
         self._token = anyio.lowlevel.current_token()
         self._loop_thread = threading.get_ident()
-        await self._refresh_known()
+        await self._participants.refresh(client)
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
-        self._owner = id(anyio.get_current_task())
+        self._pumps.attach(tg)
         self._started = True
-        self._spawn(self._write_pump)
-        self._spawn(self._pubsub_pump, pubsub)
-        self._spawn(self._lease_pump)
+        self._pumps.spawn(self._outbox.pump.run)
+        self._pumps.spawn(self._receiver.read_published)
+        self._pumps.spawn(self._participants.run, client)
         return self
 
     async def __aexit__(
@@ -261,29 +196,6 @@ class RedisMessageBus(LocalBus):
         if tg is not None:
             self._tg = None
             await tg.__aexit__(None, None, None)
-
-    def _spawn(self, func: Callable[..., Awaitable[None]], *args: Any, scope: anyio.CancelScope | None = None) -> None:
-        """Start a pump in the bus's task group, under a cancel scope of its own that `aclose` cancels."""
-        assert self._tg is not None
-        if self._pumps == 0:
-            self._pumps_idle = anyio.Event()
-        self._pumps += 1
-        scope = scope or anyio.CancelScope()
-        self._scopes.add(scope)
-        self._tg.start_soon(self._run_pump, scope, func, *args)
-
-    async def _run_pump(self, scope: anyio.CancelScope, func: Callable[..., Awaitable[None]], *args: Any) -> None:
-        try:
-            with scope:
-                await func(*args)
-        except Exception:
-            logger.exception('redis bus pump %s failed', getattr(func, '__name__', func))
-        finally:
-            self._scopes.discard(scope)
-            self._pumps -= 1
-            if self._pumps == 0:
-                self._pumps_idle.set()
-                self._progress.set()  # wake `flush`: nothing is left to write the outbox
 
     @property
     def closed(self) -> bool:
@@ -300,16 +212,11 @@ class RedisMessageBus(LocalBus):
         connection. Closing twice does nothing.
         """
         self._close_inboxes()
-        self._stop_pumps()
+        self._pumps.stop()
 
     def _close_inboxes(self) -> None:
         if self._close_local():
-            self._outbox_wakeup.set()
-
-    def _stop_pumps(self) -> None:
-        # Only the pumps' own scopes: the task group's scope also covers the body of `async with bus:`.
-        for scope in list(self._scopes):
-            scope.cancel()
+            self._outbox.pump.wake()
 
     async def aclose(self) -> None:
         """Close the bus and wait until nothing of it is left running.
@@ -325,8 +232,8 @@ class RedisMessageBus(LocalBus):
             if self._client is not None:
                 with anyio.move_on_after(_CLOSE_FLUSH_TIMEOUT):
                     await self._wait_flushed()
-            self._stop_pumps()
-            await self._pumps_idle.wait()
+            self._pumps.stop()
+            await self._pumps.wait_idle()
             if not self._finished and self._client is not None:
                 self._finished = True
                 await self._client.aclose()
@@ -347,14 +254,14 @@ class RedisMessageBus(LocalBus):
         """Return a snapshot of the bus's counters."""
         return RedisBusStats(
             **self._local_counts(),
-            written=self._written,
-            received=self._received,
-            undecodable=self._undecodable,
-            local_only=self._local_only,
-            refused=self._refused,
+            written=self._outbox.written,
+            received=self._receiver.received,
+            undecodable=self._receiver.undecodable,
+            local_only=self._outbox.local_only,
+            refused=self._receiver.refused,
             outbox=len(self._outbox),
-            write_errors=self._write_errors,
-            known_participants=len(self._known | self._mailboxes.keys()),
+            write_errors=self._outbox.pump.errors,
+            known_participants=len(self._participants.known | self._mailboxes.keys()),
         )
 
     # -- mailboxes and subscriptions --
@@ -382,7 +289,8 @@ class RedisMessageBus(LocalBus):
         box = self._open_local_mailbox(participant, max_buffer, overflow, _nothing)
         scope = anyio.CancelScope()
         self._readers[participant] = scope
-        self._spawn(self._read_mailbox, box, scope=scope)
+        assert self._client is not None
+        self._pumps.spawn(self._receiver.read_mailbox, self._client, box, scope=scope)
         return box
 
     def subscribe(
@@ -408,10 +316,7 @@ class RedisMessageBus(LocalBus):
         scope = self._readers.pop(inbox.name, None)
         if scope is not None:
             scope.cancel()
-        if inbox.name in self._registered:
-            self._registered.discard(inbox.name)
-            self._outbox.append(('unlease', inbox.name, ''))
-            self._outbox_wakeup.set()
+        self._participants.unlist(inbox.name)
 
     async def wait_for_participant(self, participant: str, *, timeout: float = 5.0) -> None:
         """Wait until `participant` has a mailbox open in some process and this process knows it.
@@ -429,14 +334,11 @@ class RedisMessageBus(LocalBus):
             while True:
                 if participant in self._mailboxes:
                     # Local sends are immediate; wait for the listing so other processes can see it too.
-                    if participant in self._registered:
+                    if self._participants.is_listed(participant):
                         await self.flush()
                         return
-                else:
-                    score = await self._client.zscore(self._participants_key, participant)  # pyright: ignore[reportUnknownMemberType]
-                    if score is not None and float(score) > time.time():
-                        self._known = self._known | {participant}
-                        return
+                elif await self._participants.lookup(self._client, participant):
+                    return
                 await anyio.sleep(0.01)
                 self._check_open()
         raise TimeoutError(f'participant {participant!r} did not open a mailbox within {timeout:g} s')
@@ -448,22 +350,13 @@ class RedisMessageBus(LocalBus):
             BusClosedError: The bus closed before the outbox was written.
         """
         await self._wait_flushed()
-        if self._outbox or self._in_flight:
+        if self._outbox.busy:
             raise BusClosedError('the message bus closed before its outbox was written')
 
     async def _wait_flushed(self) -> None:
-        while (self._outbox or self._in_flight) and self._pumps:
-            progress = self._progress = anyio.Event() if self._progress.is_set() else self._progress
-            await progress.wait()
+        await self._outbox.pump.wait(lambda: self._outbox.busy and self._pumps.running > 0)
 
     # -- sending --
-
-    def _enqueue(self, op: _Op) -> None:
-        if self._outbox_messages >= self.max_outbox:
-            raise MailboxFullError('<redis outbox>', self.max_outbox)
-        self._outbox.append(op)
-        self._outbox_messages += 1
-        self._outbox_wakeup.set()
 
     def send(self, message: Message) -> None:
         """Deliver `message` to the mailbox of `message.recipient`, in this process or another, without waiting.
@@ -488,10 +381,10 @@ class RedisMessageBus(LocalBus):
             box._put(message)  # pyright: ignore[reportPrivateUsage]
             self._delivered += 1
             return
-        if recipient not in self._known:
+        if recipient not in self._participants.known:
             raise UnknownRecipientError(recipient)
         payload = encode(message, origin=self.instance_id, reply_to=reply_to)
-        self._enqueue(('xadd', self._mailbox_key(recipient), payload))
+        self._outbox.put(('xadd', self._keys.mailbox(recipient), payload))
 
     def publish(self, message: Message) -> int:
         """Deliver `message` to every subscription of its topic (and of `'*'`), in every process.
@@ -512,15 +405,7 @@ class RedisMessageBus(LocalBus):
             raise ValueError(f'{type(message).__name__} has no topic; set `topic` to publish it')
         if topic == WILDCARD_TOPIC:
             raise ValueError(f'{WILDCARD_TOPIC!r} only works for subscribing; publish under a concrete topic')
-        if is_registered(type(message)):
-            self._enqueue(('publish', self._topic_channel(topic), encode(message, origin=self.instance_id)))
-        else:
-            self._local_only += 1
-            if type(message) not in self._warned_local_only:
-                self._warned_local_only.add(type(message))
-                logger.info(
-                    '%s is not registered for Redis; it is published to this process only', type(message).__qualname__
-                )
+        self._outbox.put_published(self._keys.topic(topic), message, origin=self.instance_id)
         return self._deliver_published(message, topic)
 
     # -- request / reply --
@@ -565,12 +450,12 @@ class RedisMessageBus(LocalBus):
         if pending is not None:
             self._hand_reply(pending, answer)
             return True
-        route = self._reply_routes.get(correlation_id)
+        route = self._receiver.reply_route(correlation_id)
         if route is None:
             return False
         payload = encode(answer, origin=self.instance_id)
-        self._enqueue(('publish', self._reply_channel(route), payload))
-        del self._reply_routes[correlation_id]
+        self._outbox.put(('publish', self._keys.reply(route), payload))
+        self._receiver.forget_route(correlation_id)
         return True
 
     # -- other threads --
@@ -592,188 +477,20 @@ class RedisMessageBus(LocalBus):
         """[`reply`][pydantic_ai_subagents.redis.RedisMessageBus.reply] from any thread."""
         return self._run_on_loop(partial(self.reply, request, message))
 
-    # -- pumps --
+    # -- what the receiver brings from Redis --
 
-    async def _write_pump(self) -> None:
-        """Drain the outbox into Redis, a pipeline per batch, retrying a batch that failed."""
-        client = self._client
-        assert client is not None
-        backoff = 0.05
-        while True:
-            if not self._outbox:
-                self._outbox_wakeup = anyio.Event()
-                if not self._outbox:
-                    await self._outbox_wakeup.wait()
-                continue
-            batch = list(self._outbox)
-            self._outbox.clear()
-            self._in_flight = len(batch)
-            try:
-                await self._write_batch(client, batch)
-            except RedisError as exc:
-                self._write_errors += 1
-                logger.warning('writing to Redis failed (%s); retrying in %.2f s', exc, backoff)
-                self._outbox.extendleft(reversed(batch))
-                self._in_flight = 0
-                self._progress.set()
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            backoff = 0.05
-            sent = sum(1 for op in batch if op[0] in ('xadd', 'publish'))
-            self._written += sent
-            self._outbox_messages -= sent
-            self._in_flight = 0
-            self._progress.set()
+    def _put_from_redis(self, box: Mailbox, message: Message) -> None:
+        box._put(message)  # pyright: ignore[reportPrivateUsage]
+        self._delivered += 1
 
-    async def _write_batch(self, client: aioredis.Redis, batch: list[_Op]) -> None:
-        pipe = client.pipeline(transaction=False)  # pyright: ignore[reportUnknownMemberType]
-        ttl = max(1, int(self.stream_ttl))
-        for kind, key, payload in batch:
-            if kind == 'xadd':
-                pipe.xadd(key, {'m': payload}, maxlen=self.stream_max_len, approximate=True)  # pyright: ignore[reportUnknownMemberType]
-                pipe.expire(key, ttl)  # pyright: ignore[reportUnknownMemberType]
-            elif kind == 'publish':
-                pipe.publish(key, payload)  # pyright: ignore[reportUnknownMemberType]
-            elif kind == 'lease':
-                pipe.zadd(self._participants_key, {key: time.time() + self.lease_seconds})  # pyright: ignore[reportUnknownMemberType]
-            else:
-                pipe.zrem(self._participants_key, key)  # pyright: ignore[reportUnknownMemberType]
-        await pipe.execute()  # pyright: ignore[reportUnknownMemberType]
+    def _publish_from_redis(self, message: Message) -> None:
+        self._deliver_published(message, message.topic)
 
-    async def _read_mailbox(self, box: Mailbox) -> None:
-        """Feed one local mailbox from its stream until the mailbox closes (which cancels this pump)."""
-        client = self._client
-        assert client is not None
-        key = self._mailbox_key(box.name)
-        backoff = 0.05
-        while True:
-            try:
-                # Start after whatever the stream already holds (left from an earlier owner of the name), and
-                # only then list the participant: everything sent by someone who saw the listing is read.
-                last = cast('list[tuple[bytes, Any]]', await client.xrevrange(key, count=1))  # pyright: ignore[reportUnknownMemberType]
-                break
-            except RedisError as exc:
-                logger.warning('reading mailbox %r from Redis failed (%s); retrying', box.name, exc)
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-        last_id: bytes | str = last[0][0] if last else '0-0'
-        self._registered.add(box.name)
-        self._outbox.append(('lease', box.name, ''))
-        self._outbox_wakeup.set()
-        block_ms = max(1, int(self.read_block * 1000))
-        backoff = 0.05
-        while True:
-            try:
-                result = cast(
-                    'list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None',
-                    await client.xread({key: last_id}, block=block_ms, count=100),  # pyright: ignore[reportUnknownMemberType]
-                )
-            except RedisError as exc:
-                logger.warning('reading mailbox %r from Redis failed (%s); retrying', box.name, exc)
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            backoff = 0.05
-            for _stream, entries in result or ():
-                for entry_id, fields in entries:
-                    last_id = entry_id
-                    self._on_mailbox_entry(box, fields.get(b'm'))
-
-    def _on_mailbox_entry(self, box: Mailbox, raw: bytes | None) -> None:
-        envelope = self._decode(raw)
-        if envelope is None or box.closed:
-            return
-        message = envelope.message
-        if envelope.reply_to is not None and message.correlation_id is not None:
-            routes = self._reply_routes
-            routes[message.correlation_id] = envelope.reply_to
-            if len(routes) > _MAX_REPLY_ROUTES:
-                routes.popitem(last=False)
-        try:
-            box._put(message)  # pyright: ignore[reportPrivateUsage]
-        except MailboxFullError:
-            self._refused += 1
-            logger.warning('mailbox %r is full; dropped a %s from Redis', box.name, type(message).__name__)
-        else:
-            self._delivered += 1
-
-    def _decode(self, raw: bytes | str | None) -> Envelope | None:
-        if raw is None:
-            self._undecodable += 1
-            logger.error('dropped a Redis entry without a message')
-            return None
-        try:
-            envelope = decode(raw)
-        except MessageCodecError as exc:
-            self._undecodable += 1
-            logger.error('dropped a message read from Redis: %s', exc)
-            return None
-        self._received += 1
-        return envelope
-
-    async def _pubsub_pump(self, pubsub: Any) -> None:
-        """Receive published messages and replies addressed to this bus."""
-        reply_channel = self._reply_channel(self.instance_id).encode()
-        own_origin = f'"origin":"{self.instance_id}"'.encode()
-        backoff = 0.05
-        try:
-            while True:
-                try:
-                    item = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.read_block)
-                except RedisError as exc:
-                    logger.warning('reading published messages from Redis failed (%s); retrying', exc)
-                    await anyio.sleep(backoff)
-                    backoff = min(backoff * 2, 2.0)
-                    continue
-                backoff = 0.05
-                if item is None:
-                    continue
-                data = cast('dict[str, Any]', item)
-                raw = data.get('data')
-                if isinstance(raw, bytes) and own_origin in raw and data.get('channel') != reply_channel:
-                    continue  # this bus's own publish, already delivered here: not worth decoding
-                envelope = self._decode(raw)
-                if envelope is None:
-                    continue
-                message: Message = envelope.message
-                if data.get('channel') == reply_channel:
-                    correlation_id = message.correlation_id
-                    pending = self._pending.pop(correlation_id, None) if correlation_id is not None else None
-                    if pending is not None:
-                        self._hand_reply(pending, message)
-                elif envelope.origin != self.instance_id:
-                    try:
-                        self._deliver_published(message, message.topic)
-                    except MailboxFullError:
-                        self._refused += 1
-        finally:
-            with anyio.CancelScope(shield=True):
-                await pubsub.aclose()
-
-    async def _lease_pump(self) -> None:
-        """Renew this process's leases and refresh its copy of the participants set."""
-        client = self._client
-        assert client is not None
-        while True:
-            await anyio.sleep(self.refresh_interval)
-            for name in self._registered:
-                self._outbox.append(('lease', name, ''))
-            if self._registered:
-                self._outbox_wakeup.set()
-            with contextlib.suppress(RedisError):
-                await self._refresh_known()
-
-    async def _refresh_known(self) -> None:
-        client = self._client
-        assert client is not None
-        now = time.time()
-        pipe = client.pipeline(transaction=False)  # pyright: ignore[reportUnknownMemberType]
-        pipe.zremrangebyscore(self._participants_key, '-inf', now)  # pyright: ignore[reportUnknownMemberType]
-        pipe.zrangebyscore(self._participants_key, now, '+inf')  # pyright: ignore[reportUnknownMemberType]
-        results: list[Any] = await pipe.execute()  # pyright: ignore[reportUnknownMemberType]
-        names = cast('list[bytes]', results[1])
-        self._known = frozenset(name.decode() for name in names)
+    def _reply_from_redis(self, message: Message) -> None:
+        correlation_id = message.correlation_id
+        pending = self._pending.pop(correlation_id, None) if correlation_id is not None else None
+        if pending is not None:
+            self._hand_reply(pending, message)
 
 
 def _nothing() -> None:

@@ -40,11 +40,15 @@ from .._state import CancelKind, StatusChange, TaskRecord, TaskStatus
 
 try:
     import redis.asyncio as aioredis
-    from redis.exceptions import RedisError, ResponseError
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         'pydantic_ai_subagents.redis needs the redis package: install pydantic-ai-subagents[redis]'
     ) from exc
+
+from ._jobs import WorkerQueues
+from ._keys import StoreKeys
+from ._leases import OwnerLeases
+from ._pump import WritePump, open_client
 
 __all__ = ('RedisTaskStore',)
 
@@ -52,7 +56,6 @@ logger = logging.getLogger('pydantic_ai_subagents.redis')
 
 _RECORD: Final[TypeAdapter[TaskRecord]] = TypeAdapter(TaskRecord)
 _LOAD_BATCH: Final = 500
-_WORKERS_GROUP: Final = 'workers'
 _CLOSE_FLUSH_TIMEOUT: Final = 5.0
 
 # KEYS: record hash, tasks index, finished index.
@@ -149,51 +152,38 @@ class RedisTaskStore(InMemoryTaskStore):
         self.heartbeat_interval = heartbeat_interval
         """Seconds between renewals of this process's leases (and checks for orphans)."""
         self.max_pending_writes = max_pending_writes
+        self._keys = StoreKeys(namespace)
+        self._claim_id = f'{time.time():.0f}-{id(self):x}'
+        self._leases = OwnerLeases(
+            keys=self._keys, lease_seconds=lease_seconds, heartbeat_interval=heartbeat_interval, claim_id=self._claim_id
+        )
+        self._queues = WorkerQueues(self._keys)
         self._client: aioredis.Redis | None = None
+        self._script: Any = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._pump_scope = anyio.CancelScope()
         self._pumps_done = anyio.Event()
+        # Written in order by the pump: the newest snapshot of each changed record, then the jobs queued after it.
         self._pending: dict[str, TaskRecord] = {}
-        self._in_flight = 0
-        self._wakeup = anyio.Event()
-        self._progress = anyio.Event()
-        self._owners: set[str] = set()
-        self._closed = False
-        self._write_errors = 0
-        self._claim_id = f'{time.time():.0f}-{id(self):x}'
-        self._groups: set[str] = set()
         self._jobs_out: list[tuple[str, str]] = []
-        self._alive_lock = anyio.Lock()
-        self._alive_seen: dict[str, tuple[bool, float]] = {}
+        self._writer = WritePump[tuple[list[TaskRecord], list[tuple[str, str]]]](
+            what='task records', take=self._take_writes, write=self._write_batch, put_back=self._put_back_writes
+        )
+        self._closed = False
         self._refreshed_at = time.time()
-
-    # -- keys --
-
-    def _task_key(self, task_id: str) -> str:
-        return f'{self.namespace}:task:{task_id}'
-
-    def _owner_key(self, owner: str) -> str:
-        return f'{self.namespace}:owner:{owner}'
 
     # -- lifecycle --
 
     async def __aenter__(self) -> Self:
         if self._client is not None or self._closed:
             raise SubagentsError('a RedisTaskStore can be entered once')
-        client = aioredis.Redis.from_url(self.url)  # pyright: ignore[reportUnknownMemberType]
-        try:
-            await client.ping()  # pyright: ignore[reportUnknownMemberType]
-            await self._load(client)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await client.aclose()
-            raise
+        client = await open_client(self.url, self._load)
         self._client = client
         self._script = client.register_script(_WRITE_SCRIPT)  # pyright: ignore[reportUnknownMemberType]
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
-        tg.start_soon(self._run_pumps)
+        tg.start_soon(self._run_pumps, client)
         return self
 
     async def __aexit__(
@@ -204,15 +194,15 @@ class RedisTaskStore(InMemoryTaskStore):
         if tg is not None:
             await tg.__aexit__(None, None, None)
 
-    async def _run_pumps(self) -> None:
+    async def _run_pumps(self, client: aioredis.Redis) -> None:
         try:
             with self._pump_scope:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._write_pump)
-                    tg.start_soon(self._heartbeat_pump)
+                    tg.start_soon(self._writer.run)
+                    tg.start_soon(self._leases.run, client)
         finally:
             self._pumps_done.set()
-            self._progress.set()
+            self._writer.notify()
 
     async def aclose(self) -> None:
         """Write what is pending (for a few seconds at most), give up this process's leases, and disconnect.
@@ -227,12 +217,7 @@ class RedisTaskStore(InMemoryTaskStore):
             if client is not None:
                 with anyio.move_on_after(_CLOSE_FLUSH_TIMEOUT):
                     await self._wait_written()
-                if self._owners:
-                    try:
-                        await client.delete(*(self._owner_key(o) for o in self._owners))  # pyright: ignore[reportUnknownMemberType]
-                    except RedisError as exc:
-                        logger.warning('could not release the leases of %s: %s', sorted(self._owners), exc)
-                self._owners.clear()
+                await self._leases.give_up_all(client)
             self._pump_scope.cancel()
             if self._tg is not None:
                 await self._pumps_done.wait()
@@ -241,10 +226,10 @@ class RedisTaskStore(InMemoryTaskStore):
 
     async def _load(self, client: aioredis.Redis) -> None:
         """Read every record Redis still holds for the namespace into this process's copy."""
-        tasks_key = f'{self.namespace}:tasks'
+        tasks_key = self._keys.tasks
         if self.retention_seconds is not None:
             cutoff = time.time() - self.retention_seconds
-            await client.zremrangebyscore(f'{self.namespace}:finished', '-inf', cutoff)  # pyright: ignore[reportUnknownMemberType]
+            await client.zremrangebyscore(self._keys.finished, '-inf', cutoff)  # pyright: ignore[reportUnknownMemberType]
         ids = [raw.decode() for raw in cast('list[bytes]', await client.zrange(tasks_key, 0, -1))]  # pyright: ignore[reportUnknownMemberType]
         gone: list[str] = []
         async for task_id, record in self._read(client, ids):
@@ -265,7 +250,7 @@ class RedisTaskStore(InMemoryTaskStore):
             chunk = ids[start : start + _LOAD_BATCH]
             pipe = client.pipeline(transaction=False)  # pyright: ignore[reportUnknownMemberType]
             for task_id in chunk:
-                pipe.hget(self._task_key(task_id), 'data')  # pyright: ignore[reportUnknownMemberType]
+                pipe.hget(self._keys.task(task_id), 'data')  # pyright: ignore[reportUnknownMemberType]
             values = cast('list[bytes | None]', await pipe.execute())  # pyright: ignore[reportUnknownMemberType]
             for task_id, raw in zip(chunk, values, strict=True):
                 if raw is None:
@@ -286,7 +271,7 @@ class RedisTaskStore(InMemoryTaskStore):
         if record.id not in self._pending and len(self._pending) >= self.max_pending_writes:
             raise SubagentsError(f'{len(self._pending)} task changes are waiting to be written to Redis')
         self._pending[record.id] = record
-        self._wakeup.set()
+        self._writer.wake()
         return record
 
     def create(self, record: TaskRecord) -> StatusChange:
@@ -320,61 +305,45 @@ class RedisTaskStore(InMemoryTaskStore):
             SubagentsError: The store closed before they were written.
         """
         await self._wait_written()
-        if self._pending or self._jobs_out or self._in_flight:
+        if self._unwritten:
             raise SubagentsError('the Redis task store closed before its changes were written')
 
-    async def _wait_written(self) -> None:
-        while (
-            (self._pending or self._jobs_out or self._in_flight)
-            and self._tg is not None
-            and not self._pumps_done.is_set()
-        ):
-            progress = self._progress = anyio.Event() if self._progress.is_set() else self._progress
-            await progress.wait()
+    @property
+    def _unwritten(self) -> bool:
+        return bool(self._pending or self._jobs_out) or self._writer.writing
 
-    async def _write_pump(self) -> None:
+    async def _wait_written(self) -> None:
+        await self._writer.wait(lambda: self._unwritten and self._tg is not None and not self._pumps_done.is_set())
+
+    def _take_writes(self) -> tuple[list[TaskRecord], list[tuple[str, str]]] | None:
+        if not (self._pending or self._jobs_out):
+            return None
+        batch = list(self._pending.values())
+        self._pending.clear()
+        jobs, self._jobs_out = self._jobs_out, []
+        return batch, jobs
+
+    def _put_back_writes(self, writes: tuple[list[TaskRecord], list[tuple[str, str]]]) -> None:
+        batch, jobs = writes
+        for record in batch:
+            newer = self._pending.get(record.id)
+            if newer is None or newer.revision < record.revision:
+                self._pending[record.id] = record
+        self._jobs_out[:0] = jobs
+
+    async def _write_batch(self, writes: tuple[list[TaskRecord], list[tuple[str, str]]]) -> None:
         client = self._client
         assert client is not None
-        backoff = 0.05
-        while True:
-            if not (self._pending or self._jobs_out):
-                self._wakeup = anyio.Event()
-                if not (self._pending or self._jobs_out):
-                    await self._wakeup.wait()
-                continue
-            batch = list(self._pending.values())
-            self._pending.clear()
-            jobs, self._jobs_out = self._jobs_out, []
-            self._in_flight = len(batch) + len(jobs)
-            try:
-                await self._write_batch(client, batch, jobs)
-            except RedisError as exc:
-                self._write_errors += 1
-                logger.warning('writing task records to Redis failed (%s); retrying in %.2f s', exc, backoff)
-                for record in batch:
-                    newer = self._pending.get(record.id)
-                    if newer is None or newer.revision < record.revision:
-                        self._pending[record.id] = record
-                self._jobs_out[:0] = jobs
-                self._in_flight = 0
-                self._progress.set()
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            backoff = 0.05
-            self._in_flight = 0
-            self._progress.set()
-
-    async def _write_batch(self, client: aioredis.Redis, batch: list[TaskRecord], jobs: list[tuple[str, str]]) -> None:
+        batch, jobs = writes
         for key in {key for key, _ in jobs}:
-            await self._ensure_group(client, key)
+            await self._queues.ensure_group(client, key)
         pipe = client.pipeline(transaction=False)  # pyright: ignore[reportUnknownMemberType]
         now = time.time()
         retention_ms = 0 if self.retention_seconds is None else max(1, int(self.retention_seconds * 1000))
-        prefix = f'{self.namespace}:task:'
+        prefix = self._keys.task_prefix
         for record in batch:
-            await self._script(  # pyright: ignore[reportUnknownMemberType]
-                keys=[self._task_key(record.id), f'{self.namespace}:tasks', f'{self.namespace}:finished'],
+            await self._script(
+                keys=[self._keys.task(record.id), self._keys.tasks, self._keys.finished],
                 args=[
                     record.id,
                     record.revision,
@@ -397,39 +366,16 @@ class RedisTaskStore(InMemoryTaskStore):
 
     async def register_owner(self, owner: str) -> None:
         """Take the lease of `owner` (a manager of this process) now, and renew it while the store is open."""
-        client = self._require_client()
-        self._owners.add(owner)
-        await client.set(self._owner_key(owner), self._claim_id, px=int(self.lease_seconds * 1000))  # pyright: ignore[reportUnknownMemberType]
+        await self._leases.take(self._require_client(), owner)
 
     async def unregister_owner(self, owner: str) -> None:
         """Give up the lease of `owner`: its manager has closed and its tasks are finished."""
-        self._owners.discard(owner)
-        if self._client is not None and not self._closed:
-            try:
-                await self._client.delete(self._owner_key(owner))  # pyright: ignore[reportUnknownMemberType]
-            except RedisError as exc:
-                logger.warning('could not release the lease of %s: %s', owner, exc)
+        await self._leases.give_up(None if self._closed else self._client, owner)
 
     def _require_client(self) -> aioredis.Redis:
         if self._client is None or self._closed:
             raise SubagentsError('the Redis task store is not open; use `async with RedisTaskStore(url) as store:`')
         return self._client
-
-    async def _heartbeat_pump(self) -> None:
-        client = self._client
-        assert client is not None
-        lease_ms = int(self.lease_seconds * 1000)
-        while True:
-            await anyio.sleep(self.heartbeat_interval)
-            if not self._owners:
-                continue
-            try:
-                pipe = client.pipeline(transaction=False)  # pyright: ignore[reportUnknownMemberType]
-                for owner in self._owners:
-                    pipe.set(self._owner_key(owner), self._claim_id, px=lease_ms)  # pyright: ignore[reportUnknownMemberType]
-                await pipe.execute()  # pyright: ignore[reportUnknownMemberType]
-            except RedisError as exc:
-                logger.warning('renewing the leases of %s failed: %s', sorted(self._owners), exc)
 
     async def owners_alive(self, owners: set[str]) -> set[str]:
         """Which of `owners` hold a lease right now (managers of this process always do).
@@ -437,42 +383,9 @@ class RedisTaskStore(InMemoryTaskStore):
         Answers are cached for half a heartbeat, and one query runs at a time: many tasks watching their workers
         cost one round trip per half heartbeat, not one each.
         """
-        client = self._require_client()
-        alive = owners & self._owners
-        others = owners - self._owners
-        if not others:
-            return alive
-        async with self._alive_lock:
-            now = time.monotonic()
-            fresh_for = self.heartbeat_interval / 2
-            stale = sorted(o for o in others if now - self._alive_seen.get(o, (False, -fresh_for))[1] >= fresh_for)
-            if stale:
-                pipe = client.pipeline(transaction=False)  # pyright: ignore[reportUnknownMemberType]
-                for owner in stale:
-                    pipe.exists(self._owner_key(owner))  # pyright: ignore[reportUnknownMemberType]
-                found = cast('list[int]', await pipe.execute())  # pyright: ignore[reportUnknownMemberType]
-                now = time.monotonic()
-                for owner, exists in zip(stale, found, strict=True):
-                    self._alive_seen[owner] = (bool(exists), now)
-                if len(self._alive_seen) > 10_000:
-                    self._alive_seen = {o: seen for o, seen in self._alive_seen.items() if now - seen[1] < 60}
-        return alive | {o for o in others if self._alive_seen[o][0]}
+        return await self._leases.alive(self._require_client(), owners)
 
     # -- worker queues --
-
-    def _queue_key(self, queue: str) -> str:
-        return f'{self.namespace}:queue:{queue}'
-
-    async def _ensure_group(self, client: aioredis.Redis, key: str) -> None:
-        if key in self._groups:
-            return
-        try:
-            # From the start of the stream: jobs put there before any worker came are still taken.
-            await client.xgroup_create(key, _WORKERS_GROUP, id='0', mkstream=True)  # pyright: ignore[reportUnknownMemberType]
-        except ResponseError as exc:
-            if 'BUSYGROUP' not in str(exc):
-                raise
-        self._groups.add(key)
 
     async def submit(self, queue: str, job: Mapping[str, Any]) -> None:
         """Put a job on the worker queue `queue` (a Redis stream read by the consumer group of the workers).
@@ -483,8 +396,8 @@ class RedisTaskStore(InMemoryTaskStore):
         self._require_client()
         if len(self._jobs_out) >= self.max_pending_writes:
             raise SubagentsError(f'{len(self._jobs_out)} jobs are waiting to be written to Redis')
-        self._jobs_out.append((self._queue_key(queue), json.dumps(dict(job))))
-        self._wakeup.set()
+        self._jobs_out.append((self._keys.queue(queue), json.dumps(dict(job))))
+        self._writer.wake()
 
     async def take(
         self, queue: str, consumer: str, *, count: int = 1, block: float = 1.0, min_idle: float | None = None
@@ -497,44 +410,13 @@ class RedisTaskStore(InMemoryTaskStore):
         Returns:
             `(entry id, job)` pairs; acknowledge each with [`ack`][pydantic_ai_subagents.redis.RedisTaskStore.ack].
         """
-        client = self._require_client()
-        key = self._queue_key(queue)
-        await self._ensure_group(client, key)
-        if min_idle is not None:
-            reply: list[Any] = await client.xautoclaim(  # pyright: ignore[reportUnknownMemberType]
-                key, _WORKERS_GROUP, consumer, min_idle_time=int(min_idle * 1000), start_id='0-0', count=count
-            )
-            entries = cast('list[tuple[bytes, dict[bytes, bytes] | None]]', reply[1])
-        else:
-            result = cast(
-                'list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes] | None]]]] | None',
-                await client.xreadgroup(  # pyright: ignore[reportUnknownMemberType]
-                    _WORKERS_GROUP, consumer, {key: '>'}, count=count, block=max(1, int(block * 1000))
-                ),
-            )
-            entries = [entry for _stream, batch in result or () for entry in batch]
-        jobs: list[tuple[str, dict[str, Any]]] = []
-        for entry_id, entry in entries:
-            raw = None if entry is None else entry.get(b'job')
-            try:
-                job = json.loads(raw) if raw is not None else None
-            except ValueError:
-                job = None
-            if not isinstance(job, dict):
-                logger.error('dropped a malformed job %s from queue %r', entry_id, queue)
-                await self.ack(queue, entry_id.decode())
-                continue
-            jobs.append((entry_id.decode(), cast('dict[str, Any]', job)))
-        return jobs
+        return await self._queues.take(
+            self._require_client(), queue, consumer, count=count, block=block, min_idle=min_idle
+        )
 
     async def ack(self, queue: str, entry_id: str) -> None:
         """Acknowledge a job taken with `take`: it leaves the queue for good."""
-        client = self._require_client()
-        key = self._queue_key(queue)
-        pipe = client.pipeline(transaction=False)  # pyright: ignore[reportUnknownMemberType]
-        pipe.xack(key, _WORKERS_GROUP, entry_id)  # pyright: ignore[reportUnknownMemberType]
-        pipe.xdel(key, entry_id)  # pyright: ignore[reportUnknownMemberType]
-        await pipe.execute()  # pyright: ignore[reportUnknownMemberType]
+        await self._queues.ack(self._require_client(), queue, entry_id)
 
     async def refresh(self) -> list[TaskRecord]:
         """Read again from Redis the live tasks of other processes, and tasks created lately; take in what changed.
@@ -550,11 +432,11 @@ class RedisTaskStore(InMemoryTaskStore):
         self._refreshed_at = time.time()
         recent = cast(
             'list[bytes]',
-            await client.zrangebyscore(f'{self.namespace}:tasks', since, '+inf'),  # pyright: ignore[reportUnknownMemberType]
+            await client.zrangebyscore(self._keys.tasks, since, '+inf'),  # pyright: ignore[reportUnknownMemberType]
         )
         ids = {raw.decode() for raw in recent}
-        ids.difference_update(r.id for r in self if r.owner in self._owners)
-        ids.update(r.id for r in self if not r.is_terminal and r.owner not in self._owners)
+        ids.difference_update(r.id for r in self if r.owner in self._leases.here)
+        ids.update(r.id for r in self if not r.is_terminal and r.owner not in self._leases.here)
         changed: list[TaskRecord] = []
         async for task_id, record in self._read(client, sorted(ids)):
             if record is None:
@@ -573,7 +455,7 @@ class RedisTaskStore(InMemoryTaskStore):
         caller marks the returned ones `FAILED`.
         """
         client = self._require_client()
-        live = [r for r in self if not r.is_terminal and r.owner is not None and r.owner not in self._owners]
+        live = [r for r in self if not r.is_terminal and r.owner is not None and r.owner not in self._leases.here]
         if not live:
             return []
         alive = await self.owners_alive({r.owner for r in live if r.owner is not None})
@@ -581,10 +463,10 @@ class RedisTaskStore(InMemoryTaskStore):
         for record in live:
             if record.owner in alive:
                 continue
-            key = f'{self.namespace}:orphan:{record.id}'
+            key = self._keys.orphan(record.id)
             if not await client.set(key, self._claim_id, nx=True, ex=3600):  # pyright: ignore[reportUnknownMemberType]
                 continue
-            raw = cast('bytes | None', await client.hget(self._task_key(record.id), 'data'))  # pyright: ignore[reportUnknownMemberType]
+            raw = cast('bytes | None', await client.hget(self._keys.task(record.id), 'data'))  # pyright: ignore[reportUnknownMemberType]
             if raw is not None:
                 super().apply(_RECORD.validate_json(raw))
             current = self.get(record.id)
