@@ -280,7 +280,7 @@ async def run_parent(
         prompt: The user prompt of the run.
         final: The text the scripted model answers once the steps are taken.
         deps: The run's dependencies.
-        **run_options: Other arguments of [`Agent.run`][pydantic_ai.Agent.run] (`usage_limits`, ...).
+        **run_options: Other arguments of `Agent.run` (`usage_limits`, ...).
 
     Returns:
         What the parent's model read: each tool's reply, the notices, the output and the messages.
