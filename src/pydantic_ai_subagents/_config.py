@@ -2,9 +2,9 @@
 
 A configuration is checked when it is built, not when its first task runs: a mistake found at a task's start would
 reach the parent's model as a failed task instead of the developer as an exception. Every error names the subagent
-and the field. Model names are resolved as `Agent` resolves them (so an unknown name, a
-missing provider package or missing credentials fail here exactly when `Agent(model)` would fail), and what
-`isolation='process'` sends to a child process is pickled once to be sure it can be.
+and the field. Model names are resolved as `Agent` resolves them (so an unknown name, a missing provider package
+or missing credentials fail here exactly when `Agent(model)` would fail), and what `isolation='process'` sends to a
+child process is pickled once to be sure it can be.
 """
 
 from __future__ import annotations
