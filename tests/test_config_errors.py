@@ -189,28 +189,43 @@ def test_valid_output_types_are_accepted() -> None:
     ('options', 'fields'),
     [
         ({'instructions': 'You research.'}, '`instructions`'),
-        ({'model': 'test'}, '`model`'),
         ({'toolsets': [FunctionToolset([])]}, '`toolsets`'),
         ({'output_type': int}, '`output_type`'),
         ({'model_settings': {'temperature': 0}}, '`model_settings`'),
         ({'capabilities': [Remind()]}, '`capabilities`'),
         ({'instructions': 'You research.', 'model': 'test', 'toolsets': [FunctionToolset([])]}, None),
+        ({'output_type': int, 'model_settings': {'temperature': 0}}, '`output_type`, `model_settings`'),
     ],
 )
 def test_a_ready_agent_with_fields_it_would_ignore_is_refused(options: dict[str, Any], fields: str | None) -> None:
     with pytest.raises(ValueError) as excinfo:
         SubAgentConfig(name='researcher', agent=Agent(TestModel()), **options)
-    fields = fields or '`instructions`, `model`, `toolsets`'
+    fields = fields or '`instructions`, `toolsets`'
     assert message_of(excinfo) == (
         f"subagent 'researcher': a ready `agent` carries its own settings, so {fields} would be ignored; give them "
         'to the agent or leave `agent` unset'
     )
 
 
-def test_a_ready_agent_with_only_what_it_uses_is_accepted() -> None:
-    agent = Agent(TestModel(), name='reviewer')
-    config = SubAgentConfig(name='reviewer', description='Reviews.', agent=agent, timeout=5, can_ask_questions=False)
-    assert config.agent is agent
+def answers(text: str) -> FunctionModel:
+    async def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(parts=[TextPart(text)])
+
+    return FunctionModel(answer)
+
+
+async def test_a_ready_agent_with_only_what_it_uses_is_accepted_and_a_model_overrides_its_own() -> None:
+    agent = Agent(answers('from the agent'), name='reviewer')
+    plain = SubAgentConfig(name='reviewer', description='Reviews.', agent=agent, timeout=5, can_ask_questions=False)
+    assert plain.agent is agent
+    # `model` is not ignored with a ready agent: its runs use it instead of the agent's own.
+    overridden = SubAgentConfig(name='reviewer', agent=agent, model=answers('from the config'))
+    async with TaskManager() as manager:
+        results = []
+        for config in (plain, overridden):
+            record = await manager.start(config, 'go', scope='s')
+            results.append((await manager.wait_for(record.id)).result)
+    assert results == ['from the agent', 'from the config']
 
 
 def test_a_ready_agent_must_be_an_agent_and_cannot_be_isolated() -> None:

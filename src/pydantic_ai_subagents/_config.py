@@ -45,6 +45,11 @@ class SubAgentConfig:
 
     `SubAgentConfig(name='researcher', instructions='You research ...')` is enough: the description is derived
     from the instructions and the parent's model is used.
+
+    A config is checked when it is built, so a mistake reaches you instead of the parent's model: a field of the
+    wrong type raises `TypeError`, a value that cannot work raises `ValueError`, and a model name that
+    `Agent(model)` would refuse raises what it raises (`UserError`, or `ImportError` for a missing provider
+    package). Each message names the subagent and the field.
     """
 
     name: str
@@ -75,8 +80,9 @@ class SubAgentConfig:
     processing or model routing."""
     agent: Agent[Any, Any] | None = None
     """A ready agent to run instead of building one from the fields above. It then carries its own instructions,
-    model, tools, output type, model settings and capabilities: setting any of those fields too is an error.
-    `ask_parent` is still offered to it when allowed; it cannot use `isolation='process'`."""
+    tools, output type, model settings and capabilities: setting any of those fields too is an error. `model`, if
+    set, is the model its runs use instead of the agent's own. `ask_parent` is still offered to it when allowed; it
+    cannot use `isolation='process'`."""
     deps: Callable[[Any], Any] | None = None
     """Maps the parent's `deps` to this subagent's; `None` passes the parent's deps unchanged."""
     isolation: Literal['none', 'process'] = 'none'
@@ -146,7 +152,6 @@ class SubAgentConfig:
             name
             for name, is_set in (
                 ('instructions', self.instructions is not None),
-                ('model', self.model is not None),
                 ('toolsets', bool(self.toolsets)),
                 ('output_type', self.output_type is not str),
                 ('model_settings', self.model_settings is not None),
