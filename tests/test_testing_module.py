@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic_ai import Agent
+from pydantic_ai import Agent, RunContext
+from pydantic_ai.messages import AgentStreamEvent, FunctionToolCallEvent
 from pydantic_ai.toolsets import FunctionToolset
 
-from pydantic_ai_subagents import SubAgentConfig, TaskStatus, create_subagent_toolset
+from pydantic_ai_subagents import SubAgentConfig, SubAgents, TaskRunEvent, TaskStatus, create_subagent_toolset
 from pydantic_ai_subagents.testing import ParentRun, call, run_parent, scripted_subagent
 
 pytestmark = pytest.mark.anyio
@@ -106,7 +108,7 @@ async def test_a_stalled_subagent_ends_only_when_stopped() -> None:
 
 async def test_notices_and_retries_are_reported_as_the_model_read_them() -> None:
     subagents = create_subagent_toolset(
-        [scripted_subagent('fast', answer='fast result'), scripted_subagent('slow', steps=5)],
+        [scripted_subagent('fast', answer='fast result'), scripted_subagent('slow', steps=20)],
         general_purpose=False,
     )
     async with subagents:
@@ -185,3 +187,37 @@ async def test_the_readme_example() -> None:
     namespace: dict[str, Any] = {}
     exec(compile(code, 'README.md', 'exec'), namespace)
     await namespace['test_my_agent_delegates']()
+
+
+async def test_scripted_models_stream_for_runs_that_stream() -> None:
+    # With an event stream handler the parent's requests are streamed, and with forwarded subagent events the
+    # subagent's are too: both scripted models answer the same way when streamed.
+    events: list[Any] = []
+
+    async def collect(ctx: RunContext[Any], stream: AsyncIterator[AgentStreamEvent]) -> None:
+        async for event in stream:
+            events.append(event)
+
+    # With the capability, task events (and the forwarded subagent events) come into the parent's event stream.
+    subagents = SubAgents(
+        [scripted_subagent('researcher', answer='Found {steps} things.', steps=2)],
+        general_purpose=False,
+        forward_subagent_events=True,
+    )
+    try:
+        run = await run_parent(
+            Agent(capabilities=[subagents]),
+            [call('task', description='look', subagent_type='researcher')],
+            event_stream_handler=collect,
+        )
+    finally:
+        await subagents.manager.aclose()
+    assert run.texts == ['Found 2 things.']
+    parent_calls = [e.part.tool_name for e in events if isinstance(e, FunctionToolCallEvent)]
+    assert parent_calls == ['task']
+    child_calls = [
+        e.event.part.args_as_dict()
+        for e in events
+        if isinstance(e, TaskRunEvent) and isinstance(e.event, FunctionToolCallEvent)
+    ]
+    assert child_calls == [{'step': 1}, {'step': 2}]
