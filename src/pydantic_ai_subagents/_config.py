@@ -1,13 +1,24 @@
-"""How a subagent is configured, and how a configuration becomes a Pydantic AI agent."""
+"""How a subagent is configured, and how a configuration becomes a Pydantic AI agent.
+
+A configuration is checked when it is built, not when its first task runs: a mistake found at a task's start would
+reach the parent's model as a failed task instead of the developer as an exception. Every error names the subagent
+and the field. Model names are resolved as `Agent` resolves them (so an unknown name, a missing provider package
+or missing credentials fail here exactly when `Agent(model)` would fail), and what `isolation='process'` sends to a
+child process is pickled once to be sure it can be.
+"""
 
 from __future__ import annotations
 
+import pickle
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic_ai import Agent
+from pydantic_ai.agent import AbstractAgent
+from pydantic_ai.capabilities import AbstractCapability
+from pydantic_ai.exceptions import UserError
 from pydantic_ai.models import KnownModelName, Model
 from pydantic_ai.output import OutputSpec
 from pydantic_ai.settings import ModelSettings
@@ -34,6 +45,11 @@ class SubAgentConfig:
 
     `SubAgentConfig(name='researcher', instructions='You research ...')` is enough: the description is derived
     from the instructions and the parent's model is used.
+
+    A config is checked when it is built, so a mistake reaches you instead of the parent's model: a field of the
+    wrong type raises `TypeError`, a value that cannot work raises `ValueError`, and a model name that
+    `Agent(model)` would refuse raises what it raises (`UserError`, or `ImportError` for a missing provider
+    package). Each message names the subagent and the field.
     """
 
     name: str
@@ -59,14 +75,21 @@ class SubAgentConfig:
     """Model settings for the subagent's runs."""
     cancel_instructions: str | None = DEFAULT_CANCEL_INSTRUCTIONS
     """Added to the instructions: how to react to a soft-cancel notice. `None` adds nothing."""
+    capabilities: Sequence[AbstractCapability[Any]] = ()
+    """Pydantic AI capabilities given to the subagent's agent (`Agent(capabilities=...)`), e.g. for history
+    processing or model routing."""
     agent: Agent[Any, Any] | None = None
-    """A ready agent to run instead of building one from the fields above (`instructions`, `model`, `toolsets`,
-    `output_type` and `model_settings` are then ignored; `ask_parent` is still added when allowed)."""
+    """A ready agent to run instead of building one from the fields above. It then carries its own instructions,
+    tools, output type, model settings and capabilities: setting any of those fields too is an error. `model`, if
+    set, is the model its runs use instead of the agent's own. `ask_parent` is still offered to it when allowed; it
+    cannot use `isolation='process'`."""
     deps: Callable[[Any], Any] | None = None
     """Maps the parent's `deps` to this subagent's; `None` passes the parent's deps unchanged."""
     isolation: Literal['none', 'process'] = 'none'
     """`'process'` runs each task in a child process of its own, so that a hard cancel (or a timeout) can stop
-    blocking work, such as a sync tool stuck in a C call, by terminating the process."""
+    blocking work, such as a sync tool stuck in a C call, by terminating the process. What the process needs
+    (`model`, `toolsets`, `output_type`, ...) is pickled when the config is built, so a local function or a lambda
+    is refused at once; with `model=None` the parent's model is sent, and checked when a task starts."""
     worker_queue: str | None = None
     """Run this subagent's tasks on worker processes serving this queue (`python -m pydantic_ai_subagents worker`),
     which need a manager on a shared Redis bus and store. The parent's copy of the config then only needs `name`
@@ -86,6 +109,116 @@ class SubAgentConfig:
             raise ValueError(f'subagent {self.name!r}: invalid worker_queue {self.worker_queue!r}')
         if self.timeout is not None and self.timeout <= 0:
             raise ValueError(f'subagent {self.name!r}: timeout must be positive, got {self.timeout}')
+        if self.isolation not in ('none', 'process'):
+            raise ValueError(f"subagent {self.name!r}: isolation must be 'none' or 'process', not {self.isolation!r}")
+        if self.deps is not None and not callable(self.deps):
+            raise TypeError(
+                f"subagent {self.name!r}: deps must be a function mapping the parent's deps to this subagent's, "
+                f'not {type(self.deps).__name__}'
+            )
+        self._check_sequence('toolsets', self.toolsets, AbstractToolset, 'toolset')
+        self._check_sequence('capabilities', self.capabilities, AbstractCapability, 'capability')
+        if self.agent is not None:
+            self._check_ready_agent(self.agent)
+        else:
+            self._check_output_type()
+            if self.capabilities:
+                self._check_agent_builds('capabilities', capabilities=list(self.capabilities))
+        self._check_model()
+        if self.isolation == 'process':
+            self._check_picklable()
+
+    def _check_sequence(self, field: str, value: object, kind: type, noun: str) -> None:
+        if isinstance(value, kind):
+            raise TypeError(
+                f'subagent {self.name!r}: {field} must be a sequence of {noun} objects, not one {noun}: '
+                f'write `{field}=[...]`'
+            )
+        if not isinstance(value, Sequence) or isinstance(value, str | bytes):
+            raise TypeError(
+                f'subagent {self.name!r}: {field} must be a list or tuple of {noun} objects, not {type(value).__name__}'
+            )
+        items: Sequence[object] = value  # pyright: ignore[reportUnknownVariableType]
+        for i, item in enumerate(items):
+            if not isinstance(item, kind):
+                raise TypeError(
+                    f'subagent {self.name!r}: {field}[{i}] must be an {kind.__name__}, not {type(item).__name__}'
+                )
+
+    def _check_ready_agent(self, agent: object) -> None:
+        if not isinstance(agent, AbstractAgent):
+            raise TypeError(f'subagent {self.name!r}: agent must be a Pydantic AI Agent, not {type(agent).__name__}')
+        conflicting = [
+            name
+            for name, is_set in (
+                ('instructions', self.instructions is not None),
+                ('toolsets', bool(self.toolsets)),
+                ('output_type', self.output_type is not str),
+                ('model_settings', self.model_settings is not None),
+                ('capabilities', bool(self.capabilities)),
+            )
+            if is_set
+        ]
+        if conflicting:
+            fields = ', '.join(f'`{name}`' for name in conflicting)
+            raise ValueError(
+                f'subagent {self.name!r}: a ready `agent` carries its own settings, so {fields} would be ignored; '
+                'give them to the agent or leave `agent` unset'
+            )
+        if self.isolation == 'process':
+            raise ValueError(
+                f"subagent {self.name!r}: a ready `agent` cannot run with isolation='process' (an agent cannot be "
+                'sent to a child process); describe it with the config fields (instructions, model, toolsets, '
+                'output_type) instead'
+            )
+
+    def _check_output_type(self) -> None:
+        if self.output_type is str:
+            return
+        self._check_agent_builds('output_type', output_type=self.output_type)
+
+    def _check_agent_builds(self, field: str, **options: Any) -> None:
+        # Pydantic AI checks these when an agent is built: building one is the check that agrees with it.
+        try:
+            Agent(name=self.name, deps_type=object, **options)
+        except Exception as e:
+            raise ValueError(f'subagent {self.name!r}: invalid {field}: {type(e).__name__}: {e}') from e
+
+    def _check_model(self) -> None:
+        model = cast('object', self.model)  # checked for users without a type checker
+        if model is None or isinstance(model, Model):
+            return
+        if not isinstance(model, str):
+            raise TypeError(
+                f"subagent {self.name!r}: model must be a Model, a model name such as 'openai:gpt-5-mini', or None "
+                f"(the parent's model), not {type(model).__name__}"
+            )
+        # As `Agent(model)` does, with the capabilities that may resolve names of their own.
+        try:
+            Agent(model, name=self.name, deps_type=object, capabilities=list(self.capabilities) or None)
+        except ImportError as e:
+            raise ImportError(f'subagent {self.name!r}: model {model!r} needs a package that is missing: {e}') from e
+        except UserError as e:
+            raise UserError(f'subagent {self.name!r}: model {model!r} cannot be used: {e}') from e
+
+    def _check_picklable(self) -> None:
+        # What `isolation='process'` sends to the task's process besides plain values; `deps` (the mapping) stays
+        # in the parent, and the deps it returns are only known when a task starts.
+        for field, value in (
+            ('model', self.model),
+            ('toolsets', self.toolsets),
+            ('output_type', self.output_type),
+            ('model_settings', self.model_settings),
+            ('capabilities', self.capabilities),
+            ('usage_limits', self.usage_limits),
+        ):
+            try:
+                pickle.dumps(value)
+            except Exception as e:
+                raise ValueError(
+                    f"subagent {self.name!r}: isolation='process' sends `{field}` to a child process, but it cannot "
+                    f'be pickled ({type(e).__name__}: {e}); define it at module level'
+                ) from e
 
     @property
     def summary(self) -> str:
@@ -118,5 +251,6 @@ def build_agent(config: SubAgentConfig) -> Agent[Any, Any]:
         output_type=config.output_type,
         toolsets=list(config.toolsets),
         model_settings=config.model_settings,
+        capabilities=list(config.capabilities) or None,
         deps_type=object,
     )
