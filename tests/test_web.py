@@ -30,6 +30,7 @@ from starlette.testclient import TestClient
 from pydantic_ai_subagents import SubAgentConfig, TaskCompleted, TaskManager, TaskStatus
 from pydantic_ai_subagents.web import create_app, create_router, event_to_json
 from pydantic_ai_subagents.web._dashboard import dashboard_html
+from pydantic_ai_subagents.web._poll import SnapshotFollower
 
 from .conftest import Gate, Script, call, child_text, text
 
@@ -679,7 +680,7 @@ def test_schema_lists_every_route() -> None:
         '/tasks/{task_id}/cancel',
         '/tasks/{task_id}/answer',
     }
-    assert set(paths['/tasks/{task_id}/cancel']['post']['responses']) == {'200', '400', '404', '409', '422'}
+    assert set(paths['/tasks/{task_id}/cancel']['post']['responses']) == {'200', '404', '409', '413', '422'}
 
 
 @schema.parametrize()
@@ -691,3 +692,21 @@ def test_schema_lists_every_route() -> None:
 )
 def test_api_conforms_to_its_schema(case: schemathesis.Case) -> None:
     case.call_and_validate()
+
+
+@pytest.mark.anyio
+async def test_snapshot_follower_forgets_pruned_tasks() -> None:
+    async with TaskManager(max_retained=3) as manager:
+        follower = SnapshotFollower(manager, None)
+        assert follower.start() == []
+        finished: list[str] = []
+        for n in range(12):
+            record = await manager.start(worker(child_text(f'done {n}')), f'job {n}', scope='c1')
+            await manager.wait_for(record.id)
+            finished.append(record.id)
+            events = follower.changes()
+            assert [type(e).__name__ for e in events if e.task_id == record.id][-1] == 'TaskCompleted'
+            # Only what the store still lists is remembered: at most `max_retained` finished tasks.
+            assert set(follower.seen) == {r.id for r in manager.list()}
+            assert len(follower.seen) <= 3
+        assert set(follower.seen) == set(finished[-3:])

@@ -10,6 +10,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from .. import __version__
 from .._manager import TaskManager
+from ._body import MAX_BODY_BYTES
 from ._router import create_router
 
 __all__ = ('create_app',)
@@ -22,6 +23,7 @@ def create_app(
     allow_unauthenticated: bool = False,
     allowed_hosts: Sequence[str] | None = None,
     title: str = 'Subagent tasks',
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:
     """A FastAPI app serving [`create_router`][pydantic_ai_subagents.web.create_router]'s routes at the root.
 
@@ -38,11 +40,14 @@ def create_app(
             `TrustedHostMiddleware`). For a local server, `['127.0.0.1', 'localhost']` keeps a web page from
             reaching it through a DNS rebinding attack.
         title: The app's title in the OpenAPI schema.
+        max_body_bytes: Largest body a control route accepts (`413` beyond it); see `create_router`.
 
     Raises:
         ValueError: neither `auth` nor `allow_unauthenticated=True` was given.
     """
-    router = create_router(manager, auth=auth, allow_unauthenticated=allow_unauthenticated)
+    router = create_router(
+        manager, auth=auth, allow_unauthenticated=allow_unauthenticated, max_body_bytes=max_body_bytes
+    )
     app = FastAPI(
         title=title,
         version=__version__,

@@ -2,11 +2,14 @@
 
 Status codes, for every route:
 
-- `401`/`403`: whatever the `auth` dependency raises to refuse a request (nothing else runs).
+- `401`/`403`: whatever the `auth` dependency raises to refuse a request. Nothing else runs, and the body of a
+  refused request is never read.
+- `413`: a control route's body is larger than `max_body_bytes`; it is refused while it arrives, never held whole.
 - `404`: the task is unknown, was pruned, or (when `?scope=` is given) belongs to another scope; the reply is the
   same in every case, so a scope filter never reveals that an id exists elsewhere.
 - `409`: `POST .../cancel` on a task that has already finished (A2A's "task not cancelable").
-- `422`: a malformed request: a bad body, an unknown `state`, a blank answer, or a body that is not JSON.
+- `422`: a malformed request: a bad body, an unknown `state`, a blank answer, or a body that is not JSON (or not
+  sent as `application/json`).
 
 A cancel that repeats an earlier one (or is weaker than it) and an answer to a task that is not waiting for one are
 not errors: they reply `200` with `accepted: false` and the task as it is.
@@ -20,12 +23,13 @@ from functools import partial
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
 
 from .._manager import TaskManager
 from .._state import TaskRecord, TaskStatus
+from ._body import MAX_BODY_BYTES, read_json_body, request_body_openapi
 from ._dashboard import dashboard_response
 from ._models import (
     AnswerTaskBody,
@@ -56,6 +60,7 @@ def create_router(
     allow_unauthenticated: bool = False,
     prefix: str = '',
     heartbeat: float = 15.0,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> APIRouter:
     """Build the router that exposes `manager`'s tasks over HTTP, with a live dashboard at `{prefix}/`.
 
@@ -71,6 +76,9 @@ def create_router(
     `auth` that reads a cookie or HTTP basic credentials. The control routes only accept JSON bodies, so a
     cross-site form cannot post to them.
 
+    `auth` runs before anything else, the reading of a request's body included, and a control route reads its
+    body only up to `max_body_bytes`.
+
     Args:
         manager: The task manager to expose.
         auth: A FastAPI dependency every route depends on (the dashboard and the event stream included). It
@@ -80,6 +88,8 @@ def create_router(
             cancel it: only for local development.
         prefix: Path prefix of every route, e.g. `'/subagents'`.
         heartbeat: Seconds between keep-alive comments on an idle event stream.
+        max_body_bytes: Largest body a control route accepts; a larger one is refused with `413` as soon as it is
+            seen to be larger, without being read whole. The default (256 KiB) fits the longest answer.
 
     Raises:
         ValueError: neither `auth` nor `allow_unauthenticated=True` was given.
@@ -111,7 +121,7 @@ def create_router(
     not_found: dict[int | str, dict[str, Any]] = {404: {'model': ErrorDetail, 'description': 'Unknown task'}}
     posting: dict[int | str, dict[str, Any]] = {
         **not_found,
-        400: {'model': ErrorDetail, 'description': 'The body could not be parsed as JSON'},
+        413: {'model': ErrorDetail, 'description': f'The body is larger than {max_body_bytes} bytes'},
     }
 
     def find(task_id: str, scope: str | None) -> TaskRecord:
@@ -173,13 +183,14 @@ def create_router(
         '/tasks/{task_id}/cancel',
         name='subagents_cancel_task',
         summary='Cancel a task',
+        openapi_extra=request_body_openapi(CancelTaskBody),
         responses={
             **posting,
             409: {'model': ErrorDetail, 'description': 'The task has already finished'},
         },
     )
     async def cancel_task(  # pyright: ignore[reportUnusedFunction]
-        task_id: str, body: CancelTaskBody, scope: ScopeQuery = None
+        task_id: str, request: Request, scope: ScopeQuery = None
     ) -> CancelTaskResult:
         """Cancel a task, softly (it wraps up with partial results) or hard (A2A: `tasks/cancel`).
 
@@ -188,6 +199,8 @@ def create_router(
         A task that has already finished answers `409`; a request that repeats an earlier one (or is weaker than
         it) answers `accepted: false`.
         """
+        # Read here, not as a parameter, so that `auth` has run before any of it is read.
+        body = await read_json_body(request, CancelTaskBody, max_bytes=max_body_bytes)
         record = find(task_id, scope)
         if record.is_terminal:
             raise HTTPException(409, f'task {task_id!r} is already {record.status.value}')
@@ -204,16 +217,18 @@ def create_router(
         '/tasks/{task_id}/answer',
         name='subagents_answer_task',
         summary="Answer a subagent's question",
+        openapi_extra=request_body_openapi(AnswerTaskBody),
         responses=posting,
     )
     async def answer_task(  # pyright: ignore[reportUnusedFunction]
-        task_id: str, body: AnswerTaskBody, scope: ScopeQuery = None
+        task_id: str, request: Request, scope: ScopeQuery = None
     ) -> AnswerTaskResult:
         """Answer the question a task's subagent is waiting on.
 
         `accepted` is false when the task is not waiting for an answer (any more). The state turns back to
         `running` as soon as the subagent has the answer.
         """
+        body = await read_json_body(request, AnswerTaskBody, max_bytes=max_body_bytes)
         record = find(task_id, scope)
         accepted = False
         if record.status is TaskStatus.WAITING_FOR_ANSWER:
