@@ -368,8 +368,9 @@ Message = dict[str, Any]
 class ASGIStream:
     """Call an ASGI app by hand, to read a streaming response piece by piece and then disconnect."""
 
-    def __init__(self, app: FastAPI, path: str, query: str = '') -> None:
+    def __init__(self, app: FastAPI, path: str, query: str = '', headers: dict[str, str] | None = None) -> None:
         self.app = app
+        extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
         self.scope: Message = {
             'type': 'http',
             'asgi': {'version': '3.0', 'spec_version': '2.4'},
@@ -380,7 +381,7 @@ class ASGIStream:
             'raw_path': path.encode(),
             'root_path': '',
             'query_string': query.encode(),
-            'headers': [(b'host', b't'), (b'accept', b'text/event-stream')],
+            'headers': [(b'host', b't'), (b'accept', b'text/event-stream'), *extra],
             'client': ('127.0.0.1', 1),
             'server': ('t', 80),
         }
@@ -544,12 +545,16 @@ async def test_event_stream_never_starts_the_manager() -> None:
             await anyio.sleep(0.3)
             assert manager.bus.stats().subscriptions == 0  # following snapshots, which starts nothing
             async with manager:  # the application starts it later, on the loop it chooses
+                # The stream moves over to the manager's own events, and says that it did so.
+                while manager.bus.stats().subscriptions == 0:
+                    await anyio.sleep(0.01)
                 record = await manager.start(worker(child_text('hi')), 'after start', scope='c1')
                 events, _ = await read_events(stream, lambda events: events[-1]['type'] == 'TaskCompleted')
                 stream.disconnect.set()
                 await stream.returned.wait()
     stream.close()
-    assert [(e['type'], e['task_id']) for e in events] == [
+    assert events[0]['type'] == 'Resync'
+    assert [(e['type'], e['task_id']) for e in events[1:]] == [
         ('TaskCreated', record.id),
         ('TaskStarted', record.id),
         ('TaskCompleted', record.id),
@@ -602,6 +607,134 @@ async def test_event_stream_from_a_server_on_another_loop_follows_snapshots() ->
         worker_events = [(e['type'], e.get('cancel_kind')) for e in events[1:] if e['task_id'] == live]
         assert worker_events == [('TaskCancelRequested', 'hard'), ('TaskCancelled', 'hard')]
         assert manager.bus.stats().subscriptions == 0
+
+
+async def read_sse(stream: ASGIStream, until: Callable[[list[Message]], bool]) -> list[Message]:
+    """Whole server-sent events (`data` parsed as JSON, `id`), until `until` is true of those read."""
+    events: list[Message] = []
+    current: Message = {}
+    async for line in stream.lines():
+        if line.startswith('data: '):
+            current['data'] = json.loads(line.removeprefix('data: '))
+        elif line.startswith('id: '):
+            current['id'] = line.removeprefix('id: ')
+        elif not line and 'data' in current:
+            events.append(current)
+            current = {}
+            if until(events):
+                break
+    return events
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Run the app's lifespan, as a server does (the router's event journal is part of it)."""
+    async with app.router.lifespan_context(app):
+        yield
+
+
+async def open_stream(tg: anyio.abc.TaskGroup, app: FastAPI, **headers: str) -> ASGIStream:
+    stream = ASGIStream(app, '/tasks/events', headers={k.replace('_', '-'): v for k, v in headers.items()})
+    tg.start_soon(stream.run)
+    assert (await stream.start())['status'] == 200
+    return stream
+
+
+async def leave(stream: ASGIStream) -> None:
+    stream.disconnect.set()
+    await stream.returned.wait()
+    stream.close()
+
+
+def completed(task_id: str) -> Callable[[list[Message]], bool]:
+    return lambda events: any(e['data'] == {**e['data'], 'type': 'TaskCompleted', 'task_id': task_id} for e in events)
+
+
+@pytest.mark.anyio
+async def test_every_event_has_an_id_and_a_reconnect_resumes_after_it() -> None:
+    gate = Gate()
+    async with TaskManager() as manager:
+        app = create_app(manager, allow_unauthenticated=True)
+        async with lifespan(app), anyio.create_task_group() as tg:
+            live = await running(manager, gate, 'already running')
+            with anyio.fail_after(10):
+                stream = await open_stream(tg, app)
+                first = await manager.start(worker(child_text('one')), 'first', scope='c1')
+                events = await read_sse(stream, completed(first.id))
+                await leave(stream)
+                assert all(e.get('id') for e in events)
+                assert (events[0]['data']['type'], events[0]['data']['task_id']) == ('TaskCreated', live)
+                assert [e['data']['type'] for e in events[1:]] == ['TaskCreated', 'TaskStarted', 'TaskCompleted']
+                numbers = [int(e['id'].rsplit('-', 1)[1]) for e in events[1:]]
+                assert numbers == sorted(numbers) and len(set(numbers)) == 3
+                last_id = events[-1]['id']
+
+                # While nobody listens, more happens; the reconnect gets exactly that, and no snapshot.
+                second = await manager.start(worker(child_text('two')), 'second', scope='c1')
+                await manager.wait_for(second.id)
+                assert manager.hard_cancel(live) is True
+                await manager.wait_for(live)
+                stream = await open_stream(tg, app, last_event_id=last_id)
+                missed = await read_sse(stream, lambda events: events[-1]['data']['type'] == 'TaskCancelled')
+                await leave(stream)
+            assert [(e['data']['type'], e['data']['task_id']) for e in missed] == [
+                ('TaskCreated', second.id),
+                ('TaskStarted', second.id),
+                ('TaskCompleted', second.id),
+                ('TaskCancelRequested', live),
+                ('TaskCancelled', live),
+            ]
+            assert all(e['id'].split('-')[0] == last_id.split('-')[0] for e in missed)
+
+
+@pytest.mark.anyio
+async def test_a_reconnect_that_cannot_resume_gets_a_resync_then_the_current_state() -> None:
+    gate = Gate()
+    async with TaskManager() as manager:
+        app = FastAPI()
+        app.include_router(create_router(manager, allow_unauthenticated=True, event_history=3))
+        async with lifespan(app), anyio.create_task_group() as tg:
+            live = await running(manager, gate, 'already running')
+            with anyio.fail_after(10):
+                stream = await open_stream(tg, app)
+                first = await manager.start(worker(child_text('one')), 'first', scope='c1')
+                events = await read_sse(stream, completed(first.id))
+                await leave(stream)
+                old_id = events[1]['id']  # the TaskCreated of `first`
+                for n in range(3):  # nine more events: the three kept are not the ones after `old_id`
+                    record = await manager.start(worker(child_text(f'more {n}')), 'more', scope='c1')
+                    await manager.wait_for(record.id)
+
+                for last_event_id in (old_id, 'elsewhere-5', 'garbage'):
+                    stream = await open_stream(tg, app, last_event_id=last_event_id)
+                    again = await read_sse(stream, lambda events: len(events) == 2)
+                    await leave(stream)
+                    assert again[0]['data']['type'] == 'Resync', last_event_id
+                    # Then the current state, as for a new client: the live task.
+                    assert (again[1]['data']['type'], again[1]['data']['task_id']) == ('TaskCreated', live)
+                    assert again[1]['data']['status'] == 'running'
+        gate.release.set()
+
+
+@pytest.mark.anyio
+async def test_a_stream_without_the_lifespan_has_its_own_journal() -> None:
+    # An app whose lifespan is not run (as here, called straight through ASGI): each stream numbers its own events,
+    # so an id from another stream cannot be resumed and gets a resync.
+    async with TaskManager() as manager:
+        app = create_app(manager, allow_unauthenticated=True)
+        async with anyio.create_task_group() as tg:
+            with anyio.fail_after(10):
+                stream = await open_stream(tg, app)
+                record = await manager.start(worker(child_text('one')), 'first', scope='c1')
+                events = await read_sse(stream, completed(record.id))
+                assert manager.bus.stats().subscriptions == 1
+                await leave(stream)
+                assert manager.bus.stats().subscriptions == 0
+                assert all(e.get('id') for e in events)
+                stream = await open_stream(tg, app, last_event_id=events[-1]['id'])
+                again = await read_sse(stream, lambda events: len(events) == 1)
+                await leave(stream)
+        assert again[0]['data']['type'] == 'Resync'
 
 
 def test_event_json_renders_structured_results_as_text() -> None:

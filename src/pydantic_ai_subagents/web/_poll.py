@@ -15,16 +15,13 @@ stream keeps no more than the store itself.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-
-import anyio
 
 from .._events import TaskCreated, TaskEvent, cancel_requested_event, event_for_change
 from .._manager import TaskManager
 from .._state import StatusChange, TaskRecord
 
-__all__ = ('SnapshotFollower', 'poll_events', 'runs_here')
+__all__ = ('SnapshotFollower', 'runs_here', 'snapshot_created')
 
 
 @dataclass
@@ -33,7 +30,7 @@ class _Seen:
     cancelled: bool
 
 
-def _snapshot_created(record: TaskRecord) -> TaskCreated:
+def snapshot_created(record: TaskRecord) -> TaskCreated:
     """The event a new subscriber gets for a live task, as `TaskManager.events` sends it."""
     return TaskCreated(
         task_id=record.id,
@@ -95,7 +92,7 @@ class SnapshotFollower:
         for record in self.manager.list(self.scope):
             self.seen[record.id] = _Seen(transitions=len(record.history), cancelled=record.cancel is not None)
             if not record.is_terminal:
-                events.append(_snapshot_created(record))
+                events.append(snapshot_created(record))
         return events
 
     def changes(self) -> list[TaskEvent]:
@@ -110,18 +107,3 @@ class SnapshotFollower:
             for task_id in [t for t in self.seen if t not in listed]:
                 del self.seen[task_id]
         return events
-
-
-async def poll_events(manager: TaskManager, scope: str | None, *, interval: float = 0.25) -> AsyncIterator[TaskEvent]:
-    """Task events found by comparing snapshots every `interval` seconds, until the manager is closed.
-
-    Like `TaskManager.events`, it starts with a `TaskCreated` for each live task, with its current status. It never
-    starts the manager.
-    """
-    follower = SnapshotFollower(manager, scope)
-    for event in follower.start():
-        yield event
-    while not manager.closed:
-        await anyio.sleep(interval)
-        for event in follower.changes():
-            yield event

@@ -18,14 +18,17 @@ not errors: they reply `200` with `accepted: false` and the task as it is.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Annotated, Any
 
+import anyio
 import anyio.to_thread
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from .._manager import TaskManager
 from .._state import TaskRecord, TaskStatus
@@ -40,7 +43,7 @@ from ._models import (
     TaskList,
     TaskView,
 )
-from ._sse import EventStreamResponse
+from ._sse import EVENT_HISTORY, EventJournal, current_loop, stream_events
 
 __all__ = ('REQUESTED_BY', 'create_router')
 
@@ -53,6 +56,11 @@ ScopeQuery = Annotated[
 ]
 
 
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())['type'] != 'http.disconnect':
+        pass
+
+
 def create_router(
     manager: TaskManager,
     *,
@@ -61,6 +69,7 @@ def create_router(
     prefix: str = '',
     heartbeat: float = 15.0,
     max_body_bytes: int = MAX_BODY_BYTES,
+    event_history: int = EVENT_HISTORY,
 ) -> APIRouter:
     """Build the router that exposes `manager`'s tasks over HTTP, with a live dashboard at `{prefix}/`.
 
@@ -90,6 +99,8 @@ def create_router(
         heartbeat: Seconds between keep-alive comments on an idle event stream.
         max_body_bytes: Largest body a control route accepts; a larger one is refused with `413` as soon as it is
             seen to be larger, without being read whole. The default (256 KiB) fits the longest answer.
+        event_history: How many recent task events are kept for event-stream clients that reconnect with
+            `Last-Event-ID`; one that missed more gets a `Resync` event and reads the tasks again.
 
     Raises:
         ValueError: neither `auth` nor `allow_unauthenticated=True` was given.
@@ -111,8 +122,40 @@ def create_router(
         # `subagents_list_tasks`, ...; a router under a prefix adds it, so two routers can share an app.
         return f'{route.name}_{suffix}' if suffix else route.name
 
+    shared: list[EventJournal] = []  # the router's journal, while the app's lifespan runs
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncGenerator[None]:
+        journal = EventJournal(manager, size=event_history)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(journal.run)
+            shared.append(journal)
+            try:
+                yield
+            finally:
+                shared.remove(journal)
+                tg.cancel_scope.cancel()
+
+    async def open_journal() -> AsyncGenerator[EventJournal]:
+        # Runs after `auth` (a router dependency comes first), and lasts as long as the stream.
+        if manager.closed:
+            raise HTTPException(503, 'the task manager is closed')
+        journal = next((j for j in shared if j.loop is current_loop() and not j.closed), None)
+        if journal is not None:
+            yield journal
+            return
+        # No lifespan here (or it runs on another loop): this stream has a journal of its own.
+        journal = EventJournal(manager, size=event_history)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(journal.run)
+            try:
+                yield journal
+            finally:
+                tg.cancel_scope.cancel()
+
     router = APIRouter(
         prefix=prefix,
+        lifespan=lifespan,
         tags=['subagent tasks'],
         dependencies=[] if auth is None else [Depends(auth)],
         responses=responses,
@@ -156,23 +199,42 @@ def create_router(
         '/tasks/events',
         name='subagents_task_events',
         summary='Stream task events',
-        response_class=EventStreamResponse,
-        status_code=200,
-        responses={
-            200: {'content': {'text/event-stream': {}}, 'description': 'A stream of task events'},
-            503: {'model': ErrorDetail, 'description': 'The task manager is closed'},
-        },
+        response_class=EventSourceResponse,
+        responses={503: {'model': ErrorDetail, 'description': 'The task manager is closed'}},
     )
-    async def task_events(scope: ScopeQuery = None) -> EventStreamResponse:  # pyright: ignore[reportUnusedFunction]
+    async def task_events(  # pyright: ignore[reportUnusedFunction]
+        request: Request,
+        scope: ScopeQuery = None,
+        last_event_id: Annotated[
+            str | None,
+            Header(description='The `id` of the last event received, to resume after it (browsers send it).'),
+        ] = None,
+        # A local dependency cannot be named in an annotation, which is only a string here.
+        journal: EventJournal = Depends(open_journal),  # noqa: B008
+    ) -> AsyncIterator[ServerSentEvent]:
         """Stream task events as server-sent events (A2A: `tasks/resubscribe`).
 
         First a `TaskCreated` for each live task (with its current status), then every event as it happens. Each
-        event is one `data:` line of JSON: `type` (the event class), `task_id`, `status`, `timestamp` and the
-        event's own fields. The stream ends when the task manager is closed.
+        event is one `data:` line of JSON (`type` (the event class), `task_id`, `status`, `timestamp` and the
+        event's own fields) and an `id:`. A client that reconnects with `Last-Event-ID` gets the events it missed;
+        if they are no longer kept, it gets `{"type": "Resync"}` instead, and should read the tasks again. The
+        stream ends when the task manager is closed.
         """
-        if manager.closed:
-            raise HTTPException(503, 'the task manager is closed')
-        return EventStreamResponse(manager, scope, heartbeat=heartbeat)
+        own = journal not in shared
+        # Starlette's streaming response listens for the disconnect itself only on servers older than ASGI 2.4;
+        # on newer ones this stream listens, so that a client that leaves an idle stream is noticed at once.
+        spec = str(request.scope.get('asgi', {}).get('spec_version', '2.0'))
+        newer = tuple(int(part) for part in spec.split('.') if part.isdigit()) >= (2, 4)
+        events = stream_events(
+            journal,
+            scope,
+            last_event_id=last_event_id,
+            heartbeat=heartbeat,
+            snapshot=not own,
+            client_gone=partial(_disconnected, request) if newer else None,
+        )
+        async for event in events:
+            yield event
 
     @router.get('/tasks/{task_id}', name='subagents_get_task', summary='Get a task', responses=not_found)
     async def get_task(task_id: str, scope: ScopeQuery = None) -> TaskView:  # pyright: ignore[reportUnusedFunction]
