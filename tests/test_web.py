@@ -27,10 +27,11 @@ import schemathesis
 from fastapi import FastAPI, Header, HTTPException
 from starlette.testclient import TestClient
 
-from pydantic_ai_subagents import SubAgentConfig, TaskCompleted, TaskManager, TaskStatus
+from pydantic_ai_subagents import SubAgentConfig, TaskCompleted, TaskManager, TaskStarted, TaskStatus
 from pydantic_ai_subagents.web import create_app, create_router, event_to_json
 from pydantic_ai_subagents.web._dashboard import dashboard_html
 from pydantic_ai_subagents.web._poll import SnapshotFollower
+from pydantic_ai_subagents.web._sse import EventJournal, stream_events
 
 from .conftest import Gate, Script, call, child_text, text
 
@@ -735,6 +736,51 @@ async def test_a_stream_without_the_lifespan_has_its_own_journal() -> None:
                 again = await read_sse(stream, lambda events: len(events) == 1)
                 await leave(stream)
         assert again[0]['data']['type'] == 'Resync'
+
+
+@pytest.mark.anyio
+async def test_a_stream_that_falls_behind_the_journal_gets_a_resync() -> None:
+    manager = TaskManager()  # never started: only its (empty) task list is read
+
+    def started(n: int) -> TaskStarted:
+        return TaskStarted(task_id=f't{n}', subagent='s', scope='c1', status=TaskStatus.RUNNING, at=float(n))
+
+    journal = EventJournal(manager, size=3)
+    stream = stream_events(journal, None, last_event_id=None, heartbeat=60, snapshot=True)
+    assert (await anext(stream)).retry == 2000
+    journal.record(started(1))
+    first = await anext(stream)
+    assert first.id == journal.event_id(1) and json.loads(first.raw_data or '')['task_id'] == 't1'
+    for n in range(2, 8):  # the journal keeps 5, 6 and 7: 2 to 4 are lost for this stream
+        journal.record(started(n))
+    resync = await anext(stream)
+    assert json.loads(resync.raw_data or '')['type'] == 'Resync' and resync.id == journal.event_id(7)
+    journal.record(started(8))
+    journal.close()
+    rest = [event async for event in stream]
+    assert [(e.id, json.loads(e.raw_data or '')['task_id']) for e in rest] == [(journal.event_id(8), 't8')]
+
+
+@pytest.mark.anyio
+async def test_a_failing_journal_ends_its_streams_but_not_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: SnapshotFollower) -> list[Any]:
+        raise RuntimeError('snapshot failed')
+
+    monkeypatch.setattr(SnapshotFollower, 'changes', broken)
+    manager = TaskManager()  # not started: the journal follows snapshots
+    app = create_app(manager, allow_unauthenticated=True)
+    async with lifespan(app), anyio.create_task_group() as tg:
+        with anyio.fail_after(10):
+            stream = ASGIStream(app, '/tasks/events')
+            tg.start_soon(stream.run)
+            await stream.start()
+            lines = [line async for line in stream.lines()]  # the stream ends when its journal fails
+            await stream.returned.wait()
+            stream.close()
+        assert lines[0] == 'retry: 2000'
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as client:
+            assert (await client.get('/tasks')).status_code == 200
+    await manager.aclose()
 
 
 def test_event_json_renders_structured_results_as_text() -> None:

@@ -19,6 +19,7 @@ switches to the manager's events once the manager starts on its loop, with a `Re
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -37,6 +38,8 @@ from ._models import event_to_json
 from ._poll import SnapshotFollower, runs_here, snapshot_created
 
 __all__ = ('EVENT_HISTORY', 'RETRY_MILLISECONDS', 'EventJournal', 'current_loop', 'stream_events')
+
+logger = logging.getLogger('pydantic_ai_subagents')
 
 RETRY_MILLISECONDS = 2000
 """How long a browser waits before reconnecting a dropped stream."""
@@ -125,9 +128,15 @@ class EventJournal:
         self._wake()
 
     async def run(self) -> None:
-        """Record the manager's events until it is closed; the journal is closed when this returns (or is cancelled)."""
+        """Record the manager's events until it is closed; the journal is closed when this returns (or is cancelled).
+
+        A failure while reading the events closes the journal (its streams end, and browsers reconnect) and is
+        logged; it never reaches whoever runs the journal, which may be the app's lifespan.
+        """
         try:
             await self._follow()
+        except Exception:
+            logger.exception('reading the task events for the event stream failed')
         finally:
             self.close()
 
@@ -190,32 +199,34 @@ async def stream_events(
         client_gone: Returns when the client has disconnected, for servers that do not tell the response
             themselves (ASGI 2.4 servers only tell it by failing the next send); `None` when they do.
     """
-    yield ServerSentEvent(retry=RETRY_MILLISECONDS)
+    # Where this client starts is settled before anything is sent.
+    opening = [ServerSentEvent(retry=RETRY_MILLISECONDS)]
     position = journal.resume_point(last_event_id)
     if position is None:
         if last_event_id is not None:
-            yield _resync(journal, journal.head, 'the events after this id are not kept here')
+            opening.append(_resync(journal, journal.head, 'the events after this id are not kept here'))
         if snapshot:
             position = journal.head
-            for event in _snapshot(journal.manager, scope):
-                yield ServerSentEvent(raw_data=_data(event_to_json(event)), id=journal.event_id(position))
+            opening.extend(_snapshot(journal, position, scope))
         else:
             position = 0
+    for event in opening:
+        yield event
     while True:
         entries = journal.after(position)
         if entries is None:
             # This client fell behind by more than the journal keeps: it starts again from now.
             position = journal.head
             yield _resync(journal, position, 'the stream fell behind')
-            for event in _snapshot(journal.manager, scope):
-                yield ServerSentEvent(raw_data=_data(event_to_json(event)), id=journal.event_id(position))
+            for event in _snapshot(journal, position, scope):
+                yield event
             continue
         for number, event in entries:
             position = number
             if event is None:
                 yield _resync(journal, number, 'the event source changed')
             elif scope is None or event.scope == scope:
-                yield ServerSentEvent(raw_data=_data(event_to_json(event)), id=journal.event_id(number))
+                yield _message(journal, number, event)
         if journal.closed and position == journal.head:
             return
         outcome = await _wait(journal, position, heartbeat, client_gone)
@@ -250,8 +261,14 @@ async def _wait(
     return outcome
 
 
-def _snapshot(manager: TaskManager, scope: str | None) -> list[TaskEvent]:
-    return [snapshot_created(record) for record in manager.list(scope) if not record.is_terminal]
+def _snapshot(journal: EventJournal, position: int, scope: str | None) -> list[ServerSentEvent]:
+    """A `TaskCreated` for each live task, with its current status, all with the id of event `position`."""
+    records = [r for r in journal.manager.list(scope) if not r.is_terminal]
+    return [_message(journal, position, snapshot_created(record)) for record in records]
+
+
+def _message(journal: EventJournal, number: int, event: TaskEvent) -> ServerSentEvent:
+    return ServerSentEvent(raw_data=_data(event_to_json(event)), id=journal.event_id(number))
 
 
 def _resync(journal: EventJournal, number: int, reason: str) -> ServerSentEvent:
