@@ -74,6 +74,9 @@ def test_auth_is_required_unless_explicitly_waived() -> None:
     with pytest.raises(ValueError, match='allow_unauthenticated=True'):
         create_app(manager)
     assert create_router(manager, allow_unauthenticated=True).routes
+    for limit in ('max_body_bytes', 'event_history'):
+        with pytest.raises(ValueError, match=limit):
+            create_router(manager, allow_unauthenticated=True, **{limit: 0})
 
 
 def test_the_core_package_does_not_import_fastapi() -> None:

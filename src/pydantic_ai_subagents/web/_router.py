@@ -103,7 +103,7 @@ def create_router(
             `Last-Event-ID`; one that missed more gets a `Resync` event and reads the tasks again.
 
     Raises:
-        ValueError: neither `auth` nor `allow_unauthenticated=True` was given.
+        ValueError: neither `auth` nor `allow_unauthenticated=True` was given, or a limit is below 1.
     """
     if auth is None and not allow_unauthenticated:
         raise ValueError(
@@ -116,6 +116,10 @@ def create_router(
             401: {'model': ErrorDetail, 'description': 'Not authenticated'},
             403: {'model': ErrorDetail, 'description': 'Not allowed'},
         }
+    if max_body_bytes < 1:
+        raise ValueError(f'max_body_bytes must be at least 1, not {max_body_bytes}')
+    if event_history < 1:
+        raise ValueError(f'event_history must be at least 1, not {event_history}')
     suffix = re.sub(r'\W+', '_', prefix).strip('_')
 
     def operation_id(route: APIRoute) -> str:

@@ -1,11 +1,10 @@
 """The server-sent events stream of task events, with event ids so that a client can resume where it left off.
 
 The stream is served by FastAPI's own server-sent events support (`EventSourceResponse`). Events come from an
-[`EventJournal`][pydantic_ai_subagents.web._sse.EventJournal], which numbers every task event and keeps the most
-recent ones: each event goes out with an `id:`, and a client that reconnects with `Last-Event-ID` (a browser's
-`EventSource` does so by itself) gets the events it missed. When they are no longer kept (or the id is not one this
-server gave), the client gets a `Resync` event instead: its view may be stale and it should read the tasks again
-(`GET /tasks`); the events after it are current.
+`EventJournal`, which numbers every task event and keeps the most recent ones: each event goes out with an `id:`,
+and a client that reconnects with `Last-Event-ID` (a browser's `EventSource` does so by itself) gets the events it
+missed. When they are no longer kept (or the id is not one this server gave), the client gets a `Resync` event
+instead: its view may be stale and it should read the tasks again (`GET /tasks`); the events after it are current.
 
 One journal is shared by all the streams of a router while the app's lifespan runs (uvicorn runs it; FastAPI runs a
 router's lifespan as part of the app's). A stream served without it (an app whose lifespan is not run) gets a
@@ -68,7 +67,7 @@ class EventJournal:
     """
 
     def __init__(self, manager: TaskManager, *, size: int = EVENT_HISTORY, poll_interval: float = 0.25) -> None:
-        """Prepare a journal of `manager`'s events; [`run`][pydantic_ai_subagents.web._sse.EventJournal.run] feeds it.
+        """Prepare a journal of `manager`'s events; `run` feeds it.
 
         Args:
             manager: The task manager whose events are recorded.
