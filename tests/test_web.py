@@ -892,3 +892,49 @@ async def test_snapshot_follower_forgets_pruned_tasks() -> None:
             assert set(follower.seen) == {r.id for r in manager.list()}
             assert len(follower.seen) <= 3
         assert set(follower.seen) == set(finished[-3:])
+
+
+@pytest.mark.anyio
+async def test_a_browser_style_reconnect_resumes_on_a_real_server() -> None:
+    # uvicorn on the manager's loop, as the docs recommend: it runs the app's lifespan, so the streams share a journal.
+    import uvicorn
+
+    async with TaskManager() as manager:
+        app = create_app(manager, allow_unauthenticated=True)
+        server = uvicorn.Server(uvicorn.Config(app, host='127.0.0.1', port=0, log_level='warning', lifespan='on'))
+
+        async def read(client: httpx.AsyncClient, headers: dict[str, str], until: str | None = None) -> list[Message]:
+            events: list[Message] = []
+            current: Message = {}
+            async with client.stream('GET', '/tasks/events', headers=headers) as response:
+                assert response.status_code == 200
+                if until is None:  # a new task, started once the stream is open
+                    until = (await manager.start(worker(child_text('one')), 'first', scope='c1')).id
+                async for line in response.aiter_lines():
+                    if line.startswith(('data: ', 'id: ')):
+                        key, _, value = line.partition(': ')
+                        current[key] = json.loads(value) if key == 'data' else value
+                    elif not line and 'data' in current:
+                        events.append(current)
+                        current = {}
+                        if events[-1]['data'].get('task_id') == until and events[-1]['data']['type'] == 'TaskCompleted':
+                            return events
+            raise AssertionError('the stream ended early')
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve)
+            with anyio.fail_after(20):
+                while not server.started:
+                    await anyio.sleep(0.01)
+                port = server.servers[0].sockets[0].getsockname()[1]
+                async with httpx.AsyncClient(base_url=f'http://127.0.0.1:{port}', timeout=10) as client:
+                    events = await read(client, {})
+                    second = await manager.start(worker(child_text('two')), 'second', scope='c1')
+                    await manager.wait_for(second.id)
+                    missed = await read(client, {'Last-Event-ID': events[-1]['id']}, second.id)
+            server.should_exit = True
+        assert [(e['data']['type'], e['data']['task_id']) for e in missed] == [
+            ('TaskCreated', second.id),
+            ('TaskStarted', second.id),
+            ('TaskCompleted', second.id),
+        ]
