@@ -695,8 +695,7 @@ async def test_every_event_has_an_id_and_a_reconnect_resumes_after_it() -> None:
 async def test_a_reconnect_that_cannot_resume_gets_a_resync_then_the_current_state() -> None:
     gate = Gate()
     async with TaskManager() as manager:
-        app = FastAPI()
-        app.include_router(create_router(manager, allow_unauthenticated=True, event_history=3))
+        app = create_app(manager, allow_unauthenticated=True, event_history=3)
         async with lifespan(app), anyio.create_task_group() as tg:
             live = await running(manager, gate, 'already running')
             with anyio.fail_after(10):
