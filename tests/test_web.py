@@ -764,6 +764,30 @@ async def test_a_stream_that_falls_behind_the_journal_gets_a_resync() -> None:
 
 
 @pytest.mark.anyio
+async def test_snapshots_are_only_compared_while_a_stream_listens(monkeypatch: pytest.MonkeyPatch) -> None:
+    compared = 0
+    changes = SnapshotFollower.changes
+
+    def counted(self: SnapshotFollower) -> list[Any]:
+        nonlocal compared
+        compared += 1
+        return changes(self)
+
+    monkeypatch.setattr(SnapshotFollower, 'changes', counted)
+    manager = TaskManager()  # not started: the app's journal follows snapshots
+    app = create_app(manager, allow_unauthenticated=True)
+    async with lifespan(app), anyio.create_task_group() as tg:
+        await anyio.sleep(1)  # four poll intervals
+        assert compared == 0
+        with anyio.fail_after(10):
+            stream = await open_stream(tg, app)
+            while compared < 2:
+                await anyio.sleep(0.05)
+            await leave(stream)
+    await manager.aclose()
+
+
+@pytest.mark.anyio
 async def test_a_failing_journal_ends_its_streams_but_not_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(self: SnapshotFollower) -> list[Any]:
         raise RuntimeError('snapshot failed')

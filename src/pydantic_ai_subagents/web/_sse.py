@@ -21,8 +21,8 @@ import asyncio
 import logging
 import secrets
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from contextlib import aclosing, contextmanager
 from itertools import islice
 from typing import Any, Literal
 
@@ -86,6 +86,8 @@ class EventJournal:
         """The event loop the journal was made on; only streams on that loop can share it."""
         self._events: deque[tuple[int, TaskEvent | None]] = deque(maxlen=size)
         self._changed: anyio.Event | None = None
+        self._listeners = 0
+        self._first_listener: anyio.Event | None = None
 
     def event_id(self, number: int) -> str:
         """The `id:` of event `number`."""
@@ -120,6 +122,25 @@ class EventJournal:
         self.head += 1
         self._events.append((self.head, event))
         self._wake()
+
+    @contextmanager
+    def listening(self) -> Generator[None]:
+        """Count a stream as listening while in this block; snapshots are only compared while one is."""
+        self._listeners += 1
+        if self._first_listener is not None:
+            self._first_listener.set()
+            self._first_listener = None
+        try:
+            yield
+        finally:
+            self._listeners -= 1
+
+    async def _listened(self) -> None:
+        while self._listeners == 0 and not self.manager.closed:
+            if self._first_listener is None:
+                self._first_listener = anyio.Event()
+            with anyio.move_on_after(self.poll_interval * 4):  # now and then, to notice a closed manager
+                await self._first_listener.wait()
 
     def close(self) -> None:
         """Mark the journal closed: the streams end once they have sent what it holds."""
@@ -161,6 +182,8 @@ class EventJournal:
                 for event in follower.start():
                     self.record(event)
             await anyio.sleep(self.poll_interval)
+            # Nobody listening: nothing is lost by waiting, since the next comparison still finds every change.
+            await self._listened()
             for event in follower.changes():
                 self.record(event)
 
@@ -198,41 +221,42 @@ async def stream_events(
         client_gone: Returns when the client has disconnected, for servers that do not tell the response
             themselves (ASGI 2.4 servers only tell it by failing the next send); `None` when they do.
     """
-    # Where this client starts is settled before anything is sent.
-    opening = [ServerSentEvent(retry=RETRY_MILLISECONDS)]
-    position = journal.resume_point(last_event_id)
-    if position is None:
-        if last_event_id is not None:
-            opening.append(_resync(journal, journal.head, 'the events after this id are not kept here'))
-        if snapshot:
-            position = journal.head
-            opening.extend(_snapshot(journal, position, scope))
-        else:
-            position = 0
-    for event in opening:
-        yield event
-    while True:
-        entries = journal.after(position)
-        if entries is None:
-            # This client fell behind by more than the journal keeps: it starts again from now.
-            position = journal.head
-            yield _resync(journal, position, 'the stream fell behind')
-            for event in _snapshot(journal, position, scope):
-                yield event
-            continue
-        for number, event in entries:
-            position = number
-            if event is None:
-                yield _resync(journal, number, 'the event source changed')
-            elif scope is None or event.scope == scope:
-                yield _message(journal, number, event)
-        if journal.closed and position == journal.head:
-            return
-        outcome = await _wait(journal, position, heartbeat, client_gone)
-        if outcome == 'gone':
-            return
-        if outcome == 'quiet':
-            yield ServerSentEvent(comment='keep-alive')
+    with journal.listening():
+        # Where this client starts is settled before anything is sent.
+        opening = [ServerSentEvent(retry=RETRY_MILLISECONDS)]
+        position = journal.resume_point(last_event_id)
+        if position is None:
+            if last_event_id is not None:
+                opening.append(_resync(journal, journal.head, 'the events after this id are not kept here'))
+            if snapshot:
+                position = journal.head
+                opening.extend(_snapshot(journal, position, scope))
+            else:
+                position = 0
+        for event in opening:
+            yield event
+        while True:
+            entries = journal.after(position)
+            if entries is None:
+                # This client fell behind by more than the journal keeps: it starts again from now.
+                position = journal.head
+                yield _resync(journal, position, 'the stream fell behind')
+                for event in _snapshot(journal, position, scope):
+                    yield event
+                continue
+            for number, event in entries:
+                position = number
+                if event is None:
+                    yield _resync(journal, number, 'the event source changed')
+                elif scope is None or event.scope == scope:
+                    yield _message(journal, number, event)
+            if journal.closed and position == journal.head:
+                return
+            outcome = await _wait(journal, position, heartbeat, client_gone)
+            if outcome == 'gone':
+                return
+            if outcome == 'quiet':
+                yield ServerSentEvent(comment='keep-alive')
 
 
 async def _wait(
