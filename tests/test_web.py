@@ -788,6 +788,31 @@ async def test_snapshots_are_only_compared_while_a_stream_listens(monkeypatch: p
 
 
 @pytest.mark.anyio
+async def test_a_new_stream_does_not_repeat_what_its_snapshot_shows() -> None:
+    # The snapshot comes from the tasks, which can be ahead of the journal: what it shows is not sent twice.
+    gate = Gate()
+    async with TaskManager() as manager:
+        tid = await running(manager, gate)
+        record = manager.get(tid)
+        assert record is not None
+        journal = EventJournal(manager)  # not run: it lags behind the tasks until events are recorded by hand
+        stream = stream_events(journal, None, last_event_id=None, heartbeat=60, snapshot=True)
+        assert (await anext(stream)).retry == 2000
+        snapshot = json.loads((await anext(stream)).raw_data or '')
+        assert (snapshot['type'], snapshot['task_id'], snapshot['status']) == ('TaskCreated', tid, 'running')
+
+        def started(at: float) -> TaskStarted:
+            return TaskStarted(task_id=tid, subagent='worker', scope='c1', status=TaskStatus.RUNNING, at=at)
+
+        journal.record(started(record.history[-1].at))  # the journal catching up with what the snapshot showed
+        journal.record(started(record.history[-1].at + 1))  # something newer
+        journal.close()
+        rest = [event async for event in stream]
+        assert [e.id for e in rest] == [journal.event_id(2)]
+        gate.release.set()
+
+
+@pytest.mark.anyio
 async def test_a_failing_journal_ends_its_streams_but_not_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(self: SnapshotFollower) -> list[Any]:
         raise RuntimeError('snapshot failed')

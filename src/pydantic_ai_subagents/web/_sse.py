@@ -31,7 +31,7 @@ from fastapi.sse import ServerSentEvent
 from pydantic_core import to_json
 
 from .._errors import ManagerClosedError, SubagentsError
-from .._events import TaskEvent
+from .._events import TaskCancelRequested, TaskEvent, TaskRunEvent
 from .._manager import TaskManager
 from ._models import event_to_json
 from ._poll import SnapshotFollower, runs_here, snapshot_created
@@ -224,13 +224,17 @@ async def stream_events(
     with journal.listening():
         # Where this client starts is settled before anything is sent.
         opening = [ServerSentEvent(retry=RETRY_MILLISECONDS)]
+        # The snapshot is read from the tasks, which can be a little ahead of the journal: the transitions it
+        # already shows (up to this time, by task) are not sent again when the journal catches up.
+        covered: dict[str, float] = {}
         position = journal.resume_point(last_event_id)
         if position is None:
             if last_event_id is not None:
                 opening.append(_resync(journal, journal.head, 'the events after this id are not kept here'))
             if snapshot:
                 position = journal.head
-                opening.extend(_snapshot(journal, position, scope))
+                messages, covered = _snapshot(journal, position, scope)
+                opening.extend(messages)
             else:
                 position = 0
         for event in opening:
@@ -241,14 +245,15 @@ async def stream_events(
                 # This client fell behind by more than the journal keeps: it starts again from now.
                 position = journal.head
                 yield _resync(journal, position, 'the stream fell behind')
-                for event in _snapshot(journal, position, scope):
-                    yield event
+                messages, covered = _snapshot(journal, position, scope)
+                for message in messages:
+                    yield message
                 continue
             for number, event in entries:
                 position = number
                 if event is None:
                     yield _resync(journal, number, 'the event source changed')
-                elif scope is None or event.scope == scope:
+                elif (scope is None or event.scope == scope) and not _shown(event, covered):
                     yield _message(journal, number, event)
             if journal.closed and position == journal.head:
                 return
@@ -284,10 +289,23 @@ async def _wait(
     return outcome
 
 
-def _snapshot(journal: EventJournal, position: int, scope: str | None) -> list[ServerSentEvent]:
-    """A `TaskCreated` for each live task, with its current status, all with the id of event `position`."""
-    records = [r for r in journal.manager.list(scope) if not r.is_terminal]
-    return [_message(journal, position, snapshot_created(record)) for record in records]
+def _snapshot(
+    journal: EventJournal, position: int, scope: str | None
+) -> tuple[list[ServerSentEvent], dict[str, float]]:
+    """A `TaskCreated` for each live task, with its current status, all with the id of event `position`.
+
+    Also the time of each task's latest transition, which the snapshot shows.
+    """
+    events = [snapshot_created(r) for r in journal.manager.list(scope) if not r.is_terminal]
+    return [_message(journal, position, e) for e in events], {e.task_id: e.at for e in events}
+
+
+def _shown(event: TaskEvent, covered: dict[str, float]) -> bool:
+    """Whether a snapshot already showed `event`'s transition (a status change no later than it)."""
+    if isinstance(event, TaskCancelRequested | TaskRunEvent):
+        return False  # not a transition: a snapshot's `TaskCreated` does not show it
+    at = covered.get(event.task_id)
+    return at is not None and event.at <= at
 
 
 def _message(journal: EventJournal, number: int, event: TaskEvent) -> ServerSentEvent:
