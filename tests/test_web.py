@@ -27,9 +27,11 @@ import schemathesis
 from fastapi import FastAPI, Header, HTTPException
 from starlette.testclient import TestClient
 
-from pydantic_ai_subagents import SubAgentConfig, TaskCompleted, TaskManager, TaskStatus
+from pydantic_ai_subagents import SubAgentConfig, TaskCompleted, TaskManager, TaskStarted, TaskStatus
 from pydantic_ai_subagents.web import create_app, create_router, event_to_json
 from pydantic_ai_subagents.web._dashboard import dashboard_html
+from pydantic_ai_subagents.web._poll import SnapshotFollower
+from pydantic_ai_subagents.web._sse import EventJournal, stream_events
 
 from .conftest import Gate, Script, call, child_text, text
 
@@ -72,6 +74,9 @@ def test_auth_is_required_unless_explicitly_waived() -> None:
     with pytest.raises(ValueError, match='allow_unauthenticated=True'):
         create_app(manager)
     assert create_router(manager, allow_unauthenticated=True).routes
+    for limit in ('max_body_bytes', 'event_history'):
+        with pytest.raises(ValueError, match=limit):
+            create_router(manager, allow_unauthenticated=True, **{limit: 0})
 
 
 def test_the_core_package_does_not_import_fastapi() -> None:
@@ -367,8 +372,9 @@ Message = dict[str, Any]
 class ASGIStream:
     """Call an ASGI app by hand, to read a streaming response piece by piece and then disconnect."""
 
-    def __init__(self, app: FastAPI, path: str, query: str = '') -> None:
+    def __init__(self, app: FastAPI, path: str, query: str = '', headers: dict[str, str] | None = None) -> None:
         self.app = app
+        extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
         self.scope: Message = {
             'type': 'http',
             'asgi': {'version': '3.0', 'spec_version': '2.4'},
@@ -379,7 +385,7 @@ class ASGIStream:
             'raw_path': path.encode(),
             'root_path': '',
             'query_string': query.encode(),
-            'headers': [(b'host', b't'), (b'accept', b'text/event-stream')],
+            'headers': [(b'host', b't'), (b'accept', b'text/event-stream'), *extra],
             'client': ('127.0.0.1', 1),
             'server': ('t', 80),
         }
@@ -543,12 +549,16 @@ async def test_event_stream_never_starts_the_manager() -> None:
             await anyio.sleep(0.3)
             assert manager.bus.stats().subscriptions == 0  # following snapshots, which starts nothing
             async with manager:  # the application starts it later, on the loop it chooses
+                # The stream moves over to the manager's own events, and says that it did so.
+                while manager.bus.stats().subscriptions == 0:
+                    await anyio.sleep(0.01)
                 record = await manager.start(worker(child_text('hi')), 'after start', scope='c1')
                 events, _ = await read_events(stream, lambda events: events[-1]['type'] == 'TaskCompleted')
                 stream.disconnect.set()
                 await stream.returned.wait()
     stream.close()
-    assert [(e['type'], e['task_id']) for e in events] == [
+    assert events[0]['type'] == 'Resync'
+    assert [(e['type'], e['task_id']) for e in events[1:]] == [
         ('TaskCreated', record.id),
         ('TaskStarted', record.id),
         ('TaskCompleted', record.id),
@@ -601,6 +611,227 @@ async def test_event_stream_from_a_server_on_another_loop_follows_snapshots() ->
         worker_events = [(e['type'], e.get('cancel_kind')) for e in events[1:] if e['task_id'] == live]
         assert worker_events == [('TaskCancelRequested', 'hard'), ('TaskCancelled', 'hard')]
         assert manager.bus.stats().subscriptions == 0
+
+
+async def read_sse(stream: ASGIStream, until: Callable[[list[Message]], bool]) -> list[Message]:
+    """Whole server-sent events (`data` parsed as JSON, `id`), until `until` is true of those read."""
+    events: list[Message] = []
+    current: Message = {}
+    async for line in stream.lines():
+        if line.startswith('data: '):
+            current['data'] = json.loads(line.removeprefix('data: '))
+        elif line.startswith('id: '):
+            current['id'] = line.removeprefix('id: ')
+        elif not line and 'data' in current:
+            events.append(current)
+            current = {}
+            if until(events):
+                break
+    return events
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Run the app's lifespan, as a server does (the router's event journal is part of it)."""
+    async with app.router.lifespan_context(app):
+        yield
+
+
+async def open_stream(tg: anyio.abc.TaskGroup, app: FastAPI, **headers: str) -> ASGIStream:
+    stream = ASGIStream(app, '/tasks/events', headers={k.replace('_', '-'): v for k, v in headers.items()})
+    tg.start_soon(stream.run)
+    assert (await stream.start())['status'] == 200
+    return stream
+
+
+async def leave(stream: ASGIStream) -> None:
+    stream.disconnect.set()
+    await stream.returned.wait()
+    stream.close()
+
+
+def completed(task_id: str) -> Callable[[list[Message]], bool]:
+    return lambda events: any(e['data'] == {**e['data'], 'type': 'TaskCompleted', 'task_id': task_id} for e in events)
+
+
+@pytest.mark.anyio
+async def test_every_event_has_an_id_and_a_reconnect_resumes_after_it() -> None:
+    gate = Gate()
+    async with TaskManager() as manager:
+        app = create_app(manager, allow_unauthenticated=True)
+        async with lifespan(app), anyio.create_task_group() as tg:
+            live = await running(manager, gate, 'already running')
+            with anyio.fail_after(10):
+                stream = await open_stream(tg, app)
+                first = await manager.start(worker(child_text('one')), 'first', scope='c1')
+                events = await read_sse(stream, completed(first.id))
+                await leave(stream)
+                assert all(e.get('id') for e in events)
+                assert (events[0]['data']['type'], events[0]['data']['task_id']) == ('TaskCreated', live)
+                assert [e['data']['type'] for e in events[1:]] == ['TaskCreated', 'TaskStarted', 'TaskCompleted']
+                numbers = [int(e['id'].rsplit('-', 1)[1]) for e in events[1:]]
+                assert numbers == sorted(numbers) and len(set(numbers)) == 3
+                last_id = events[-1]['id']
+
+                # While nobody listens, more happens; the reconnect gets exactly that, and no snapshot.
+                second = await manager.start(worker(child_text('two')), 'second', scope='c1')
+                await manager.wait_for(second.id)
+                assert manager.hard_cancel(live) is True
+                await manager.wait_for(live)
+                stream = await open_stream(tg, app, last_event_id=last_id)
+                missed = await read_sse(stream, lambda events: events[-1]['data']['type'] == 'TaskCancelled')
+                await leave(stream)
+            assert [(e['data']['type'], e['data']['task_id']) for e in missed] == [
+                ('TaskCreated', second.id),
+                ('TaskStarted', second.id),
+                ('TaskCompleted', second.id),
+                ('TaskCancelRequested', live),
+                ('TaskCancelled', live),
+            ]
+            assert all(e['id'].split('-')[0] == last_id.split('-')[0] for e in missed)
+
+
+@pytest.mark.anyio
+async def test_a_reconnect_that_cannot_resume_gets_a_resync_then_the_current_state() -> None:
+    gate = Gate()
+    async with TaskManager() as manager:
+        app = create_app(manager, allow_unauthenticated=True, event_history=3)
+        async with lifespan(app), anyio.create_task_group() as tg:
+            live = await running(manager, gate, 'already running')
+            with anyio.fail_after(10):
+                stream = await open_stream(tg, app)
+                first = await manager.start(worker(child_text('one')), 'first', scope='c1')
+                events = await read_sse(stream, completed(first.id))
+                await leave(stream)
+                old_id = events[1]['id']  # the TaskCreated of `first`
+                for n in range(3):  # nine more events: the three kept are not the ones after `old_id`
+                    record = await manager.start(worker(child_text(f'more {n}')), 'more', scope='c1')
+                    await manager.wait_for(record.id)
+
+                for last_event_id in (old_id, 'elsewhere-5', 'garbage'):
+                    stream = await open_stream(tg, app, last_event_id=last_event_id)
+                    again = await read_sse(stream, lambda events: len(events) == 2)
+                    await leave(stream)
+                    assert again[0]['data']['type'] == 'Resync', last_event_id
+                    # Then the current state, as for a new client: the live task.
+                    assert (again[1]['data']['type'], again[1]['data']['task_id']) == ('TaskCreated', live)
+                    assert again[1]['data']['status'] == 'running'
+        gate.release.set()
+
+
+@pytest.mark.anyio
+async def test_a_stream_without_the_lifespan_has_its_own_journal() -> None:
+    # An app whose lifespan is not run (as here, called straight through ASGI): each stream numbers its own events,
+    # so an id from another stream cannot be resumed and gets a resync.
+    async with TaskManager() as manager:
+        app = create_app(manager, allow_unauthenticated=True)
+        async with anyio.create_task_group() as tg:
+            with anyio.fail_after(10):
+                stream = await open_stream(tg, app)
+                record = await manager.start(worker(child_text('one')), 'first', scope='c1')
+                events = await read_sse(stream, completed(record.id))
+                assert manager.bus.stats().subscriptions == 1
+                await leave(stream)
+                assert manager.bus.stats().subscriptions == 0
+                assert all(e.get('id') for e in events)
+                stream = await open_stream(tg, app, last_event_id=events[-1]['id'])
+                again = await read_sse(stream, lambda events: len(events) == 1)
+                await leave(stream)
+        assert again[0]['data']['type'] == 'Resync'
+
+
+@pytest.mark.anyio
+async def test_a_stream_that_falls_behind_the_journal_gets_a_resync() -> None:
+    manager = TaskManager()  # never started: only its (empty) task list is read
+
+    def started(n: int) -> TaskStarted:
+        return TaskStarted(task_id=f't{n}', subagent='s', scope='c1', status=TaskStatus.RUNNING, at=float(n))
+
+    journal = EventJournal(manager, size=3)
+    stream = stream_events(journal, None, last_event_id=None, heartbeat=60, snapshot=True)
+    assert (await anext(stream)).retry == 2000
+    journal.record(started(1))
+    first = await anext(stream)
+    assert first.id == journal.event_id(1) and json.loads(first.raw_data or '')['task_id'] == 't1'
+    for n in range(2, 8):  # the journal keeps 5, 6 and 7: 2 to 4 are lost for this stream
+        journal.record(started(n))
+    resync = await anext(stream)
+    assert json.loads(resync.raw_data or '')['type'] == 'Resync' and resync.id == journal.event_id(7)
+    journal.record(started(8))
+    journal.close()
+    rest = [event async for event in stream]
+    assert [(e.id, json.loads(e.raw_data or '')['task_id']) for e in rest] == [(journal.event_id(8), 't8')]
+
+
+@pytest.mark.anyio
+async def test_snapshots_are_only_compared_while_a_stream_listens(monkeypatch: pytest.MonkeyPatch) -> None:
+    compared = 0
+    changes = SnapshotFollower.changes
+
+    def counted(self: SnapshotFollower) -> list[Any]:
+        nonlocal compared
+        compared += 1
+        return changes(self)
+
+    monkeypatch.setattr(SnapshotFollower, 'changes', counted)
+    manager = TaskManager()  # not started: the app's journal follows snapshots
+    app = create_app(manager, allow_unauthenticated=True)
+    async with lifespan(app), anyio.create_task_group() as tg:
+        await anyio.sleep(1)  # four poll intervals
+        assert compared == 0
+        with anyio.fail_after(10):
+            stream = await open_stream(tg, app)
+            while compared < 2:
+                await anyio.sleep(0.05)
+            await leave(stream)
+    await manager.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_new_stream_does_not_repeat_what_its_snapshot_shows() -> None:
+    # The snapshot comes from the tasks, which can be ahead of the journal: what it shows is not sent twice.
+    gate = Gate()
+    async with TaskManager() as manager:
+        tid = await running(manager, gate)
+        record = manager.get(tid)
+        assert record is not None
+        journal = EventJournal(manager)  # not run: it lags behind the tasks until events are recorded by hand
+        stream = stream_events(journal, None, last_event_id=None, heartbeat=60, snapshot=True)
+        assert (await anext(stream)).retry == 2000
+        snapshot = json.loads((await anext(stream)).raw_data or '')
+        assert (snapshot['type'], snapshot['task_id'], snapshot['status']) == ('TaskCreated', tid, 'running')
+
+        def started(at: float) -> TaskStarted:
+            return TaskStarted(task_id=tid, subagent='worker', scope='c1', status=TaskStatus.RUNNING, at=at)
+
+        journal.record(started(record.history[-1].at))  # the journal catching up with what the snapshot showed
+        journal.record(started(record.history[-1].at + 1))  # something newer
+        journal.close()
+        rest = [event async for event in stream]
+        assert [e.id for e in rest] == [journal.event_id(2)]
+        gate.release.set()
+
+
+@pytest.mark.anyio
+async def test_a_failing_journal_ends_its_streams_but_not_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: SnapshotFollower) -> list[Any]:
+        raise RuntimeError('snapshot failed')
+
+    monkeypatch.setattr(SnapshotFollower, 'changes', broken)
+    manager = TaskManager()  # not started: the journal follows snapshots
+    app = create_app(manager, allow_unauthenticated=True)
+    async with lifespan(app), anyio.create_task_group() as tg:
+        with anyio.fail_after(10):
+            stream = ASGIStream(app, '/tasks/events')
+            tg.start_soon(stream.run)
+            await stream.start()
+            lines = [line async for line in stream.lines()]  # the stream ends when its journal fails
+            await stream.returned.wait()
+            stream.close()
+        assert lines[0] == 'retry: 2000'
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as client:
+            assert (await client.get('/tasks')).status_code == 200
+    await manager.aclose()
 
 
 def test_event_json_renders_structured_results_as_text() -> None:
@@ -679,7 +910,7 @@ def test_schema_lists_every_route() -> None:
         '/tasks/{task_id}/cancel',
         '/tasks/{task_id}/answer',
     }
-    assert set(paths['/tasks/{task_id}/cancel']['post']['responses']) == {'200', '400', '404', '409', '422'}
+    assert set(paths['/tasks/{task_id}/cancel']['post']['responses']) == {'200', '404', '409', '413', '422'}
 
 
 @schema.parametrize()
@@ -691,3 +922,67 @@ def test_schema_lists_every_route() -> None:
 )
 def test_api_conforms_to_its_schema(case: schemathesis.Case) -> None:
     case.call_and_validate()
+
+
+@pytest.mark.anyio
+async def test_snapshot_follower_forgets_pruned_tasks() -> None:
+    async with TaskManager(max_retained=3) as manager:
+        follower = SnapshotFollower(manager, None)
+        assert follower.start() == []
+        finished: list[str] = []
+        for n in range(12):
+            record = await manager.start(worker(child_text(f'done {n}')), f'job {n}', scope='c1')
+            await manager.wait_for(record.id)
+            finished.append(record.id)
+            events = follower.changes()
+            assert [type(e).__name__ for e in events if e.task_id == record.id][-1] == 'TaskCompleted'
+            # Only what the store still lists is remembered: at most `max_retained` finished tasks.
+            assert set(follower.seen) == {r.id for r in manager.list()}
+            assert len(follower.seen) <= 3
+        assert set(follower.seen) == set(finished[-3:])
+
+
+@pytest.mark.anyio
+async def test_a_browser_style_reconnect_resumes_on_a_real_server() -> None:
+    # uvicorn on the manager's loop, as the docs recommend: it runs the app's lifespan, so the streams share a journal.
+    import uvicorn
+
+    async with TaskManager() as manager:
+        app = create_app(manager, allow_unauthenticated=True)
+        server = uvicorn.Server(uvicorn.Config(app, host='127.0.0.1', port=0, log_level='warning', lifespan='on'))
+
+        async def read(client: httpx.AsyncClient, headers: dict[str, str], until: str | None = None) -> list[Message]:
+            events: list[Message] = []
+            current: Message = {}
+            async with client.stream('GET', '/tasks/events', headers=headers) as response:
+                assert response.status_code == 200
+                if until is None:  # a new task, started once the stream is open
+                    until = (await manager.start(worker(child_text('one')), 'first', scope='c1')).id
+                async for line in response.aiter_lines():
+                    if line.startswith(('data: ', 'id: ')):
+                        key, _, value = line.partition(': ')
+                        current[key] = json.loads(value) if key == 'data' else value
+                    elif not line and 'data' in current:
+                        events.append(current)
+                        current = {}
+                        if events[-1]['data'].get('task_id') == until and events[-1]['data']['type'] == 'TaskCompleted':
+                            return events
+            raise AssertionError('the stream ended early')
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve)
+            with anyio.fail_after(20):
+                while not server.started:
+                    await anyio.sleep(0.01)
+                port = server.servers[0].sockets[0].getsockname()[1]
+                async with httpx.AsyncClient(base_url=f'http://127.0.0.1:{port}', timeout=10) as client:
+                    events = await read(client, {})
+                    second = await manager.start(worker(child_text('two')), 'second', scope='c1')
+                    await manager.wait_for(second.id)
+                    missed = await read(client, {'Last-Event-ID': events[-1]['id']}, second.id)
+            server.should_exit = True
+        assert [(e['data']['type'], e['data']['task_id']) for e in missed] == [
+            ('TaskCreated', second.id),
+            ('TaskStarted', second.id),
+            ('TaskCompleted', second.id),
+        ]

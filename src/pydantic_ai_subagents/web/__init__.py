@@ -24,7 +24,8 @@ The dashboard is then at `/subagents/`.
 
 The routes follow the task methods of the A2A protocol: `GET /tasks` (list), `GET /tasks/{task_id}` (get),
 `POST /tasks/{task_id}/cancel` (cancel, `{"kind": "soft" | "hard"}`), `POST /tasks/{task_id}/answer` (answer a
-subagent's question), `GET /tasks/events` (server-sent events) and `GET /` (the dashboard page). Authentication is
+subagent's question), `GET /tasks/events` (server-sent events, resumable with `Last-Event-ID`) and `GET /` (the
+dashboard page). Authentication is
 required by default: pass an `auth` dependency, or `allow_unauthenticated=True` for local use only.
 """
 
@@ -53,7 +54,6 @@ from ._models import (
     render_text,
 )
 from ._router import REQUESTED_BY, create_router
-from ._sse import EventStreamResponse
 
 __all__ = (
     'REQUESTED_BY',
@@ -63,7 +63,6 @@ __all__ = (
     'CancelTaskResult',
     'CancelView',
     'ErrorDetail',
-    'EventStreamResponse',
     'StatusView',
     'TaskList',
     'TaskView',

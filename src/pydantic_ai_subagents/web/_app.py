@@ -10,7 +10,9 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from .. import __version__
 from .._manager import TaskManager
+from ._body import MAX_BODY_BYTES
 from ._router import create_router
+from ._sse import EVENT_HISTORY
 
 __all__ = ('create_app',)
 
@@ -22,6 +24,8 @@ def create_app(
     allow_unauthenticated: bool = False,
     allowed_hosts: Sequence[str] | None = None,
     title: str = 'Subagent tasks',
+    max_body_bytes: int = MAX_BODY_BYTES,
+    event_history: int = EVENT_HISTORY,
 ) -> FastAPI:
     """A FastAPI app serving [`create_router`][pydantic_ai_subagents.web.create_router]'s routes at the root.
 
@@ -38,11 +42,20 @@ def create_app(
             `TrustedHostMiddleware`). For a local server, `['127.0.0.1', 'localhost']` keeps a web page from
             reaching it through a DNS rebinding attack.
         title: The app's title in the OpenAPI schema.
+        max_body_bytes: Largest body a control route accepts (`413` beyond it); see `create_router`.
+        event_history: How many recent events the event stream keeps for clients that reconnect; see
+            `create_router`.
 
     Raises:
-        ValueError: neither `auth` nor `allow_unauthenticated=True` was given.
+        ValueError: neither `auth` nor `allow_unauthenticated=True` was given, or a limit is below 1.
     """
-    router = create_router(manager, auth=auth, allow_unauthenticated=allow_unauthenticated)
+    router = create_router(
+        manager,
+        auth=auth,
+        allow_unauthenticated=allow_unauthenticated,
+        max_body_bytes=max_body_bytes,
+        event_history=event_history,
+    )
     app = FastAPI(
         title=title,
         version=__version__,

@@ -7,21 +7,21 @@ any thread and starts nothing) a few times a second, and reports what changed as
 of a task's history becomes the event that reports it, and a new cancel request becomes a `TaskCancelRequested`.
 Each event has the status and time of its own transition; its other fields (question, result, ...) come from the
 snapshot that revealed it, so a question already answered by then is reported empty.
+
+What it remembers of a task is forgotten once the task is no longer listed (pruned by the task store), so a long
+stream keeps no more than the store itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-
-import anyio
 
 from .._events import TaskCreated, TaskEvent, cancel_requested_event, event_for_change
 from .._manager import TaskManager
 from .._state import StatusChange, TaskRecord
 
-__all__ = ('poll_events', 'runs_here')
+__all__ = ('SnapshotFollower', 'runs_here', 'snapshot_created')
 
 
 @dataclass
@@ -30,7 +30,7 @@ class _Seen:
     cancelled: bool
 
 
-def _snapshot_created(record: TaskRecord) -> TaskCreated:
+def snapshot_created(record: TaskRecord) -> TaskCreated:
     """The event a new subscriber gets for a live task, as `TaskManager.events` sends it."""
     return TaskCreated(
         task_id=record.id,
@@ -76,20 +76,34 @@ def runs_here(manager: TaskManager) -> bool:
     return loop is not None and loop is current
 
 
-async def poll_events(manager: TaskManager, scope: str | None, *, interval: float = 0.25) -> AsyncIterator[TaskEvent]:
-    """Task events found by comparing snapshots every `interval` seconds, until the manager is closed.
+class SnapshotFollower:
+    """Finds task events by comparing snapshots of a manager's tasks, remembering what it has seen of each."""
 
-    Like `TaskManager.events`, it starts with a `TaskCreated` for each live task, with its current status. It never
-    starts the manager.
-    """
-    seen: dict[str, _Seen] = {}
-    for record in manager.list(scope):
-        seen[record.id] = _Seen(transitions=len(record.history), cancelled=record.cancel is not None)
-        if not record.is_terminal:
-            yield _snapshot_created(record)
-    while not manager.closed:
-        await anyio.sleep(interval)
-        for record in manager.list(scope):
-            state = seen.setdefault(record.id, _Seen(transitions=0, cancelled=False))
-            for event in _changes(record, state):
-                yield event
+    def __init__(self, manager: TaskManager, scope: str | None) -> None:
+        """Follow `manager`'s tasks, of `scope` only unless it is `None`."""
+        self.manager = manager
+        self.scope = scope
+        self.seen: dict[str, _Seen] = {}
+        """What was seen of each listed task, by task id; a task no longer listed is dropped."""
+
+    def start(self) -> list[TaskEvent]:
+        """Take the first snapshot: a `TaskCreated` for each live task, with its current status."""
+        events: list[TaskEvent] = []
+        for record in self.manager.list(self.scope):
+            self.seen[record.id] = _Seen(transitions=len(record.history), cancelled=record.cancel is not None)
+            if not record.is_terminal:
+                events.append(snapshot_created(record))
+        return events
+
+    def changes(self) -> list[TaskEvent]:
+        """Take another snapshot: the events of everything that changed since the last one."""
+        events: list[TaskEvent] = []
+        records = self.manager.list(self.scope)
+        for record in records:
+            state = self.seen.setdefault(record.id, _Seen(transitions=0, cancelled=False))
+            events.extend(_changes(record, state))
+        if len(self.seen) > len(records):
+            listed = {record.id for record in records}
+            for task_id in [t for t in self.seen if t not in listed]:
+                del self.seen[task_id]
+        return events

@@ -2,11 +2,14 @@
 
 Status codes, for every route:
 
-- `401`/`403`: whatever the `auth` dependency raises to refuse a request (nothing else runs).
+- `401`/`403`: whatever the `auth` dependency raises to refuse a request. Nothing else runs, and the body of a
+  refused request is never read.
+- `413`: a control route's body is larger than `max_body_bytes`; it is refused while it arrives, never held whole.
 - `404`: the task is unknown, was pruned, or (when `?scope=` is given) belongs to another scope; the reply is the
   same in every case, so a scope filter never reveals that an id exists elsewhere.
 - `409`: `POST .../cancel` on a task that has already finished (A2A's "task not cancelable").
-- `422`: a malformed request: a bad body, an unknown `state`, a blank answer, or a body that is not JSON.
+- `422`: a malformed request: a bad body, an unknown `state`, a blank answer, or a body that is not JSON (or not
+  sent as `application/json`).
 
 A cancel that repeats an earlier one (or is weaker than it) and an answer to a task that is not waiting for one are
 not errors: they reply `200` with `accepted: false` and the task as it is.
@@ -15,17 +18,21 @@ not errors: they reply `200` with `accepted: false` and the task as it is.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Annotated, Any
 
+import anyio
 import anyio.to_thread
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from .._manager import TaskManager
 from .._state import TaskRecord, TaskStatus
+from ._body import MAX_BODY_BYTES, read_json_body, request_body_openapi
 from ._dashboard import dashboard_response
 from ._models import (
     AnswerTaskBody,
@@ -36,7 +43,7 @@ from ._models import (
     TaskList,
     TaskView,
 )
-from ._sse import EventStreamResponse
+from ._sse import EVENT_HISTORY, EventJournal, current_loop, stream_events
 
 __all__ = ('REQUESTED_BY', 'create_router')
 
@@ -49,6 +56,11 @@ ScopeQuery = Annotated[
 ]
 
 
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())['type'] != 'http.disconnect':
+        pass
+
+
 def create_router(
     manager: TaskManager,
     *,
@@ -56,6 +68,8 @@ def create_router(
     allow_unauthenticated: bool = False,
     prefix: str = '',
     heartbeat: float = 15.0,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    event_history: int = EVENT_HISTORY,
 ) -> APIRouter:
     """Build the router that exposes `manager`'s tasks over HTTP, with a live dashboard at `{prefix}/`.
 
@@ -71,6 +85,9 @@ def create_router(
     `auth` that reads a cookie or HTTP basic credentials. The control routes only accept JSON bodies, so a
     cross-site form cannot post to them.
 
+    `auth` runs before anything else, the reading of a request's body included, and a control route reads its
+    body only up to `max_body_bytes`.
+
     Args:
         manager: The task manager to expose.
         auth: A FastAPI dependency every route depends on (the dashboard and the event stream included). It
@@ -80,9 +97,13 @@ def create_router(
             cancel it: only for local development.
         prefix: Path prefix of every route, e.g. `'/subagents'`.
         heartbeat: Seconds between keep-alive comments on an idle event stream.
+        max_body_bytes: Largest body a control route accepts; a larger one is refused with `413` as soon as it is
+            seen to be larger, without being read whole. The default (256 KiB) fits the longest answer.
+        event_history: How many recent task events are kept for event-stream clients that reconnect with
+            `Last-Event-ID`; one that missed more gets a `Resync` event and reads the tasks again.
 
     Raises:
-        ValueError: neither `auth` nor `allow_unauthenticated=True` was given.
+        ValueError: neither `auth` nor `allow_unauthenticated=True` was given, or a limit is below 1.
     """
     if auth is None and not allow_unauthenticated:
         raise ValueError(
@@ -95,14 +116,50 @@ def create_router(
             401: {'model': ErrorDetail, 'description': 'Not authenticated'},
             403: {'model': ErrorDetail, 'description': 'Not allowed'},
         }
+    if max_body_bytes < 1:
+        raise ValueError(f'max_body_bytes must be at least 1, not {max_body_bytes}')
+    if event_history < 1:
+        raise ValueError(f'event_history must be at least 1, not {event_history}')
     suffix = re.sub(r'\W+', '_', prefix).strip('_')
 
     def operation_id(route: APIRoute) -> str:
         # `subagents_list_tasks`, ...; a router under a prefix adds it, so two routers can share an app.
         return f'{route.name}_{suffix}' if suffix else route.name
 
+    shared: list[EventJournal] = []  # the router's journal, while the app's lifespan runs
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncGenerator[None]:
+        journal = EventJournal(manager, size=event_history)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(journal.run)
+            shared.append(journal)
+            try:
+                yield
+            finally:
+                shared.remove(journal)
+                tg.cancel_scope.cancel()
+
+    async def open_journal() -> AsyncGenerator[EventJournal]:
+        # Runs after `auth` (a router dependency comes first), and lasts as long as the stream.
+        if manager.closed:
+            raise HTTPException(503, 'the task manager is closed')
+        journal = next((j for j in shared if j.loop is current_loop() and not j.closed), None)
+        if journal is not None:
+            yield journal
+            return
+        # No lifespan here (or it runs on another loop): this stream has a journal of its own.
+        journal = EventJournal(manager, size=event_history)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(journal.run)
+            try:
+                yield journal
+            finally:
+                tg.cancel_scope.cancel()
+
     router = APIRouter(
         prefix=prefix,
+        lifespan=lifespan,
         tags=['subagent tasks'],
         dependencies=[] if auth is None else [Depends(auth)],
         responses=responses,
@@ -111,7 +168,7 @@ def create_router(
     not_found: dict[int | str, dict[str, Any]] = {404: {'model': ErrorDetail, 'description': 'Unknown task'}}
     posting: dict[int | str, dict[str, Any]] = {
         **not_found,
-        400: {'model': ErrorDetail, 'description': 'The body could not be parsed as JSON'},
+        413: {'model': ErrorDetail, 'description': f'The body is larger than {max_body_bytes} bytes'},
     }
 
     def find(task_id: str, scope: str | None) -> TaskRecord:
@@ -146,23 +203,42 @@ def create_router(
         '/tasks/events',
         name='subagents_task_events',
         summary='Stream task events',
-        response_class=EventStreamResponse,
-        status_code=200,
-        responses={
-            200: {'content': {'text/event-stream': {}}, 'description': 'A stream of task events'},
-            503: {'model': ErrorDetail, 'description': 'The task manager is closed'},
-        },
+        response_class=EventSourceResponse,
+        responses={503: {'model': ErrorDetail, 'description': 'The task manager is closed'}},
     )
-    async def task_events(scope: ScopeQuery = None) -> EventStreamResponse:  # pyright: ignore[reportUnusedFunction]
+    async def task_events(  # pyright: ignore[reportUnusedFunction]
+        request: Request,
+        scope: ScopeQuery = None,
+        last_event_id: Annotated[
+            str | None,
+            Header(description='The `id` of the last event received, to resume after it (browsers send it).'),
+        ] = None,
+        # A local dependency cannot be named in an annotation, which is only a string here.
+        journal: EventJournal = Depends(open_journal),  # noqa: B008
+    ) -> AsyncIterator[ServerSentEvent]:
         """Stream task events as server-sent events (A2A: `tasks/resubscribe`).
 
         First a `TaskCreated` for each live task (with its current status), then every event as it happens. Each
-        event is one `data:` line of JSON: `type` (the event class), `task_id`, `status`, `timestamp` and the
-        event's own fields. The stream ends when the task manager is closed.
+        event is one `data:` line of JSON (`type` (the event class), `task_id`, `status`, `timestamp` and the
+        event's own fields) and an `id:`. A client that reconnects with `Last-Event-ID` gets the events it missed;
+        if they are no longer kept, it gets `{"type": "Resync"}` instead, and should read the tasks again. The
+        stream ends when the task manager is closed.
         """
-        if manager.closed:
-            raise HTTPException(503, 'the task manager is closed')
-        return EventStreamResponse(manager, scope, heartbeat=heartbeat)
+        own = journal not in shared
+        # Starlette's streaming response listens for the disconnect itself only on servers older than ASGI 2.4;
+        # on newer ones this stream listens, so that a client that leaves an idle stream is noticed at once.
+        spec = str(request.scope.get('asgi', {}).get('spec_version', '2.0'))
+        newer = tuple(int(part) for part in spec.split('.') if part.isdigit()) >= (2, 4)
+        events = stream_events(
+            journal,
+            scope,
+            last_event_id=last_event_id,
+            heartbeat=heartbeat,
+            snapshot=not own,
+            client_gone=partial(_disconnected, request) if newer else None,
+        )
+        async for event in events:
+            yield event
 
     @router.get('/tasks/{task_id}', name='subagents_get_task', summary='Get a task', responses=not_found)
     async def get_task(task_id: str, scope: ScopeQuery = None) -> TaskView:  # pyright: ignore[reportUnusedFunction]
@@ -173,13 +249,14 @@ def create_router(
         '/tasks/{task_id}/cancel',
         name='subagents_cancel_task',
         summary='Cancel a task',
+        openapi_extra=request_body_openapi(CancelTaskBody),
         responses={
             **posting,
             409: {'model': ErrorDetail, 'description': 'The task has already finished'},
         },
     )
     async def cancel_task(  # pyright: ignore[reportUnusedFunction]
-        task_id: str, body: CancelTaskBody, scope: ScopeQuery = None
+        task_id: str, request: Request, scope: ScopeQuery = None
     ) -> CancelTaskResult:
         """Cancel a task, softly (it wraps up with partial results) or hard (A2A: `tasks/cancel`).
 
@@ -188,6 +265,8 @@ def create_router(
         A task that has already finished answers `409`; a request that repeats an earlier one (or is weaker than
         it) answers `accepted: false`.
         """
+        # Read here, not as a parameter, so that `auth` has run before any of it is read.
+        body = await read_json_body(request, CancelTaskBody, max_bytes=max_body_bytes)
         record = find(task_id, scope)
         if record.is_terminal:
             raise HTTPException(409, f'task {task_id!r} is already {record.status.value}')
@@ -204,16 +283,18 @@ def create_router(
         '/tasks/{task_id}/answer',
         name='subagents_answer_task',
         summary="Answer a subagent's question",
+        openapi_extra=request_body_openapi(AnswerTaskBody),
         responses=posting,
     )
     async def answer_task(  # pyright: ignore[reportUnusedFunction]
-        task_id: str, body: AnswerTaskBody, scope: ScopeQuery = None
+        task_id: str, request: Request, scope: ScopeQuery = None
     ) -> AnswerTaskResult:
         """Answer the question a task's subagent is waiting on.
 
         `accepted` is false when the task is not waiting for an answer (any more). The state turns back to
         `running` as soon as the subagent has the answer.
         """
+        body = await read_json_body(request, AnswerTaskBody, max_bytes=max_body_bytes)
         record = find(task_id, scope)
         accepted = False
         if record.status is TaskStatus.WAITING_FOR_ANSWER:

@@ -281,6 +281,11 @@
   }
 
   function applyEvent(event) {
+    if (event.type === 'Resync') {
+      // Events were missed (the server no longer had them): read every task again.
+      scheduleRefresh(0);
+      return;
+    }
     const task = tasks.get(event.task_id);
     if (!task) return; // a new task: the refresh brings it with everything it has
     task.status = { state: event.status, timestamp: event.timestamp };
