@@ -163,7 +163,11 @@ def scripted_model(name: str, subagents: list[str]) -> FunctionModel:
         tools = {tool.name for tool in info.function_tools}
         calls = [p for m in since if isinstance(m, ModelResponse) for p in m.parts if isinstance(p, ToolCallPart)]
         returns = [
-            str(p.content) for m in since if isinstance(m, ModelRequest) for p in m.parts if isinstance(p, ToolReturnPart)
+            str(p.content)
+            for m in since
+            if isinstance(m, ModelRequest)
+            for p in m.parts
+            if isinstance(p, ToolReturnPart)
         ]
         if 'task' not in tools:
             if 'ask_parent' in tools and ' ask ' in f' {prompt} ':
@@ -195,7 +199,7 @@ def scripted_model(name: str, subagents: list[str]) -> FunctionModel:
 
 
 @pytest.fixture
-def scripted_models(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+def scripted_models(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Resolve every model name to a scripted model; yields the list to fill with the block's subagent names."""
     subagents: list[str] = []
     real = models.infer_model
@@ -206,7 +210,7 @@ def scripted_models(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         return real(model, *args, **kwargs)
 
     monkeypatch.setattr(models, 'infer_model', infer)
-    yield subagents
+    return subagents
 
 
 # --- the tests ------------------------------------------------------------------------------------------------------
@@ -267,9 +271,7 @@ def own_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
 
 
 @pytest.mark.parametrize('block', [b for b in PYTHON if (b.page, b.title) in OWN_PROCESS], ids=lambda b: b.id)
-def test_python_block_runs_in_its_own_process(
-    block: Block, own_processes: dict[str, subprocess.Popen[str]]
-) -> None:
+def test_python_block_runs_in_its_own_process(block: Block, own_processes: dict[str, subprocess.Popen[str]]) -> None:
     stdout, stderr = own_processes[block.id].communicate(timeout=60)
     returncode = own_processes[block.id].returncode
     assert returncode == 0, f'{block.id} exited {returncode}:\n{stdout}\n{stderr}'
@@ -299,7 +301,9 @@ def test_code_block_is_titled_and_fits_the_column(block: Block) -> None:
     assert not too_wide, f'{block.id}: lines over {MAX_COLUMNS} columns: {too_wide}'
 
 
-@pytest.mark.parametrize('block', [b for b in PYTHON if OWN_PROCESS.get((b.page, b.title)) != 'pytest'], ids=lambda b: b.id)
+@pytest.mark.parametrize(
+    'block', [b for b in PYTHON if OWN_PROCESS.get((b.page, b.title)) != 'pytest'], ids=lambda b: b.id
+)
 def test_python_block_uses_what_it_defines(block: Block) -> None:
     """A function the block defines is called or handed on: code shown on a page is code that runs."""
     tree = ast.parse(block.code)
@@ -321,3 +325,41 @@ def test_every_python_block_is_found() -> None:
         page = 'README.md' if path.name == 'README.md' and path.parent == ROOT else path.relative_to(DOCS).as_posix()
         fences = len(re.findall(r'^ *```python', path.read_text(), re.MULTILINE))
         assert fences == len([b for b in BLOCKS if b.page == page and b.lang == 'python']), page
+
+
+# --- the pictures ---------------------------------------------------------------------------------------------------
+
+PLOTS = {'benchmarks.svg': 'latest.json', 'benchmarks-larger.svg': 'larger-sizes.json'}
+"""The benchmark plots the docs show, and the committed results each is drawn from."""
+
+
+@pytest.mark.parametrize(('image', 'results'), PLOTS.items())
+def test_benchmark_plot_is_drawn_from_the_committed_results(image: str, results: str, tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / 'bench'))
+    try:
+        import plot
+    finally:
+        sys.path.remove(str(ROOT / 'bench'))
+    drawn = Path(plot.plot(str(ROOT / 'bench' / 'results' / results), str(tmp_path / image))).read_text()
+    assert drawn == (DOCS / 'img' / image).read_text(), f'docs/img/{image} is stale: run bench/plot.py'
+    for library in ('pydantic-ai-subagents', 'floor: plain Pydantic AI'):
+        assert library in drawn
+    assert 'time per task (ms)' in drawn
+    assert f'img/{image}' in (DOCS / 'benchmarks.md').read_text()
+
+
+def test_every_diagram_has_its_svg_and_the_site_loads_no_renderer() -> None:
+    sys.path.insert(0, str(DOCS / 'hooks'))
+    try:
+        from diagrams import DIAGRAMS, diagram_id
+    finally:
+        sys.path.remove(str(DOCS / 'hooks'))
+    sources = [b.code for b in BLOCKS if b.lang == 'mermaid']
+    assert sources, 'the docs have diagrams; the parser should find them'
+    for source in sources:
+        svg = DIAGRAMS / f'{diagram_id(source)}.svg'
+        assert svg.is_file(), f'no {svg.name}: run python docs/hooks/render_diagrams.py'
+        assert '<foreignObject' not in svg.read_text()  # plain SVG text, readable in any viewer
+    config = (ROOT / 'mkdocs.yml').read_text()
+    assert 'docs/hooks/diagrams.py' in config
+    assert 'font: false' in config  # no web fonts from another host either

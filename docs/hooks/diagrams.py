@@ -25,6 +25,8 @@ def diagram_id(source: str) -> str:
 
 
 def on_page_content(html_text: str, page: Any, **kwargs: Any) -> str:
+    """Replace each Mermaid block of a page with its SVG, inline (so it follows the page's colours and scales)."""
+
     def inline(match: re.Match[str]) -> str:
         source = html.unescape(match['source'])
         svg = DIAGRAMS / f'{diagram_id(source)}.svg'

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from diagrams import DIAGRAMS, diagram_id  # noqa: E402
+from diagrams import DIAGRAMS, diagram_id
 
 DOCS = Path(__file__).parent.parent
 MERMAID = 'mermaid@11'
@@ -24,7 +24,10 @@ FENCE = re.compile(r'^```mermaid\n(.*?)^```', re.DOTALL | re.MULTILINE)
 PAGE = """<!doctype html><html><body><pre id="out"></pre>
 <script src="mermaid.min.js"></script>
 <script>
-mermaid.initialize({startOnLoad: false, theme: 'neutral', htmlLabels: false, flowchart: {htmlLabels: false}, securityLevel: 'strict'});
+mermaid.initialize({
+  startOnLoad: false, theme: 'neutral', securityLevel: 'strict',
+  htmlLabels: false, flowchart: {htmlLabels: false},  // plain SVG text: the SVG stands on its own
+});
 (async () => {
   const out = {};
   for (const [id, source] of Object.entries(SOURCES)) {
@@ -36,19 +39,31 @@ mermaid.initialize({startOnLoad: false, theme: 'neutral', htmlLabels: false, flo
 
 
 def main() -> None:
+    """Render every diagram of the docs, and drop the SVGs of diagrams that are gone."""
     sources = {diagram_id(m): m for page in sorted(DOCS.rglob('*.md')) for m in FENCE.findall(page.read_text())}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        packed = subprocess.run(['npm', 'pack', MERMAID, '--silent'], cwd=work, check=True, capture_output=True, text=True)
+        packed = subprocess.run(
+            ['npm', 'pack', MERMAID, '--silent'], cwd=work, check=True, capture_output=True, text=True
+        )
         with tarfile.open(work / packed.stdout.strip()) as archive:
             archive.extract('package/dist/mermaid.min.js', work, filter='data')
         (work / 'mermaid.min.js').write_bytes((work / 'package/dist/mermaid.min.js').read_bytes())
         page = work / 'render.html'
         page.write_text(PAGE.replace('SOURCES', json.dumps(sources)))
         dom = subprocess.run(
-            ['chromium', '--headless', '--no-sandbox', '--allow-file-access-from-files', '--virtual-time-budget=20000',
-             '--dump-dom', page.as_uri()],
-            check=True, capture_output=True, text=True,
+            [
+                'chromium',
+                '--headless',
+                '--no-sandbox',
+                '--allow-file-access-from-files',
+                '--virtual-time-budget=20000',
+                '--dump-dom',
+                page.as_uri(),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
     rendered = json.loads(html.unescape(re.search(r'<pre id="out">(.*?)</pre>', dom, re.DOTALL)[1]))
     DIAGRAMS.mkdir(parents=True, exist_ok=True)
