@@ -363,3 +363,36 @@ def test_every_diagram_has_its_svg_and_the_site_loads_no_renderer() -> None:
     config = (ROOT / 'mkdocs.yml').read_text()
     assert 'docs/hooks/diagrams.py' in config
     assert 'font: false' in config  # no web fonts from another host either
+
+
+# --- the navigation -------------------------------------------------------------------------------------------------
+
+
+def nav() -> list[Any]:
+    """The `nav` of mkdocs.yml (its `!!python/name` tags are read as plain strings)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor('tag:yaml.org,2002:python/', lambda loader, suffix, node: None)
+    return yaml.load((ROOT / 'mkdocs.yml').read_text(), Loader=Loader)['nav']
+
+
+def test_navigation_has_section_index_pages_and_no_title_twice() -> None:
+    titles: list[str] = []
+    pages: list[str] = []
+    for section in nav():
+        ((title, children),) = section.items()
+        titles.append(title)
+        assert isinstance(children, list), f'{title}: a top-level entry is a section (a tab)'
+        first, *rest = children
+        assert isinstance(first, str) and first.endswith('index.md'), f'{title}: a section opens on its index page'
+        pages.append(first)
+        for child in rest:
+            ((child_title, page),) = child.items()
+            titles.append(child_title)
+            pages.append(page)
+    assert len(titles) == len(set(titles)), sorted(t for t in titles if titles.count(t) > 1)
+    on_disk = sorted(p.relative_to(DOCS).as_posix() for p in DOCS.rglob('*.md') if 'hooks' not in p.parts)
+    assert sorted(pages) == on_disk  # every page is in the navigation, once
