@@ -128,6 +128,10 @@ def all_blocks() -> list[Block]:
 BLOCKS = all_blocks()
 PYTHON = [b for b in BLOCKS if b.lang == 'python' and b.include is None]
 INCLUDES = [b for b in BLOCKS if b.include is not None]
+EXAMPLE_OUTPUT = re.compile(r'^Output of (?P<script>examples/\w+\.py)$')
+EXAMPLE_OUTPUTS = [b for b in BLOCKS if b.lang == 'text' and b.title and EXAMPLE_OUTPUT.match(b.title)]
+"""Text blocks that show what an example prints (```` ```text title="Output of examples/x.py" ````)."""
+TASK_ID = re.compile(r'\b[0-9a-f]{24}\b')
 
 
 # --- scripted models standing in for every model name -------------------------------------------------------------
@@ -263,6 +267,17 @@ def own_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
         started[block.id] = subprocess.Popen(
             command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
+    for block in EXAMPLE_OUTPUTS:
+        script = EXAMPLE_OUTPUT.match(block.title or '')
+        assert script is not None
+        started[block.id] = subprocess.Popen(
+            [sys.executable, str(ROOT / script['script'])],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     yield started
     for process in started.values():
         if process.poll() is None:
@@ -279,6 +294,17 @@ def test_python_block_runs_in_its_own_process(block: Block, own_processes: dict[
         assert re.search(r'\b(\d+) passed\b', stdout), stdout
         assert 'failed' not in stdout, stdout
     check_output(block, stdout)
+
+
+@pytest.mark.parametrize('block', EXAMPLE_OUTPUTS, ids=lambda b: b.id)
+def test_example_output_shown_is_what_it_prints(block: Block, own_processes: dict[str, subprocess.Popen[str]]) -> None:
+    """The page's excerpt of an example's output, with its task ids and `...` standing for any text."""
+    stdout, stderr = own_processes[block.id].communicate(timeout=60)
+    assert own_processes[block.id].returncode == 0, f'{block.title} failed:\n{stdout}\n{stderr}'
+    excerpt = TASK_ID.sub('<id>', block.code)
+    printed = TASK_ID.sub('<id>', stdout)
+    if not doctest.OutputChecker().check_output(f'...\n{excerpt}...\n', printed, doctest.ELLIPSIS):
+        pytest.fail(f'{block.id}: {block.title} prints\n{printed}\nwhich does not hold\n{excerpt}', pytrace=False)
 
 
 @pytest.mark.parametrize('block', INCLUDES, ids=lambda b: b.id)
