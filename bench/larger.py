@@ -6,7 +6,7 @@
 Each size runs ours and the floor side by side, each in a fresh interpreter (one per core on a 2-core machine), with
 the fan-out workload's settings (20 ms child latency, 100 at a time, every finished task retained). The churn runs
 ours alone with `max_retained=1000`, a point every tenth of the run. Writes bench/results/larger-sizes.json and
-plots it to docs/img/benchmarks-larger.png.
+plots it to docs/img/benchmarks-larger.svg.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from run import environment
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_JSON = os.path.join(HERE, 'results', 'larger-sizes.json')
-DEFAULT_PNG = os.path.join(os.path.dirname(HERE), 'docs', 'img', 'benchmarks-larger.png')
+DEFAULT_PNG = os.path.join(os.path.dirname(HERE), 'docs', 'img', 'benchmarks-larger.svg')
 WORKER_TIMEOUT = 4 * 3600.0
 """A bound on one worker, far above the largest point here (about 20 minutes on a slow 2-core machine)."""
 

@@ -1,11 +1,15 @@
-"""Plot the fan-out growth series of a results JSON into docs/img/benchmarks.png.
+"""Plot the fan-out growth series of a results JSON into docs/img/benchmarks.svg.
 
     uv run python bench/plot.py                                   # bench/results/latest.json
+    uv run python bench/plot.py bench/results/larger-sizes.json --out docs/img/benchmarks-larger.svg
     uv run python bench/plot.py bench/results/latest-full.json --out some.png
 
-Left panel: wall time against the number of tasks; right panel: peak RSS growth. Both show ours and the floor, and,
-after a run with `--alternatives`, the other libraries' fan-out (one size only, each on its own Pydantic AI) as single
-points. bench/run.py calls `plot` after it writes a default or full JSON.
+Three panels against the number of tasks, on log axes so that 1,000 and 100,000 tasks read alike: wall time, time
+per task (wall time over tasks) and peak RSS growth. Each shows this library and the floor (the same work on plain
+Pydantic AI and anyio) and, after a run with `--alternatives`, the other libraries' fan-out (one size only, each on
+its own Pydantic AI) as single points. The legend names the libraries. The format follows the file's extension: SVG
+for the docs (text kept as text), PNG or PDF elsewhere. bench/run.py calls `plot` after it writes a default or full
+JSON.
 """
 
 from __future__ import annotations
@@ -18,16 +22,11 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_JSON = os.path.join(HERE, 'results', 'latest.json')
-DEFAULT_PNG = os.path.join(os.path.dirname(HERE), 'docs', 'img', 'benchmarks.png')
+DEFAULT_OUT = os.path.join(os.path.dirname(HERE), 'docs', 'img', 'benchmarks.svg')
 STYLE = {'ours': {'marker': 'o', 'color': 'tab:blue'}, 'floor': {'marker': 's', 'color': 'tab:gray'}}
+LABEL = {'ours': 'pydantic-ai-subagents', 'floor': 'floor: plain Pydantic AI + anyio'}
+"""What the results JSON calls `ours` and `floor`, as the legend names them."""
 ALTERNATIVE_STYLE = {'sapa': {'marker': '^', 'color': 'tab:orange'}, 'harness': {'marker': 'D', 'color': 'tab:green'}}
-
-
-def _points(series: list[dict[str, Any]], key: str, scale: float = 1.0) -> tuple[list[int], list[float]]:
-    """(tasks, values) of the points that have `key`; timed-out points (no value) are left out."""
-    pairs = [(p['tasks'], p[key] / scale) for p in series if p.get(key) is not None]
-    pairs.sort()
-    return [t for t, _ in pairs], [v for _, v in pairs]
 
 
 def _alternatives(data: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -52,18 +51,18 @@ def _alternatives(data: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]
 
 def _title(env: dict[str, Any]) -> str:
     parts = [f'pydantic-ai-subagents {env.get("pydantic_ai_subagents", "?")}']
-    parts.append(f'pydantic-ai {env.get("pydantic_ai", "?")}')
+    parts.append(f'Pydantic AI {env.get("pydantic_ai", "?")}')
     parts.append(f'Python {env.get("python", "?")}')
-    return f'Fan-out growth, {env.get("date", "?")}: ' + ', '.join(parts)
+    return f'Fan-out, 20 ms per child model call, 100 at a time ({env.get("date", "?")}: ' + ', '.join(parts) + ')'
 
 
-def plot(json_path: str = DEFAULT_JSON, out_path: str = DEFAULT_PNG) -> str:
-    """Write the two-panel PNG for `json_path` to `out_path` and return `out_path`."""
+def plot(json_path: str = DEFAULT_JSON, out_path: str = DEFAULT_OUT) -> str:
+    """Write the three-panel plot for `json_path` to `out_path` and return `out_path`."""
     import matplotlib
 
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     with open(json_path) as f:
         data = json.load(f)
@@ -72,32 +71,71 @@ def plot(json_path: str = DEFAULT_JSON, out_path: str = DEFAULT_PNG) -> str:
         raise ValueError(f'{os.path.basename(json_path)} has no fan-out growth series (workloads.fanout.series)')
 
     alternatives = _alternatives(data)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4), dpi=100)
+    plt.rcParams.update({'font.size': 11, 'svg.fonttype': 'none', 'svg.hashsalt': 'plot', 'font.family': 'sans-serif'})
+    fig, axes = plt.subplots(1, 3, figsize=(11, 4.2))
+
+    def per_task_ms(point: dict[str, Any]) -> float | None:
+        return None if point.get('seconds') is None else 1000 * point['seconds'] / point['tasks']
+
+    def rss_mib(point: dict[str, Any]) -> float | None:
+        return None if point.get('rss_delta') is None else point['rss_delta'] / 2**20
+
     panels = (
-        (left, 'seconds', 1.0, 'wall time (s)'),
-        (right, 'rss_delta', 1024 * 1024, 'peak RSS growth (MiB)'),
+        (axes[0], 'wall time (s)', lambda point: point.get('seconds')),
+        (axes[1], 'time per task (ms)', per_task_ms),
+        (axes[2], 'peak RSS growth (MiB)', rss_mib),
     )
-    for ax, key, scale, label in panels:
+    all_tasks = sorted({p['tasks'] for series in growth.values() for p in series})
+    ticks_y = (1.0, 2.0, 5.0)
+    ticks = (1.0,) if all_tasks[-1] / all_tasks[0] > 20 else (1.0, 2.0, 5.0)  # decades, or finer on a short range
+    for ax, label, value in panels:
+        shown: list[float] = []
         for variant, series in growth.items():
-            tasks, values = _points(series, key, scale)
-            if tasks:
-                ax.plot(tasks, values, label=variant, linewidth=1.8, markersize=6, **STYLE.get(variant, {}))
+            pairs = sorted((p['tasks'], v) for p in series if (v := value(p)) is not None)
+            shown.extend(v for _, v in pairs)
+            if pairs:
+                ax.plot(
+                    [t for t, _ in pairs],
+                    [v for _, v in pairs],
+                    label=LABEL.get(variant, variant),
+                    linewidth=2,
+                    markersize=7,
+                    **STYLE.get(variant, {}),
+                )
         for name, (package, point) in alternatives.items():
-            if point.get(key) is not None:
+            if (v := value(point)) is not None:
+                shown.append(v)
                 style = ALTERNATIVE_STYLE.get(name, {})
-                ax.plot([point['tasks']], [point[key] / scale], linestyle='none', markersize=7, label=package, **style)
-        ax.set_xlabel('tasks')
-        ax.set_ylabel(label)
-        ax.set_ylim(bottom=0)
+                ax.plot([point['tasks']], [v], linestyle='none', markersize=8, label=package, **style)
+        ax.set_xscale('log')
+        ax.set_xlim(all_tasks[0] / 1.6, all_tasks[-1] * 1.6)
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=ticks))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f'{x:,.0f}'))
-        ax.grid(True, alpha=0.3)
-        ax.legend(loc='best', fontsize=8, framealpha=0.8)
-    left.set_title('wall time', fontsize=10)
-    right.set_title('peak RSS growth', fontsize=10)
-    fig.suptitle(_title(data.get('environment', {})), fontsize=10)
-    fig.tight_layout()
+        if ax is axes[1]:
+            ax.set_ylim(bottom=0)  # per-task time: a linear axis from zero shows how much it grows
+        else:
+            ax.set_yscale('log')  # totals grow with the tasks: a log axis shows every size, and slope 1 is linear
+            short = max(shown) / min(shown) < 10  # less than a decade: label more ticks in it
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if short else ticks_y))
+            ax.yaxis.set_minor_formatter(NullFormatter())
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f'{y:,.0f}' if y >= 1 else f'{y:.2g}'))
+        ax.set_xlabel('tasks')
+        ax.set_title(label, fontsize=11)
+        ax.grid(True, which='major', alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes[1:]:
+        for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
+            if text not in labels:
+                handles.append(handle)
+                labels.append(text)
+    columns = len(labels) if len(labels) <= 2 else 2
+    rows = -(-len(labels) // columns)
+    fig.legend(handles, labels, loc='lower center', ncol=columns, frameon=False, fontsize=11)
+    fig.suptitle(_title(data.get('environment', {})), fontsize=11)
+    fig.tight_layout(rect=(0, 0.07 * rows + 0.02, 1, 1))
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    fig.savefig(out_path)
+    fig.savefig(out_path, metadata={'Date': None} if out_path.endswith('.svg') else None)
     plt.close(fig)
     return out_path
 
@@ -107,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         'json', nargs='?', default=DEFAULT_JSON, help='results JSON (default: bench/results/latest.json)'
     )
-    parser.add_argument('--out', default=DEFAULT_PNG, help='PNG to write (default: docs/img/benchmarks.png)')
+    parser.add_argument('--out', default=DEFAULT_OUT, help='file to write (default: docs/img/benchmarks.svg)')
     args = parser.parse_args(argv)
     out = plot(args.json, args.out)
     print(f'plot written to {os.path.relpath(out)}')

@@ -219,12 +219,12 @@ def main(argv: list[str] | None = None) -> int:
 def _plot(json_path: str) -> None:
     """Plot the fan-out growth of a written JSON; never fails the run.
 
-    The default bench/results/latest.json goes to docs/img/benchmarks.png (the image the docs embed); any other
+    The default bench/results/latest.json goes to docs/img/benchmarks.svg (the image the docs embed); any other
     JSON gets a PNG of the same name next to it, so a full or custom run leaves the docs image alone.
     """
     default_json = os.path.join(HERE, 'results', 'latest.json')
     same = os.path.abspath(json_path) == os.path.abspath(default_json)
-    out = os.path.join(os.path.dirname(HERE), 'docs', 'img', 'benchmarks.png')
+    out = os.path.join(os.path.dirname(HERE), 'docs', 'img', 'benchmarks.svg')
     if not same:
         out = os.path.splitext(json_path)[0] + '.png'
     try:  # a plot is a bonus: the JSON is already written
