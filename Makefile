@@ -44,14 +44,14 @@ test: install system-deps ## Run the test suite with branch coverage of src/
 
 .PHONY: lint
 lint: install ## ruff check, ruff format --check, pyright (strict on src/)
-	@$(UV) run --frozen ruff check src tests examples bench
-	@$(UV) run --frozen ruff format --check src tests examples bench
+	@$(UV) run --frozen ruff check src tests examples bench evals
+	@$(UV) run --frozen ruff format --check src tests examples bench evals
 	@$(UV) run --frozen pyright
 
 .PHONY: format
 format: install ## Apply ruff's fixes and formatting
-	@$(UV) run --frozen ruff check --fix src tests examples bench
-	@$(UV) run --frozen ruff format src tests examples bench
+	@$(UV) run --frozen ruff check --fix src tests examples bench evals
+	@$(UV) run --frozen ruff format src tests examples bench evals
 
 .PHONY: docs
 docs: install ## Build the documentation site strictly into site/
