@@ -77,6 +77,10 @@ bench-larger: install ## Fan-out to 100,000 tasks point by point, and a 100,000-
 bench-redis: install system-deps ## Across processes on Redis: cancel latency from another process, worker round trip and throughput
 	@$(UV) run --frozen python bench/redis_bench.py
 
+.PHONY: eval
+eval: install ## Delegation evals: the parent model SUBAGENTS_EVAL_MODEL (default: scripted stand-in) on 13 cases (docs/evals.md)
+	@$(UV) run --frozen python -m evals $(EVAL_ARGS)
+
 .PHONY: soak
 soak: install ## Soak the task manager: 10,000 tasks with random cancels, questions and failures (PASS/FAIL)
 	@$(UV) run --frozen python bench/soak.py
