@@ -36,8 +36,7 @@ FACTS = {
     'bone': 'An adult human has 206 bones.',
 }
 TRANSLATIONS = {'french': 'French: bonjour', 'german': 'German: guten Morgen', 'spanish': 'Spanish: buenos días'}
-LANGUAGES = ('Ada', 'ALGOL', 'APL', 'BASIC', 'C', 'COBOL', 'Eiffel', 'Forth', 'Fortran', 'Haskell', 'Lisp', 'ML')
-LANGUAGES = LANGUAGES * 3
+LANGUAGES = ('Ada', 'ALGOL', 'APL', 'BASIC', 'C', 'COBOL', 'Eiffel', 'Forth', 'Fortran', 'Haskell', 'Lisp', 'ML') * 3
 UNKNOWN_ID = '3f9a2c7d81b4e6f0a5d2c9e7'
 
 

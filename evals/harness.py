@@ -23,7 +23,6 @@ from pydantic_ai.messages import (
     ModelRequest,
     ModelResponse,
     ModelResponsePart,
-    RetryPromptPart,
     TextPart,
     ToolCallPart,
     ToolReturnPart,
@@ -140,7 +139,7 @@ class View:
     """What the stand-in has read so far in the current run, as a model would see it."""
 
     replies: list[str]
-    """Every tool reply and retry prompt of the run so far, oldest first."""
+    """Every tool reply of the run so far (a refused call's is the reason it was refused), oldest first."""
     prompts: list[str]
     """Every user prompt of the run so far, the notices the toolset enqueues included."""
 
@@ -195,8 +194,6 @@ def _view(messages: list[ModelMessage]) -> View:
         for part in message.parts:
             if isinstance(part, ToolReturnPart):
                 replies.append(part.model_response_str())
-            elif isinstance(part, RetryPromptPart):
-                replies.append(part.model_response())
             elif isinstance(part, UserPromptPart) and isinstance(part.content, str):
                 prompts.append(part.content)
     return View(replies=replies, prompts=prompts)
@@ -336,9 +333,6 @@ def _record(output: CaseOutput, messages: Sequence[ModelMessage], run: int) -> N
                 if isinstance(part, ToolReturnPart) and (call := pending.get(part.tool_call_id)) is not None:
                     call.reply = part.model_response_str()
                     call.retry = part.outcome != 'success'
-                elif isinstance(part, RetryPromptPart) and (call := pending.get(part.tool_call_id)) is not None:
-                    call.reply = part.model_response()
-                    call.retry = True
     output.runs.append(stats)
 
 
