@@ -44,14 +44,14 @@ test: install system-deps ## Run the test suite with branch coverage of src/
 
 .PHONY: lint
 lint: install ## ruff check, ruff format --check, pyright (strict on src/)
-	@$(UV) run --frozen ruff check src tests examples bench
-	@$(UV) run --frozen ruff format --check src tests examples bench
+	@$(UV) run --frozen ruff check src tests examples bench evals
+	@$(UV) run --frozen ruff format --check src tests examples bench evals
 	@$(UV) run --frozen pyright
 
 .PHONY: format
 format: install ## Apply ruff's fixes and formatting
-	@$(UV) run --frozen ruff check --fix src tests examples bench
-	@$(UV) run --frozen ruff format src tests examples bench
+	@$(UV) run --frozen ruff check --fix src tests examples bench evals
+	@$(UV) run --frozen ruff format src tests examples bench evals
 
 .PHONY: docs
 docs: install ## Build the documentation site strictly into site/
@@ -76,6 +76,10 @@ bench-larger: install ## Fan-out to 100,000 tasks point by point, and a 100,000-
 .PHONY: bench-redis
 bench-redis: install system-deps ## Across processes on Redis: cancel latency from another process, worker round trip and throughput
 	@$(UV) run --frozen python bench/redis_bench.py
+
+.PHONY: eval
+eval: install ## Delegation evals: the parent model SUBAGENTS_EVAL_MODEL (default: scripted stand-in) on 13 cases (docs/evals.md)
+	@$(UV) run --frozen python -m evals $(EVAL_ARGS)
 
 .PHONY: soak
 soak: install ## Soak the task manager: 10,000 tasks with random cancels, questions and failures (PASS/FAIL)
