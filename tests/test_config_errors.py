@@ -305,7 +305,7 @@ def test_module_level_definitions_can_be_isolated() -> None:
         ),
         ({'retries': -1}, ValueError, "subagent 'researcher': retries must be >= 0, got -1"),
         ({'worker_queue': 'a queue'}, ValueError, "subagent 'researcher': invalid worker_queue 'a queue'"),
-        ({'timeout': 0}, ValueError, "subagent 'researcher': timeout must be positive, got 0"),
+        ({'timeout': 0}, ValueError, "subagent 'researcher': timeout must be a finite number of seconds > 0, got 0"),
         (
             {'isolation': 'thread'},
             ValueError,

@@ -21,6 +21,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import types
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,7 @@ OWN_PROCESS = {
     ('concepts/events.md', 'tracing.py'): 'python',  # sets the process's global tracer provider
     ('concepts/isolation.md', 'isolation_cost.py'): 'python',  # child processes import the program by path
     ('concepts/testing.md', 'test_subagents.py'): 'pytest',
+    ('README.md', 'test_my_agent.py'): 'pytest',
 }
 """Blocks that run as their own process, and with what."""
 
@@ -245,7 +247,15 @@ def test_python_block_runs(
     scripted_models.extend(subagent_names(block.code))
     code = compile(with_redis(block, request), f'{block.page}:{block.title}', 'exec')
     capsys.readouterr()
-    exec(code, {'__name__': '__main__'})
+    # A real `__main__` module while it runs, as when the program is run as a script: what it defines at module
+    # level can be pickled by reference (a config with `isolation='process'` is checked for that when built).
+    program = types.ModuleType('__main__')
+    main = sys.modules['__main__']
+    sys.modules['__main__'] = program
+    try:
+        exec(code, program.__dict__)
+    finally:
+        sys.modules['__main__'] = main
     check_output(block, capsys.readouterr().out)
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -179,14 +177,6 @@ def test_a_parent_run_reads_its_replies_by_tool() -> None:
     assert run.texts == [] and run.task_ids == [] and run.notices == []
     with pytest.raises(IndexError):
         run.reply('task')
-
-
-async def test_the_readme_example() -> None:
-    readme = (Path(__file__).parent.parent / 'README.md').read_text()
-    (code,) = [block for block in re.findall(r'```python\n(.*?)```', readme, re.DOTALL) if '.testing import' in block]
-    namespace: dict[str, Any] = {}
-    exec(compile(code, 'README.md', 'exec'), namespace)
-    await namespace['test_my_agent_delegates']()
 
 
 async def test_scripted_models_stream_for_runs_that_stream() -> None:

@@ -9,6 +9,7 @@ child process is pickled once to be sure it can be.
 
 from __future__ import annotations
 
+import math
 import pickle
 import re
 from collections.abc import Callable, Sequence
@@ -107,8 +108,10 @@ class SubAgentConfig:
             raise ValueError(f'subagent {self.name!r}: retries must be >= 0, got {self.retries}')
         if self.worker_queue is not None and not _NAME_RE.match(self.worker_queue):
             raise ValueError(f'subagent {self.name!r}: invalid worker_queue {self.worker_queue!r}')
-        if self.timeout is not None and self.timeout <= 0:
-            raise ValueError(f'subagent {self.name!r}: timeout must be positive, got {self.timeout}')
+        if self.timeout is not None and not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise ValueError(
+                f'subagent {self.name!r}: timeout must be a finite number of seconds > 0, got {self.timeout}'
+            )
         if self.isolation not in ('none', 'process'):
             raise ValueError(f"subagent {self.name!r}: isolation must be 'none' or 'process', not {self.isolation!r}")
         if self.deps is not None and not callable(self.deps):

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, runtime_checkable
+from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 __all__ = (
     'CancelKind',
@@ -305,18 +305,3 @@ class SharedTaskStore(TaskStore, Protocol):
     async def submit(self, queue: str, job: Mapping[str, Any]) -> None:
         """Put a job (a task for a worker) on a worker queue."""
         ...
-
-
-if TYPE_CHECKING:
-    from ._memory_store import InMemoryTaskStore as InMemoryTaskStore
-else:
-
-    def __getattr__(name: str) -> object:
-        # The task manager still imports the in-memory store from here. It is looked up only when asked for, so this
-        # module never imports `_memory_store` (which imports this one) whichever of the two is loaded first. This
-        # goes once no module imports the store from here.
-        if name == 'InMemoryTaskStore':
-            from ._memory_store import InMemoryTaskStore
-
-            return InMemoryTaskStore
-        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

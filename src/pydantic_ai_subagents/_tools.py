@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal, Protocol, cast
 
 import anyio
 from pydantic_ai import Tool
@@ -26,9 +26,6 @@ from ._runs import ParentRuns, scope_of
 from ._state import TaskRecord, TaskStatus
 from ._text import describe_record, list_line, truncate
 
-if TYPE_CHECKING:
-    from ._toolset import SubAgentToolset
-
 __all__ = ('INSTRUCTIONS', 'SubagentTools')
 
 INSTRUCTIONS = (
@@ -40,10 +37,39 @@ INSTRUCTIONS = (
 """What the toolset adds to the parent's instructions."""
 
 
+class ToolsOwner(Protocol):
+    """What the tools read of the toolset that offers them."""
+
+    @property
+    def manager(self) -> TaskManager:
+        """The manager behind the tools."""
+        ...
+
+    @property
+    def subagents(self) -> Mapping[str, SubAgentConfig]:
+        """The subagents by name."""
+        ...
+
+    @property
+    def max_description_chars(self) -> int:
+        """Longest task description accepted from the model."""
+        ...
+
+    @property
+    def max_result_chars(self) -> int:
+        """Characters of a result shown to the model."""
+        ...
+
+    @property
+    def max_wait_seconds(self) -> float:
+        """Upper bound on `wait_tasks`'s timeout."""
+        ...
+
+
 class SubagentTools:
     """The tools of one toolset; each method is one tool, and its docstring is what the model reads."""
 
-    def __init__(self, owner: SubAgentToolset, runs: ParentRuns) -> None:
+    def __init__(self, owner: ToolsOwner, runs: ParentRuns) -> None:
         self.owner = owner
         self.runs = runs
 

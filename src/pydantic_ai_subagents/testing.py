@@ -50,7 +50,7 @@ from pydantic_ai.models.function import AgentInfo, DeltaToolCall, FunctionModel
 from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
 
 from ._config import SubAgentConfig
-from ._runner import SOFT_CANCEL_NOTICE
+from ._run import SOFT_CANCEL_NOTICE
 
 __all__ = ('ParentRun', 'Step', 'ToolReply', 'call', 'run_parent', 'scripted_subagent')
 

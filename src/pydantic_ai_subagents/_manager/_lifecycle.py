@@ -69,6 +69,11 @@ class Host:
         self._loop_thread: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop the host runs (or last ran) on."""
+        return self._loop
+
     async def ensure_started(self) -> anyio.abc.TaskGroup:
         """The task group tasks run in; starts the host on first use (or on a new loop once the old one is gone).
 

@@ -16,6 +16,7 @@ Rules it keeps:
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -32,25 +33,15 @@ from pydantic_ai.usage import RunUsage, UsageLimits
 from .._budget import Ledger
 from .._bus import InMemoryMessageBus, MessageBus
 from .._config import SubAgentConfig
-from .._delivery import Delivery
-from .._errors import BusClosedError
-from .._events import EVENTS_TOPIC, TaskCreated, TaskEvent, TaskEventMessage
+from .._events import EVENTS_TOPIC, TaskEvent
 from .._memory_store import InMemoryTaskStore
-from .._run import Executor, InProcessExecutor, Outcome, ProcessExecutor, WorkerExecutor
-from .._state import SharedTaskStore, TaskMode, TaskRecord, TaskStatus, TaskStore
+from .._run import Outcome
+from .._state import TaskMode, TaskRecord, TaskStatus, TaskStore
 from .._text import describe_record
-from ._cancelling import Cancelling
-from ._inbox import Inbox
+from ._feed import task_events
 from ._lifecycle import Host, check_duration
-from ._observer import TaskObserver
-from ._questions import Questions
-from ._running import Running
-from ._runtime import TaskRuntime
-from ._settle import Settler
-from ._sharing import Sharing
-from ._slots import Slots
-from ._starting import Starter
-from ._waiting import Waiting, WaitMode
+from ._parts import Parts
+from ._waiting import WaitMode
 
 __all__ = ('OnRunEnd', 'TaskManager', 'WaitMode')
 
@@ -145,67 +136,27 @@ class TaskManager:
         self.bus: MessageBus = bus if bus is not None else InMemoryMessageBus()
         self.participant = f'{MANAGER_PREFIX}{secrets.token_hex(8)}'
         """This manager's name on the bus: its mailbox, the `owner` of its tasks' records, the sender of its events."""
-        shared = self.store if isinstance(self.store, SharedTaskStore) else None
-        self._delivery = Delivery(self._notice_text)
-        self._settler = settler = Settler(
+        parts = Parts.build(
             store=self.store,
             bus=self._get_bus,
             participant=self.participant,
-            delivery=self._delivery,
-            resume=self._resume,
-            forget=self._forget,
-        )
-        self._questions = Questions(
-            settler=settler, bus=self._get_bus, participant=self.participant, timeout=question_timeout
-        )
-        self._waiting = Waiting(settler=settler, shared=shared is not None)
-        self._sharing = Sharing(
-            shared=shared,
-            settler=settler,
-            bus=self._get_bus,
-            participant=self.participant,
-            on_remote_change=self._waiting.remote_changed,
-        )
-        self._cancelling = Cancelling(
-            settler=settler,
-            questions=self._questions,
-            sharing=self._sharing,
-            bus=self._get_bus,
-            participant=self.participant,
-            end_unstarted=self._end_unstarted,
-            grace=soft_cancel_grace,
-            grace_turns=soft_cancel_grace_turns,
-        )
-        self._running = Running(
-            settler=settler,
-            slots=Slots(max_concurrent_tasks),
-            observer=lambda runtime: TaskObserver(runtime, settler, self._questions, self._cancelling),
-            forget=self._questions.forget,
-        )
-        self._in_process = InProcessExecutor()
-        self._process = ProcessExecutor(grace=hard_cancel_wait)
-        self._workers = WorkerExecutor(
-            participant=self.participant, shared=shared, send=self._sharing.send, timeout_of=self._timeout_of
-        )
-        self._starter = Starter(
-            owner=self.participant,
+            notice_text=self._notice_text,
             cascade=self,
+            max_concurrent_tasks=max_concurrent_tasks,
             max_nesting_depth=max_nesting_depth,
             max_tasks_per_scope=max_tasks_per_scope,
             default_timeout=default_timeout,
-            forward_events=forward_subagent_events,
-            live_in=lambda scope: settler.live_per_scope.get(scope, 0),
-            executor_for=self._executor_for,
+            question_timeout=question_timeout,
+            soft_cancel_grace=soft_cancel_grace,
+            soft_cancel_grace_turns=soft_cancel_grace_turns,
+            hard_cancel_wait=hard_cancel_wait,
+            forward_subagent_events=forward_subagent_events,
         )
-        self._inbox = Inbox(
-            settler=settler,
-            questions=self._questions,
-            cancelling=self._cancelling,
-            sharing=self._sharing,
-            workers=self._workers,
-            bus=self._get_bus,
-            participant=self.participant,
-        )
+        self._delivery, self._settler, self._questions = parts.delivery, parts.settler, parts.questions
+        self._waiting, self._sharing, self._cancelling = parts.waiting, parts.sharing, parts.cancelling
+        self._running, self._starter = parts.running, parts.starter
+        self._inbox = parts.inbox(self._get_bus, self.participant)
+        settler = parts.settler
         self._host = Host(
             serve=self._serve,
             stop_all=self._stop_all,
@@ -245,6 +196,11 @@ class TaskManager:
     def closed(self) -> bool:
         """Whether [`aclose`][pydantic_ai_subagents.TaskManager.aclose] was called."""
         return self._host.closed
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the manager's tasks run on; `None` until it first starts."""
+        return self._host.loop
 
     async def aclose(self) -> None:
         """Hard-cancel every live task, wait for all of them to stop, and close the bus. Idempotent."""
@@ -347,29 +303,9 @@ class TaskManager:
         self._settler.prune()
         return change.record
 
-    def _executor_for(self, config: SubAgentConfig) -> Executor:
-        if config.worker_queue is not None:
-            return self._workers
-        if config.isolation == 'process':
-            return self._process
-        return self._in_process
-
-    def _end_unstarted(self, runtime: TaskRuntime) -> None:
-        self._running.end_unstarted(runtime)
-
-    def _timeout_of(self, task_id: str) -> float | None:
-        runtime = self._settler.runtimes.get(task_id)
-        return None if runtime is None else runtime.timeout
-
     def cascade_hard_cancel(self, task_id: str) -> None:
         """Hard-cancel a task because the task that started it ended (the cascade)."""
         self._cancelling.hard(task_id, 'parent')
-
-    def _resume(self, task_id: str) -> None:
-        self._questions.resume(task_id)
-
-    def _forget(self, task_id: str) -> None:
-        self._sharing.requests.pop(task_id, None)
 
     # ----------------------------------------------------------------- reading
 
@@ -460,30 +396,8 @@ class TaskManager:
         subscription). Ends when the manager is closed.
         """
         await self._ensure_started()
-        subscription = self.bus.subscribe(EVENTS_TOPIC, max_buffer=max_buffer, overflow='drop_oldest')
-        shared = self._sharing.shared is not None
-        try:
-            for record in self.store.list(scope, active_only=True):
-                yield TaskCreated(
-                    task_id=record.id,
-                    subagent=record.subagent,
-                    scope=record.scope,
-                    parent_task_id=record.parent_task_id,
-                    status=record.status,
-                    at=record.history[-1].at if record.history else 0.0,
-                    description=record.description,
-                    mode=record.mode,
-                )
-            async for message in subscription:
-                if isinstance(message, TaskEventMessage) and (scope is None or message.event.scope == scope):
-                    if message.record is not None and shared and message.sender != self.participant:
-                        # Whoever reads the record on this event sees at least what the event says.
-                        self._sharing.apply(message.record)
-                    yield message.event
-        except BusClosedError:
-            return
-        finally:
-            subscription.close()
+        async for event in task_events(self.bus, self.store, self._sharing, scope, max_buffer):
+            yield event
 
     # ----------------------------------------------------------------- control (any thread)
 

@@ -49,6 +49,10 @@ class Sharing:
         """Cancel requests sent to other owners, by task id, until their event says the request was recorded."""
         self.tg: anyio.abc.TaskGroup | None = None
 
+    def forget(self, task_id: str) -> None:
+        """The task's record is gone (retention)."""
+        self.requests.pop(task_id, None)
+
     def owner_of(self, record: TaskRecord | None) -> str | None:
         """The manager in another process that runs this live task, if it is one of those."""
         if self.shared is None or record is None or record.is_terminal or record.owner is None:

@@ -63,12 +63,8 @@ def _changes(record: TaskRecord, seen: _Seen) -> list[TaskEvent]:
 
 
 def runs_here(manager: TaskManager) -> bool:
-    """Whether `manager` runs on the current event loop, so that its `events()` can be read here.
-
-    `TaskManager` has no public way to tell; its own record of its loop is read, and if that ever goes away the
-    answer is `False`, which only makes the event stream follow snapshots.
-    """
-    loop: object = getattr(manager, '_loop', None)
+    """Whether `manager` runs on the current event loop, so that its `events()` can be read here."""
+    loop = manager.loop
     try:
         current = asyncio.get_running_loop()
     except RuntimeError:  # not asyncio
