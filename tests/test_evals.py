@@ -40,6 +40,7 @@ def failed_checks(row: dict[str, Any]) -> list[str]:
     return [c['name'] for c in row['checks'] if not c['passed']]
 
 
+@pytest.mark.timeout(120)  # thirteen cases, each a few agent runs: seconds, unless the machine is very busy
 async def test_the_scripted_stand_in_passes_every_case(tmp_path: Path) -> None:
     report = await run_suite(ParentModel(name='scripted stand-in', work_seconds=0.05))
 
