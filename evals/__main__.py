@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         parent.work_seconds = args.work_seconds
     names = [n.strip() for n in args.cases.split(',') if n.strip()] if args.cases else None
     print(f'parent model: {parent.name}; {len(names or SCENARIOS)} cases', file=sys.stderr)
-    report = anyio.run(run_suite, parent, names)
+    report = anyio.run(partial(run_suite, parent, names, log=lambda line: print(line, file=sys.stderr, flush=True)))
     slug = re.sub(r'[^A-Za-z0-9._-]+', '-', parent.name.split(' at ')[0]).strip('-') or 'model'
     out = args.out or RESULTS / f'{slug}.json'
     write_report(report, out)

@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio
 from pydantic_ai import Agent, capture_run_messages
+from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.messages import (
     ModelMessage,
     ModelRequest,
@@ -31,13 +32,18 @@ from pydantic_ai.messages import (
 from pydantic_ai.models import Model, infer_model
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.settings import ModelSettings
+from pydantic_ai.tools import RunContext, ToolDefinition
 from pydantic_ai.usage import UsageLimits
 
 from pydantic_ai_subagents import SubAgentConfig, SubAgentToolset, create_subagent_toolset
 
 __all__ = (
+    'MAX_REPEATS',
+    'MAX_TOOL_CALLS',
     'PARENT_INSTRUCTIONS',
+    'PARENT_REQUEST_LIMIT',
     'CaseOutput',
+    'Looping',
     'ParentModel',
     'RunOutput',
     'Scenario',
@@ -56,6 +62,33 @@ PARENT_INSTRUCTIONS = (
 
 PARENT_REQUEST_LIMIT = 30
 """Model requests one case may make, the subagents' included: a model that loops is stopped, not waited out."""
+
+MAX_TOOL_CALLS = 12
+"""Tool calls the parent may make in one case; no case needs more than five."""
+
+MAX_REPEATS = 3
+"""The same call (tool and arguments) this many times in a row ends the case: the model is looping."""
+
+
+class Looping(Exception):
+    """The parent repeats itself or flails: the case is stopped (a slow model would otherwise loop until timeout)."""
+
+
+@dataclass
+class _LoopGuard(AbstractCapability[Any]):
+    """Stops a run whose model makes the same tool call `MAX_REPEATS` times in a row, or too many calls."""
+
+    calls: list[str] = field(default_factory=list[str])
+
+    async def wrap_tool_execute(
+        self, ctx: RunContext[Any], *, call: ToolCallPart, tool_def: ToolDefinition, args: Any, handler: Any
+    ) -> Any:
+        self.calls.append(f'{call.tool_name}({call.args_as_json_str()})')
+        if len(self.calls) > MAX_TOOL_CALLS:
+            raise Looping(f'stopped: more than {MAX_TOOL_CALLS} tool calls')
+        if len(self.calls) >= MAX_REPEATS and len(set(self.calls[-MAX_REPEATS:])) == 1:
+            raise Looping(f'stopped: the same call {MAX_REPEATS} times in a row: {self.calls[-1][:200]}')
+        return await handler(args)
 
 
 # ----------------------------------------------------------------------------------------------- the parent model
@@ -90,8 +123,9 @@ def parent_model_from_env(env: dict[str, str] | None = None) -> ParentModel:
     - `SUBAGENTS_EVAL_BASE_URL`: the same as `SUBAGENTS_EVAL_MODEL=openai-compatible:<base_url>`.
     - `SUBAGENTS_EVAL_MODEL_NAME`: the model name to send to an OpenAI-compatible server (default: the first one its
       `/models` lists). `SUBAGENTS_EVAL_API_KEY` is its key (default `local`).
-    - `SUBAGENTS_EVAL_CASE_TIMEOUT` (seconds per case, default 150 for a real model) and
-      `SUBAGENTS_EVAL_WORK_SECONDS` (default 6 for a real model).
+    - `SUBAGENTS_EVAL_CASE_TIMEOUT` (seconds per case, default 150 for a real model),
+      `SUBAGENTS_EVAL_WORK_SECONDS` (default 10 for a real model) and `SUBAGENTS_EVAL_MAX_TOKENS` (per response,
+      default 200: a tool call takes about 50).
     """
     env = dict(os.environ) if env is None else env
     spec = env.get('SUBAGENTS_EVAL_MODEL', '').strip()
@@ -102,8 +136,8 @@ def parent_model_from_env(env: dict[str, str] | None = None) -> ParentModel:
     if (not spec and not base_url) or spec == 'scripted':
         return ParentModel(name='scripted stand-in')
     case_timeout = float(env.get('SUBAGENTS_EVAL_CASE_TIMEOUT', '150'))
-    work_seconds = float(env.get('SUBAGENTS_EVAL_WORK_SECONDS', '6'))
-    settings = ModelSettings(temperature=0.0, max_tokens=int(env.get('SUBAGENTS_EVAL_MAX_TOKENS', '400')))
+    work_seconds = float(env.get('SUBAGENTS_EVAL_WORK_SECONDS', '10'))
+    settings = ModelSettings(temperature=0.0, max_tokens=int(env.get('SUBAGENTS_EVAL_MAX_TOKENS', '200')))
     if base_url:
         from pydantic_ai.models.openai import OpenAIChatModel
         from pydantic_ai.providers.openai import OpenAIProvider
@@ -237,6 +271,8 @@ class RunOutput:
     """One parent run: its answer and its model usage."""
 
     answer: str | None
+    said: list[str] = field(default_factory=list[str])
+    """Every text the model wrote in the run, in order (an early answer that a notice then redirected included)."""
     requests: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
@@ -279,6 +315,7 @@ async def play(scenario: Scenario, parent: ParentModel) -> CaseOutput:
     output = CaseOutput()
     toolset = create_subagent_toolset(scenario.subagents(parent.work_seconds), general_purpose=False)
     history: list[ModelMessage] = []
+    guard = _LoopGuard()
     try:
         async with toolset:
             with anyio.fail_after(parent.case_timeout):
@@ -286,7 +323,7 @@ async def play(scenario: Scenario, parent: ParentModel) -> CaseOutput:
                     if index and scenario.between_runs is not None:
                         await scenario.between_runs(toolset)
                     model = scenario.stand_in[index].model() if parent.model is None else parent.model
-                    agent = Agent(model, instructions=PARENT_INSTRUCTIONS, toolsets=[toolset])
+                    agent = Agent(model, instructions=PARENT_INSTRUCTIONS, toolsets=[toolset], capabilities=[guard])
                     with capture_run_messages() as messages:
                         try:
                             result = await agent.run(
@@ -323,6 +360,9 @@ def _record(output: CaseOutput, messages: Sequence[ModelMessage], run: int) -> N
             stats.requests += 1
             stats.input_tokens += message.usage.input_tokens
             stats.output_tokens += message.usage.output_tokens
+            said = ''.join(p.content for p in message.parts if isinstance(p, TextPart)).strip()
+            if said:
+                stats.said.append(said)
             for part in message.parts:
                 if isinstance(part, ToolCallPart):
                     call = ToolCall(tool=part.tool_name, args=_args(part), run=run)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import datetime
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,28 +19,36 @@ from pydantic_evals.reporting import EvaluationReport, ReportCase
 
 from .cases import SCENARIOS, DelegationInputs, cases
 from .evaluators import Answered
-from .harness import PARENT_INSTRUCTIONS, CaseOutput, ParentModel, play
+from .harness import MAX_REPEATS, MAX_TOOL_CALLS, PARENT_INSTRUCTIONS, CaseOutput, ParentModel, play
 
 __all__ = ('markdown_table', 'run_suite', 'write_report')
 
 
 async def run_suite(
-    parent: ParentModel, names: Sequence[str] | None = None, *, progress: bool = False
+    parent: ParentModel, names: Sequence[str] | None = None, *, log: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
-    """Run the cases (all, or those named) one after another against `parent`; return the report."""
+    """Run the cases (all, or those named) one after another against `parent`; return the report.
+
+    `log` gets a line as each case ends.
+    """
     dataset = Dataset[DelegationInputs, CaseOutput, dict[str, str]](
         name='delegation', cases=cases(names), evaluators=[Answered()]
     )
 
     async def delegate(inputs: DelegationInputs) -> CaseOutput:
+        started = time.perf_counter()
         output = await play(SCENARIOS[inputs.scenario], parent)
+        if log is not None:
+            tools = ' -> '.join(c.tool + (' [retry]' if c.retry else '') for c in output.calls) or 'no tool calls'
+            error = f'; {output.error}' if output.error else ''
+            log(f'{inputs.scenario}: {time.perf_counter() - started:.1f} s, {tools}{error}')
         increment_eval_metric('requests', output.requests)
         increment_eval_metric('input_tokens', output.input_tokens)
         increment_eval_metric('output_tokens', output.output_tokens)
         return output
 
     started = datetime.datetime.now(datetime.UTC)
-    report = await dataset.evaluate(delegate, name=parent.name, max_concurrency=1, progress=progress)
+    report = await dataset.evaluate(delegate, name=parent.name, max_concurrency=1, progress=False)
     return _summarize(report, parent, started)
 
 
@@ -62,6 +71,7 @@ def _summarize(
                 'error': failure.error_message,
                 'checks': [],
                 'answer': None,
+                'said': [],
                 'trajectory': [],
                 'tasks': [],
             }
@@ -76,6 +86,8 @@ def _summarize(
         'date': started.isoformat(timespec='seconds'),
         'settings': {
             'case_timeout_seconds': parent.case_timeout,
+            'max_tool_calls': MAX_TOOL_CALLS,
+            'max_repeats': MAX_REPEATS,
             'work_seconds': parent.work_seconds,
             'model_settings': dict(parent.settings),
             'parent_instructions': PARENT_INSTRUCTIONS,
@@ -113,6 +125,7 @@ def _case_row(case: ReportCase[DelegationInputs, CaseOutput, dict[str, str]]) ->
         'error': output.error,
         'checks': checks,
         'answer': output.answer,
+        'said': [run.said for run in output.runs],
         'trajectory': [
             {'run': c.run, 'tool': c.tool, 'args': c.args, 'reply': c.reply, 'retry': c.retry} for c in output.calls
         ],
