@@ -10,14 +10,28 @@
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import string
+import weakref
+from typing import Any
 from urllib.parse import quote
 
+import anyio
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from pydantic_ai import Agent
+from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from pydantic_ai_subagents._run import safe_error
+from pydantic_ai_subagents import SubAgentConfig, TaskManager, TaskStatus, create_subagent_toolset
+from pydantic_ai_subagents._manager._questions import MAX_QUESTION_CHARS
+from pydantic_ai_subagents._run import render_output, safe_error
+
+from .conftest import Script, call, child_text, task_id_from
+
+pytestmark = pytest.mark.anyio
 
 # --------------------------------------------------------------------------------------- secrets in error texts
 
@@ -169,3 +183,174 @@ def test_jwts_are_masked(
 )
 def test_ordinary_text_is_left_as_it_is(before: str, after: str, shown: str) -> None:
     assert safe_error(ValueError(f'{before} {shown} {after}')) == f'ValueError: {before} {shown} {after}'
+
+
+# --------------------------------------------------------------------------------------- questions are bounded
+
+LONG_QUESTION = 'Which of these sources should I trust? ' + 'x' * 200_000
+
+
+def _asks_a_long_question(seen: list[str]) -> FunctionModel:
+    async def child(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        returns = [p for m in messages if isinstance(m, ModelRequest) for p in m.parts if isinstance(p, ToolReturnPart)]
+        if not returns:
+            return ModelResponse(parts=[ToolCallPart('ask_parent', {'question': LONG_QUESTION})])
+        seen.append(str(returns[-1].content))
+        return ModelResponse(parts=[TextPart('trusted the first')])
+
+    return FunctionModel(child)
+
+
+async def test_a_long_question_is_cut_where_it_is_recorded_and_the_subagent_is_told() -> None:
+    seen: list[str] = []
+    recorded: list[str | None] = []
+
+    def answer(s: Script) -> list[Any]:
+        task_id = s.reply().split('Task ', 1)[1].split(' ', 1)[0]
+        record = toolset.manager.get(task_id)
+        assert record is not None
+        recorded.append(record.question)
+        return [call('answer_subagent', task_id=task_id, answer='the first')]
+
+    script = Script(
+        [
+            [call('task', description='review', subagent_type='reviewer')],
+            answer,
+            lambda s: [call('wait_tasks', task_ids=[toolset.manager.list()[0].id])],
+        ]
+    )
+    config = SubAgentConfig(name='reviewer', description='Reviews.', model=_asks_a_long_question(seen))
+    toolset = create_subagent_toolset([config])
+    async with toolset:
+        await Agent(script.model(), toolsets=[toolset]).run('go')
+        (record,) = toolset.manager.list()
+    asked = script.replies[1][0]
+    cut = len(LONG_QUESTION) - MAX_QUESTION_CHARS
+    shown = f'{LONG_QUESTION[:MAX_QUESTION_CHARS]} [... {cut:,} more characters cut]'
+    assert f'the subagent asks: {shown}\n' in asked
+    assert len(asked) < MAX_QUESTION_CHARS + 500
+    assert recorded == [shown]
+    assert seen == [
+        f'[Your question was {len(LONG_QUESTION):,} characters long; your parent saw only its first '
+        f'{MAX_QUESTION_CHARS:,}. Keep questions short.]\nthe first'
+    ]
+    assert record.status is TaskStatus.COMPLETED
+
+
+async def test_a_question_within_the_bound_is_kept_whole() -> None:
+    question = 'y' * MAX_QUESTION_CHARS
+    async with TaskManager() as manager:
+        config = SubAgentConfig(name='w', model=_asks(question))
+        record = await manager.start(config, 'go', scope='s')
+        with anyio.fail_after(10):
+            record = await manager.wait_for(record.id)
+        assert record.question == question
+        assert manager.answer(record.id, '1999') is True
+        record = await manager.wait_for(record.id, until_question=False)
+    assert record.result == 'Using 1999'
+
+
+def _asks(question: str) -> FunctionModel:
+    async def child(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        returns = [p for m in messages if isinstance(m, ModelRequest) for p in m.parts if isinstance(p, ToolReturnPart)]
+        if not returns:
+            return ModelResponse(parts=[ToolCallPart('ask_parent', {'question': question})])
+        return ModelResponse(parts=[TextPart(f'Using {returns[-1].content}')])
+
+    return FunctionModel(child)
+
+
+# --------------------------------------------------------------------------------------- outputs without JSON
+
+
+def refers_to_itself(n: int) -> dict[str, Any]:
+    """An output function whose result refers to itself: it has no JSON form."""
+    found: dict[str, Any] = {'n': n}
+    found['self'] = found
+    return found
+
+
+def raw_bytes(n: int) -> bytes:
+    """An output function whose result is bytes that are not text."""
+    return b'\xff\xfe' * n
+
+
+def _reports_3(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, {'n': 3})])
+
+
+OUTPUTS = [
+    pytest.param(refers_to_itself, "{'n': 3, 'self': {...}}", id='refers-to-itself'),
+    pytest.param(raw_bytes, repr(b'\xff\xfe' * 3), id='bytes-not-text'),
+]
+
+
+@pytest.mark.parametrize(('output_type', 'shown'), OUTPUTS)
+async def test_an_output_without_json_form_reaches_a_sync_caller_as_text(output_type: Any, shown: str) -> None:
+    script = Script([[call('task', description='count', subagent_type='counter')]])
+    config = SubAgentConfig(name='counter', model=FunctionModel(_reports_3), output_type=output_type)
+    toolset = create_subagent_toolset([config])
+    async with toolset:
+        result = await Agent(script.model(), toolsets=[toolset]).run('go')
+    assert script.replies[1] == [shown]
+    assert result.output == 'done'
+
+
+@pytest.mark.parametrize(('output_type', 'shown'), OUTPUTS)
+async def test_an_output_without_json_form_reaches_check_task_as_text(output_type: Any, shown: str) -> None:
+    async def wait_then_check(s: Script) -> list[Any]:
+        task_id = task_id_from(s.reply())
+        await toolset.manager.wait_for(task_id)
+        return [call('check_task', task_id=task_id)]
+
+    script = Script([[call('task', description='count', subagent_type='counter', mode='async')], wait_then_check])
+    config = SubAgentConfig(name='counter', model=FunctionModel(_reports_3), output_type=output_type)
+    toolset = create_subagent_toolset([config])
+    async with toolset:
+        result = await Agent(script.model(), toolsets=[toolset]).run('go')
+    assert script.replies[2][0].endswith(f'completed. Result:\n{shown}')
+    assert result.output == 'done'
+
+
+def test_an_output_whose_repr_fails_still_renders() -> None:
+    class Opaque:
+        def __repr__(self) -> str:
+            raise RuntimeError('no text form')
+
+    assert render_output(Opaque()) == '<a Opaque that cannot be shown as text>'
+
+
+# --------------------------------------------------------------------------------------- configs are released
+
+
+async def test_a_config_given_to_start_is_released_with_its_task() -> None:
+    async with TaskManager() as manager:
+        refs: list[weakref.ref[SubAgentConfig]] = []
+
+        async def start_once(i: int) -> None:
+            config = SubAgentConfig(name=f'once-{i}', model=child_text('done'))
+            refs.append(weakref.ref(config))
+            record = await manager.start(config, 'go', scope='s')
+            record = await manager.wait_for(record.id)
+            assert record.status is TaskStatus.COMPLETED
+
+        for i in range(20):
+            await start_once(i)
+        gc.collect()
+        assert [r() for r in refs] == [None] * 20
+        assert manager._starter._agents == {}  # pyright: ignore[reportPrivateUsage]
+
+
+async def test_a_config_that_lives_on_keeps_its_agent() -> None:
+    config = SubAgentConfig(name='kept', model=child_text('done'))
+    async with TaskManager() as manager:
+        for _ in range(2):
+            record = await manager.start(config, 'go', scope='s')
+            await manager.wait_for(record.id)
+            gc.collect()
+        agents = manager._starter._agents  # pyright: ignore[reportPrivateUsage]
+        assert list(agents) == [id(config)]
+        agent = agents[id(config)][1]
+        record = await manager.start(config, 'again', scope='s')
+        await manager.wait_for(record.id)
+        assert agents[id(config)][1] is agent

@@ -71,10 +71,20 @@ def contain(where: str, error: BaseException) -> BaseException:
 
 
 def render_output(output: Any) -> str:
-    """A subagent's output as text for a model: strings as they are, anything else as JSON."""
+    """A subagent's output as text for a model: strings as they are, anything else as JSON, else its text form.
+
+    An output that cannot be turned into JSON (it refers to itself, holds bytes that are not text, ...) is shown as
+    its `repr`: it never fails the parent's tool call.
+    """
     if isinstance(output, str):
         return output
-    return to_json(output, fallback=repr).decode()
+    try:
+        return to_json(output, fallback=repr).decode()
+    except Exception:
+        try:
+            return repr(output)
+        except Exception:
+            return f'<a {type(output).__name__} that cannot be shown as text>'
 
 
 def partial_from_messages(messages: Sequence[ModelMessage], limit: int = 4000) -> str | None:
