@@ -189,6 +189,29 @@ def search() -> str:
     return 'found 2 papers'
 
 
+def _start_family(pid_file: Path) -> None:
+    """Start `sleep 300` and a forked helper, and write the pids of this process, the sleep and the helper."""
+    sleeper = subprocess.Popen(['sleep', '300'], stdin=subprocess.DEVNULL)
+    helper = os.fork()
+    if helper == 0:  # the helper: it sleeps until it is stopped from outside
+        time.sleep(300)
+        os._exit(0)
+    _write(pid_file, f'{os.getpid()} {sleeper.pid} {helper}')
+
+
+def start_family_and_block(ctx: RunContext[str]) -> str:
+    """Starts processes of its own, then blocks: a stop must reach them too."""
+    _start_family(Path(ctx.deps))
+    time.sleep(60)
+    return 'never'
+
+
+def start_family_and_return(ctx: RunContext[str]) -> str:
+    """Starts processes of its own and returns, leaving them running."""
+    _start_family(Path(ctx.deps))
+    return 'started'
+
+
 TOOLS = FunctionToolset([block, stubborn, crash, die, hold, search])
 
 
@@ -198,6 +221,13 @@ def worker(model: Any, **kw: Any) -> SubAgentConfig:
 
 def tool_worker(**kw: Any) -> SubAgentConfig:
     return worker(FunctionModel(calls_the_tool_named_in_the_task), toolsets=[TOOLS], **kw)
+
+
+FAMILY_TOOLS = FunctionToolset([start_family_and_block, start_family_and_return])
+
+
+def family_worker(**kw: Any) -> SubAgentConfig:
+    return worker(FunctionModel(calls_the_tool_named_in_the_task), toolsets=[FAMILY_TOOLS], **kw)
 
 
 # ----------------------------------------------------------------- helpers
@@ -221,6 +251,37 @@ def alive(pid: int) -> bool:
         return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0] != 'Z'
     except (OSError, IndexError):
         return True
+
+
+async def family_in(path: Path) -> tuple[int, int, int]:
+    """The pids a `start_family_*` tool wrote: the task's process, its `sleep 300` and its forked helper."""
+    file = anyio.Path(path)
+    with anyio.fail_after(40):
+        while not await file.exists():
+            await anyio.sleep(0.01)
+    child, sleeper, helper = (int(pid) for pid in (await file.read_text()).split())
+    return child, sleeper, helper
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of a process group, as /proc tells."""
+    members: list[int] = []
+    for stat in Path('/proc').glob('[0-9]*/stat'):
+        try:
+            fields = stat.read_text().rsplit(')', 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone while listed
+        if fields[0] != 'Z' and int(fields[2]) == pgid:
+            members.append(int(stat.parent.name))
+    return members
+
+
+async def gone(*pids: int) -> bool:
+    """Whether all of `pids` are gone within 10 s (an orphan is reaped by its new parent, at its own pace)."""
+    with anyio.move_on_after(10):
+        while any(alive(pid) for pid in pids):
+            await anyio.sleep(0.02)
+    return not any(alive(pid) for pid in pids)
 
 
 # ----------------------------------------------------------------- tests
@@ -289,6 +350,61 @@ async def test_a_process_that_ignores_sigterm_is_killed_after_the_grace(tmp_path
     assert record.status is TaskStatus.CANCELLED
     assert record.note == 'killed after 0.5 s: its process did not stop when told to terminate'
     assert not alive(pid)
+
+
+@pytest.mark.parametrize('hard_cancel_wait', [5.0, 0.5])
+async def test_hard_cancel_stops_what_the_tools_started(tmp_path: Path, hard_cancel_wait: float) -> None:
+    pid_file = tmp_path / 'pids'
+    async with TaskManager(hard_cancel_wait=hard_cancel_wait) as manager:
+        record = await manager.start(family_worker(), 'start_family_and_block', scope='s', deps=str(pid_file))
+        child, sleeper, helper = await family_in(pid_file)
+        assert alive(sleeper) and alive(helper)
+        assert sorted(group_members(child)) == sorted([child, sleeper, helper])  # the task's own process group
+        assert manager.hard_cancel(record.id) is True
+        with anyio.fail_after(20):
+            record = await manager.wait_for(record.id)
+    assert record.status is TaskStatus.CANCELLED
+    assert record.note == 'stopped by terminating its process'
+    assert await gone(child, sleeper, helper)
+    assert group_members(child) == []
+    assert multiprocessing.active_children() == []
+
+
+async def test_timeout_stops_what_the_tools_started(tmp_path: Path) -> None:
+    pid_file = tmp_path / 'pids'
+    async with TaskManager() as manager:
+        config = family_worker(timeout=10)
+        record = await manager.start(config, 'start_family_and_block', scope='s', deps=str(pid_file))
+        child, sleeper, helper = await family_in(pid_file)
+        assert alive(sleeper) and alive(helper)
+        with anyio.fail_after(30):
+            record = await manager.wait_for(record.id)
+    assert record.status is TaskStatus.FAILED
+    assert record.error == 'timed out after 10 s'
+    assert await gone(child, sleeper, helper)
+    assert group_members(child) == []
+
+
+async def test_what_the_tools_left_running_ends_with_the_task(tmp_path: Path) -> None:
+    pid_file = tmp_path / 'pids'
+    async with TaskManager() as manager:
+        record = await manager.start(family_worker(), 'start_family_and_return', scope='s', deps=str(pid_file))
+        with anyio.fail_after(30):
+            record = await manager.wait_for(record.id)
+        child, sleeper, helper = await family_in(pid_file)
+    assert record.status is TaskStatus.COMPLETED
+    assert record.result == 'done'
+    assert await gone(child, sleeper, helper)
+    assert group_members(child) == []
+
+
+async def test_closing_the_manager_stops_what_the_tools_started(tmp_path: Path) -> None:
+    pid_file = tmp_path / 'pids'
+    async with TaskManager(hard_cancel_wait=0.5) as manager:
+        await manager.start(family_worker(), 'start_family_and_block', scope='s', deps=str(pid_file))
+        child, sleeper, helper = await family_in(pid_file)
+    assert await gone(child, sleeper, helper)
+    assert group_members(child) == []
 
 
 async def test_timeout_stops_the_process_and_fails_the_task(tmp_path: Path) -> None:

@@ -5,6 +5,8 @@ Rules it keeps:
 - A question travels as a bus request to the manager's mailbox; the answer is the reply. Only the question the
   subagent is still waiting on can be answered: one it gave up on (its timeout) is withdrawn.
 - A task that is being cancelled gets the cancellation notice as its answer, never a question on its record.
+- A question is bounded where it is recorded (`MAX_QUESTION_CHARS`): a longer one is cut, with a marker the parent
+  sees, and the subagent is told with its answer that only the start of its question was seen.
 """
 
 from __future__ import annotations
@@ -18,7 +20,22 @@ from .._run import SOFT_CANCEL_NOTICE
 from .._state import TaskStatus
 from ._settle import Settler
 
-__all__ = ('Questions',)
+__all__ = ('MAX_QUESTION_CHARS', 'Questions')
+
+MAX_QUESTION_CHARS = 4_000
+"""The longest question recorded on a task (and so shown to the parent model); the rest is cut."""
+
+
+def bound_question(question: str) -> tuple[str, str]:
+    """The question as recorded (cut to `MAX_QUESTION_CHARS`, with a marker) and a note for the subagent's answer."""
+    if len(question) <= MAX_QUESTION_CHARS:
+        return question, ''
+    cut = len(question) - MAX_QUESTION_CHARS
+    note = (
+        f'[Your question was {len(question):,} characters long; your parent saw only its first '
+        f'{MAX_QUESTION_CHARS:,}. Keep questions short.]\n'
+    )
+    return f'{question[:MAX_QUESTION_CHARS]} [... {cut:,} more characters cut]', note
 
 
 class Questions:
@@ -36,6 +53,10 @@ class Questions:
 
     async def ask(self, task_id: str, question: str) -> str:
         """A subagent's `ask_parent`: wait for the answer (or a cancel, or the timeout)."""
+        question, note = bound_question(question)
+        return note + await self._ask(task_id, question)
+
+    async def _ask(self, task_id: str, question: str) -> str:
         correlation_id = secrets.token_hex(8)
         message = Question(
             sender=f'task:{task_id}',

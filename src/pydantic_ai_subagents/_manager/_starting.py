@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +23,11 @@ __all__ = ('Starter',)
 
 
 class Starter:
-    """Builds new tasks for one manager; caches each config's agent."""
+    """Builds new tasks for one manager; caches each config's agent while the config lives.
+
+    The cache holds its configs weakly: a config passed once to `manager.start` (and its agent) goes when nothing
+    else holds it, that is once its task has ended and the caller dropped it.
+    """
 
     def __init__(
         self,
@@ -44,7 +49,7 @@ class Starter:
         self.forward_events = forward_events
         self._live_in = live_in
         self._executor_for = executor_for
-        self._agents: dict[int, tuple[SubAgentConfig, Agent[Any, Any]]] = {}
+        self._agents: dict[int, tuple[weakref.ref[SubAgentConfig], Agent[Any, Any]]] = {}
 
     def new_task(
         self,
@@ -113,7 +118,17 @@ class Starter:
 
     def _agent_for(self, config: SubAgentConfig) -> Agent[Any, Any]:
         # Built once per config: building an agent costs more than running a short task.
-        cached = self._agents.get(id(config))
-        if cached is None or cached[0] is not config:
-            cached = self._agents[id(config)] = (config, task_agent(config))
-        return cached[1]
+        key = id(config)
+        cached = self._agents.get(key)
+        if cached is not None and cached[0]() is config:
+            return cached[1]
+        agents = self._agents
+
+        def forget(ref: weakref.ref[SubAgentConfig]) -> None:
+            entry = agents.get(key)
+            if entry is not None and entry[0] is ref:
+                del agents[key]
+
+        agent = task_agent(config)
+        agents[key] = (weakref.ref(config, forget), agent)
+        return agent

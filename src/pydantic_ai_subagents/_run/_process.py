@@ -2,7 +2,9 @@
 
 What the process adds is a stop that needs no cooperation: a hard cancel or a timeout terminates the task's whole
 process group (`SIGTERM`, so what its tools started goes too), and kills it (`SIGKILL`) if it is still alive
-`grace` seconds later. A soft cancel stays cooperative: its notice is sent to the child and enqueued into the run.
+`grace` seconds later. Whatever its tools left running in the group is killed when the task ends, however it ends;
+a process that left the group (a new session, `start_new_session=True`) is out of its reach. A soft cancel stays
+cooperative: its notice is sent to the child and enqueued into the run.
 
 Rules it keeps:
 
@@ -239,7 +241,8 @@ class _ChildProcess:
         """Make sure the process is gone and reaped; shielded by the caller.
 
         A child that sent its last message exits on its own; one that did not (the task torn down from outside) is
-        terminated, then killed after the grace. After a stop, what it started in its process group goes too.
+        terminated, then killed after the grace. Once it is gone, what it started and left in its process group is
+        killed, however the task ended: nothing outlives its task.
         """
         if self.process.pid is None:
             return  # never started
@@ -249,8 +252,8 @@ class _ChildProcess:
                 with anyio.move_on_after(self.grace):
                     await self.exited.wait()
             await self._end_process()
-        if self.terminated_at is not None:
-            self._signal_group(signal.SIGKILL)
+        # Before the join: until the child is reaped its pid, the group's id, cannot be taken by another process.
+        self._signal_group(signal.SIGKILL)
         # The sentinel fired: the process has exited, so this returns at once.
         self.process.join()
         self.exitcode = self.process.exitcode

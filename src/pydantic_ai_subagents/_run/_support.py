@@ -71,10 +71,20 @@ def contain(where: str, error: BaseException) -> BaseException:
 
 
 def render_output(output: Any) -> str:
-    """A subagent's output as text for a model: strings as they are, anything else as JSON."""
+    """A subagent's output as text for a model: strings as they are, anything else as JSON, else its text form.
+
+    An output that cannot be turned into JSON (it refers to itself, holds bytes that are not text, ...) is shown as
+    its `repr`: it never fails the parent's tool call.
+    """
     if isinstance(output, str):
         return output
-    return to_json(output, fallback=repr).decode()
+    try:
+        return to_json(output, fallback=repr).decode()
+    except Exception:
+        try:
+            return repr(output)
+        except Exception:
+            return f'<a {type(output).__name__} that cannot be shown as text>'
 
 
 def partial_from_messages(messages: Sequence[ModelMessage], limit: int = 4000) -> str | None:
@@ -103,16 +113,35 @@ def partial_from_messages(messages: Sequence[ModelMessage], limit: int = 4000) -
 
 
 def safe_error(error: BaseException, limit: int = 500) -> str:
-    """An error as one line for a model: the type and message, no traceback, secrets-looking tokens masked."""
+    """An error as one line for a model: the type and message, no traceback, secrets-looking tokens masked.
+
+    Masked: the user and password of a URL (`postgresql://user:pw@host` keeps `postgresql://[redacted]@host`),
+    provider keys (`sk-...`, GitHub's `ghp_`/`ghs_`/`github_pat_`, Slack's, AWS key ids), `Authorization` header
+    values and bearer tokens, JWTs, and values given for names like `password`, `token` or `api_key`.
+    """
     text = str(error) if isinstance(error, TaskCrashedError) else f'{type(error).__name__}: {error}'
-    text = _SECRET.sub('[redacted]', text.replace('\n', ' ').strip())
+    text = mask_secrets(text.replace('\n', ' ').strip())
     return text if len(text) <= limit else text[:limit] + ' [...]'
+
+
+def mask_secrets(text: str) -> str:
+    """`text` with whatever looks like a credential replaced by `[redacted]` (see `safe_error`)."""
+    return _SECRET.sub(_mask, text)
+
+
+def _mask(match: re.Match[str]) -> str:
+    scheme = match.group('scheme')
+    return '[redacted]' if scheme is None else f'{scheme}[redacted]@'
 
 
 _SECRET = re.compile(
     r'(?i)('
-    r'\b(?:sk|pk|rk|ghp|gho|xox[bap])[-_][A-Za-z0-9_-]{8,}'  # provider-style keys
-    r'|\bbearer\s+[A-Za-z0-9._~+/=-]{8,}'  # Authorization: Bearer ...
+    r'(?P<scheme>\b[a-z][a-z0-9+.-]*://)[^\s/?#]+@'  # the user and password of a URL
+    r'|\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*'  # JWTs (their header is base64 JSON: `{"`)
+    r'|\b(?:gh[pousr]_|github_pat_)[A-Za-z0-9_]{8,}'  # GitHub tokens
+    r'|\b(?:sk|pk|rk|xox[bapre])[-_][A-Za-z0-9_-]{8,}'  # provider-style keys
+    r'|\b(?:proxy-)?authorization[\'"]?\s*[=:]\s*[\'"]?(?:[a-z-]+\s+)?[^\s\'",}]+'  # Authorization: Basic ...
+    r'|\bbearer\s+[A-Za-z0-9._~+/=-]{8,}'  # a bearer token, alone
     r'|\bAKIA[0-9A-Z]{12,}'  # AWS access key ids
     r'|[\'"]?[\w-]*(?:api[_-]?key|token|secret|password|passwd|credential)[\w-]*[\'"]?\s*[=:]\s*[\'"]?[^\s\'",}]+'
     r')'
