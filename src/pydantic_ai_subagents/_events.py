@@ -32,6 +32,7 @@ __all__ = (
     'TaskQuestionAsked',
     'TaskRunEvent',
     'TaskStarted',
+    'created_event',
     'event_for_change',
 )
 
@@ -173,6 +174,20 @@ def event_for_change(change: StatusChange) -> TaskEvent:
         return TaskFailed(error=record.error or '', **common)
     kind: CancelKind = record.cancel.kind if record.cancel is not None else 'hard'
     return TaskCancelled(cancel_kind=kind, partial_result=record.partial_result, **common)
+
+
+def created_event(record: TaskRecord) -> TaskCreated:
+    """What a subscriber that arrives late gets for a live task: its creation, with its current status."""
+    return TaskCreated(
+        task_id=record.id,
+        subagent=record.subagent,
+        scope=record.scope,
+        parent_task_id=record.parent_task_id,
+        status=record.status,
+        at=record.history[-1].at if record.history else 0.0,
+        description=record.description,
+        mode=record.mode,
+    )
 
 
 def cancel_requested_event(record: TaskRecord) -> TaskCancelRequested:

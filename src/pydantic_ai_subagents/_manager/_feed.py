@@ -6,7 +6,7 @@ from collections.abc import AsyncGenerator
 
 from .._bus import MessageBus
 from .._errors import BusClosedError
-from .._events import EVENTS_TOPIC, TaskCreated, TaskEvent, TaskEventMessage
+from .._events import EVENTS_TOPIC, TaskEvent, TaskEventMessage, created_event
 from .._state import TaskStore
 from ._sharing import Sharing
 
@@ -25,16 +25,7 @@ async def task_events(
     shared = sharing.shared is not None
     try:
         for record in store.list(scope, active_only=True):
-            yield TaskCreated(
-                task_id=record.id,
-                subagent=record.subagent,
-                scope=record.scope,
-                parent_task_id=record.parent_task_id,
-                status=record.status,
-                at=record.history[-1].at if record.history else 0.0,
-                description=record.description,
-                mode=record.mode,
-            )
+            yield created_event(record)
         async for message in subscription:
             if isinstance(message, TaskEventMessage) and (scope is None or message.event.scope == scope):
                 if message.record is not None and shared and message.sender != sharing.participant:

@@ -209,10 +209,6 @@ class TaskManager:
     async def _ensure_started(self) -> anyio.abc.TaskGroup:
         return await self._host.ensure_started()
 
-    @property
-    def _tg(self) -> anyio.abc.TaskGroup | None:
-        return self._host.tg
-
     async def _serve(self, tg: anyio.abc.TaskGroup) -> None:
         """Start the manager's own tasks in its new task group: the mailbox and, on a shared store, the sharing."""
         self._running.tg = self._cancelling.tg = self._sharing.tg = tg

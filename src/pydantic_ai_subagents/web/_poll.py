@@ -17,31 +17,17 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, replace
 
-from .._events import TaskCreated, TaskEvent, cancel_requested_event, event_for_change
+from .._events import TaskEvent, cancel_requested_event, created_event, event_for_change
 from .._manager import TaskManager
 from .._state import StatusChange, TaskRecord
 
-__all__ = ('SnapshotFollower', 'runs_here', 'snapshot_created')
+__all__ = ('SnapshotFollower', 'runs_here')
 
 
 @dataclass
 class _Seen:
     transitions: int
     cancelled: bool
-
-
-def snapshot_created(record: TaskRecord) -> TaskCreated:
-    """The event a new subscriber gets for a live task, as `TaskManager.events` sends it."""
-    return TaskCreated(
-        task_id=record.id,
-        subagent=record.subagent,
-        scope=record.scope,
-        parent_task_id=record.parent_task_id,
-        status=record.status,
-        at=record.history[-1].at if record.history else 0.0,
-        description=record.description,
-        mode=record.mode,
-    )
 
 
 def _changes(record: TaskRecord, seen: _Seen) -> list[TaskEvent]:
@@ -88,7 +74,7 @@ class SnapshotFollower:
         for record in self.manager.list(self.scope):
             self.seen[record.id] = _Seen(transitions=len(record.history), cancelled=record.cancel is not None)
             if not record.is_terminal:
-                events.append(snapshot_created(record))
+                events.append(created_event(record))
         return events
 
     def changes(self) -> list[TaskEvent]:

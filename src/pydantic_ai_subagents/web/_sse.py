@@ -31,10 +31,10 @@ from fastapi.sse import ServerSentEvent
 from pydantic_core import to_json
 
 from .._errors import ManagerClosedError, SubagentsError
-from .._events import TaskCancelRequested, TaskEvent, TaskRunEvent
+from .._events import TaskCancelRequested, TaskEvent, TaskRunEvent, created_event
 from .._manager import TaskManager
 from ._models import event_to_json
-from ._poll import SnapshotFollower, runs_here, snapshot_created
+from ._poll import SnapshotFollower, runs_here
 
 __all__ = ('EVENT_HISTORY', 'RETRY_MILLISECONDS', 'EventJournal', 'current_loop', 'stream_events')
 
@@ -296,7 +296,7 @@ def _snapshot(
 
     Also the time of each task's latest transition, which the snapshot shows.
     """
-    events = [snapshot_created(r) for r in journal.manager.list(scope) if not r.is_terminal]
+    events = [created_event(r) for r in journal.manager.list(scope) if not r.is_terminal]
     return [_message(journal, position, e) for e in events], {e.task_id: e.at for e in events}
 
 
