@@ -119,7 +119,7 @@ def text(content: str) -> TextPart:
 
 def task_id_from(reply: str) -> str:
     assert 'Task started with ID: ' in reply, reply
-    return reply.rsplit(': ', 1)[1].strip()
+    return reply.split('Task started with ID: ', 1)[1].split()[0]
 
 
 def child_text(answer: str) -> FunctionModel:

@@ -52,7 +52,7 @@ async def test_soft_cancel_reaches_the_subagent_and_keeps_its_wrap_up_answer() -
         tid = await start_async(toolset)
         await gate.entered.wait()
         assert await model_says(toolset, call('soft_cancel_task', task_id=tid)) == [
-            f'Cancellation requested for task {tid}'
+            f'Cancellation requested for task {tid}. wait_tasks(task_ids=["{tid}"]) returns its partial result.'
         ]
         gate.release.set()  # the in-flight request finishes; the notice arrives with the next one
         record = await manager.wait_for(tid)
@@ -195,13 +195,16 @@ async def test_cancel_replies_follow_the_states_table() -> None:
             toolset, call('soft_cancel_task', task_id=running.id), call('hard_cancel_task', task_id=running.id)
         )
     assert replies == [
-        f'Task {done.id} cannot be cancelled (already done: completed).',
-        f'Task {broken.id} cannot be cancelled (already done: failed).',
-        f'Cancellation requested for task {running.id}',
-        f'Cancellation already requested for task {running.id} (soft).',
+        # A task that has ended cannot be cancelled: the reply says how it ended, with its result.
+        f'Task {done.id} (done) completed. Result:\nok',
+        f'Task {broken.id} (broken) failed: {broken.error}',
+        f'Cancellation requested for task {running.id}. wait_tasks(task_ids=["{running.id}"]) returns its partial '
+        'result.',
+        f'Cancellation already requested for task {running.id} (soft). '
+        f'wait_tasks(task_ids=["{running.id}"]) returns its result.',
         f'Task {running.id} stopped.',
     ]
-    assert again == [f'Task {running.id} is already cancelled.'] * 2
+    assert again == [f'Task {running.id} (worker): Task cancelled. No partial results.'] * 2
 
 
 async def test_pending_task_is_cancelled_at_once() -> None:

@@ -213,7 +213,10 @@ class ManagerMachine(RuleBasedStateMachine):
         if listing != 'No active tasks.':
             assert {line.split(' ', 1)[0] for line in listing.splitlines()} <= own
         if probe not in own:
-            assert checked == f"No task with ID '{probe}' in this conversation. Use list_active_tasks to see yours."
+            assert (
+                checked
+                == f"No task with ID '{probe}' in this conversation. You have no active tasks: start one with task."
+            )
         else:
             assert checked.startswith(f'Task {probe} '), checked
 

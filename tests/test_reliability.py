@@ -227,7 +227,9 @@ async def test_results_stay_retrievable_until_retention_drops_them() -> None:
         assert replies == [f'Task {pruned} finished long ago; its record is no longer kept.']
         # Another conversation asking about the same pruned id learns nothing.
         foreign = await run_parent(toolset, call('check_task', task_id=pruned), conversation_id='other')
-        assert foreign == [f"No task with ID '{pruned}' in this conversation. Use list_active_tasks to see yours."]
+        assert foreign == [
+            f"No task with ID '{pruned}' in this conversation. You have no active tasks: start one with task."
+        ]
 
 
 class Point(BaseModel):
@@ -1039,10 +1041,12 @@ async def test_three_conversations_sharing_one_toolset_cannot_touch_each_others_
                 call('wait_tasks', task_ids=[task_id], timeout=0),
             ]
 
-        baseline = await run_parent(toolset, *probes(unknown), conversation_id='alice')
-        assert baseline[0] == f"No task with ID '{unknown}' in this conversation. Use list_active_tasks to see yours."
-        as_unknown = [r.replace(unknown, '<id>') for r in baseline]
         for conversation in conversations:
+            # A foreign id gets exactly the reply an unknown id gets in the same conversation.
+            baseline = await run_parent(toolset, *probes(unknown), conversation_id=conversation)
+            assert baseline[0].startswith(f"No task with ID '{unknown}' in this conversation. Your active tasks: ")
+            assert all(task_id in baseline[0] for task_id in owned[conversation])
+            as_unknown = [r.replace(unknown, '<id>') for r in baseline]
             for other in conversations:
                 if other == conversation:
                     continue
@@ -1063,7 +1067,11 @@ async def test_three_conversations_sharing_one_toolset_cannot_touch_each_others_
                 call('hard_cancel_task', task_id=worker),
                 conversation_id=conversation,
             )
-            assert replies == [f'Answer delivered; task {asker} goes on.', f'Task {worker} stopped.']
+            assert replies == [
+                f'Answer delivered; task {asker} goes on in the background. '
+                f'wait_tasks(task_ids=["{asker}"]) returns its result.',
+                f'Task {worker} stopped.',
+            ]
 
 
 async def test_task_ids_are_unguessable() -> None:
@@ -1105,8 +1113,8 @@ async def test_limit_concurrency_queues_and_says_so() -> None:
         checks = await run_parent(toolset, *[call('check_task', task_id=t) for t in ids[1:]])
         assert [r.status for r in toolset.manager.list()].count(TaskStatus.RUNNING) == 1
     assert checks == [
-        f'Task {ids[1]} (w) is pending, position 1 in the queue.',
-        f'Task {ids[2]} (w) is pending, position 2 in the queue.',
+        f'Task {ids[1]} (w) is pending, position 1 in the queue.\nwait_tasks(task_ids=["{ids[1]}"]) returns its result.',
+        f'Task {ids[2]} (w) is pending, position 2 in the queue.\nwait_tasks(task_ids=["{ids[2]}"]) returns its result.',
     ]
 
 
@@ -1280,7 +1288,9 @@ async def test_a_nested_subagent_cannot_see_or_cancel_its_parents_or_siblings_ta
     (replies,) = spy_replies
     targets = [*siblings, spy_record.id]
     assert replies[0] == 'No active tasks.'
-    unknown = [f"No task with ID '{t}' in this conversation. Use list_active_tasks to see yours." for t in targets]
+    unknown = [
+        f"No task with ID '{t}' in this conversation. You have no active tasks: start one with task." for t in targets
+    ]
     assert replies[1:-1] == unknown * 4
     assert replies[-1] == '\n'.join(unknown)
     assert spy_record.status is TaskStatus.COMPLETED and spy_record.cancel is None

@@ -46,7 +46,8 @@ async def test_a_subagent_that_asks_waits_for_the_answer_and_uses_it() -> None:
         )
         (record,) = subagents.manager.list()
     assert run.reply('task').startswith(f'Task {run.task_ids[0]} paused: the subagent asks: Who is it for?')
-    assert run.reply('answer_subagent') == f'Answer delivered; task {run.task_ids[0]} goes on.'
+    # The task was started in sync mode: answering its question waits for its result as `task` did.
+    assert run.reply('answer_subagent') == 'Draft for children after 2 steps.'
     assert record.status is TaskStatus.COMPLETED
     assert record.result == 'Draft for children after 2 steps.'
     assert 'Draft for children after 2 steps.' in run.reply('wait_tasks')

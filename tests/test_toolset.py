@@ -139,7 +139,7 @@ async def test_question_answered(mode: str) -> None:
     turns: list[Any] = [[call('task', description='report', subagent_type='researcher', mode=mode)], first_wait]
     if mode == 'async':
         turns.append(answer)
-    turns.append(lambda s: [call('wait_tasks', task_ids=[toolset.manager.list()[0].id])])
+        turns.append(lambda s: [call('wait_tasks', task_ids=[toolset.manager.list()[0].id])])
     script = Script(turns)
     toolset = create_subagent_toolset([researcher(FunctionModel(child))])
     async with toolset:
@@ -148,8 +148,15 @@ async def test_question_answered(mode: str) -> None:
     asked = script.replies[2 if mode == 'async' else 1][0]
     assert 'asks: Which year?' in asked
     assert 'answer_subagent' in asked
-    assert script.replies[-2] == [f'Answer delivered; task {record.id} goes on.']
-    assert script.replies[-1][0].endswith('Result:\nReport for 1999')
+    if mode == 'async':
+        assert script.replies[-2] == [
+            f'Answer delivered; task {record.id} goes on in the background. '
+            f'wait_tasks(task_ids=["{record.id}"]) returns its result.'
+        ]
+        assert script.replies[-1][0].endswith('Result:\nReport for 1999')
+    else:
+        # Answering a sync task's question goes on waiting as `task` did: the reply is the result itself.
+        assert script.replies[-1] == ['Report for 1999']
     statuses = [t.status for t in record.history]
     assert statuses == [
         TaskStatus.PENDING,
@@ -200,7 +207,7 @@ async def test_bad_input_gets_retries_and_plain_replies() -> None:
     assert "Unknown subagent_type 'nobody'. Valid: researcher, general-purpose." in script.replies[1][0]
     assert 'description is empty' in script.replies[2][0]
     assert 'description has 101 characters; the limit is 100' in script.replies[3][0]
-    unknown = "No task with ID 'no-such-id' in this conversation. Use list_active_tasks to see yours."
+    unknown = "No task with ID 'no-such-id' in this conversation. You have no active tasks: start one with task."
     assert script.replies[4] == [unknown]
     assert "Input should be 'sync' or 'async'" in script.replies[5][0]
     assert script.replies[6][0] == unknown
@@ -236,7 +243,7 @@ async def test_two_conversations_sharing_one_toolset_are_isolated() -> None:
         assert record.cancel is None
         assert record.scope == 'alice'
         gate.release.set()
-    unknown = f"No task with ID '{tid}' in this conversation. Use list_active_tasks to see yours."
+    unknown = f"No task with ID '{tid}' in this conversation. You have no active tasks: start one with task."
     assert other.replies[1] == [unknown] * 5 + ['No active tasks.']
 
 
@@ -621,6 +628,8 @@ async def test_task_ids_with_stray_whitespace_are_understood_by_every_tool() -> 
         record = await toolset.manager.wait_for(record.id)
     assert script.replies[2][0].startswith(f'Task {record.id} (researcher) is running')
     assert script.replies[2][1].startswith(f'Task {record.id} (researcher) is running')
-    assert script.replies[3] == [f'Cancellation requested for task {record.id}']
+    assert script.replies[3] == [
+        f'Cancellation requested for task {record.id}. wait_tasks(task_ids=["{record.id}"]) returns its partial result.'
+    ]
     assert record.cancel is not None
     assert record.status is TaskStatus.CANCELLED

@@ -7,15 +7,17 @@ status reply the model can act on. A foreign task id gets exactly the reply an u
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Literal, Protocol, cast
 
 import anyio
 from pydantic_ai import Tool
 from pydantic_ai.exceptions import ModelRetry
 from pydantic_ai.models import Model
-from pydantic_ai.tools import RunContext
+from pydantic_ai.tools import RunContext, ToolDefinition
 from pydantic_ai.toolsets import FunctionToolset
 
 from ._config import SubAgentConfig
@@ -26,13 +28,14 @@ from ._runs import ParentRuns, scope_of
 from ._state import TaskRecord, TaskStatus
 from ._text import describe_record, list_line, truncate
 
-__all__ = ('INSTRUCTIONS', 'SubagentTools')
+__all__ = ('INSTRUCTIONS', 'REPEAT_NOTE', 'RepeatGuard', 'SubagentTools', 'started_reply')
 
 INSTRUCTIONS = (
-    'Delegate work to subagents with `task`. mode="sync" waits for the result; mode="async" returns a task ID at once '
-    'and you are told when it finishes, so you can run tasks in parallel. Wait with `wait_tasks`, do not poll '
-    '`check_task` in a loop. If a subagent asks a question, reply with `answer_subagent`. To stop a task, prefer '
-    '`soft_cancel_task` (it returns partial results); `hard_cancel_task` stops it at once with none.'
+    'You can delegate work to subagents with `task`, one job per task: for several jobs, start several tasks. '
+    'mode="sync" waits and returns the result. mode="async" returns a task ID at once, so tasks run in parallel; '
+    'get their results with `wait_tasks` before you answer. When a task asks you a question, reply with '
+    '`answer_subagent`. To stop a task, `soft_cancel_task` keeps its partial result; `hard_cancel_task` stops it at '
+    'once with none. Each tool reply says what you can do next.'
 )
 """What the toolset adds to the parent's instructions."""
 
@@ -84,11 +87,23 @@ class SubagentTools:
         return self.owner.subagents
 
     def toolset(self) -> FunctionToolset[Any]:
-        """The seven tools as a function toolset, with the toolset's instructions."""
+        """The seven tools as a function toolset, with the toolset's instructions.
+
+        `subagent_type` is an enum of the configured names in `task`'s schema, so a model (or `TestModel`) can only
+        pick a valid one; a name outside it still gets a `ModelRetry` listing the valid ones.
+        """
         listing = '; '.join(f'{name}: {config.summary}' for name, config in self.subagents.items())
+        task = Tool(self.task, name='task', description=f'Delegate one job to a subagent. Subagents: {listing}.')
+        schema = copy.deepcopy(task.function_schema.json_schema)
+        schema['properties']['subagent_type']['enum'] = list(self.subagents)
+
+        async def with_names(ctx: RunContext[Any], tool_def: ToolDefinition) -> ToolDefinition:
+            return replace(tool_def, parameters_json_schema=schema)
+
+        task.prepare = with_names
         return FunctionToolset(
             [
-                Tool(self.task, name='task', description=f'Delegate a task to a subagent. Subagents: {listing}.'),
+                task,
                 self.check_task,
                 self.list_active_tasks,
                 self.soft_cancel_task,
@@ -101,10 +116,16 @@ class SubagentTools:
             instructions=INSTRUCTIONS,
         )
 
-    async def task(
+    async def task(  # noqa: D417 (subagent_type: the enum in the schema says it all)
         self, ctx: RunContext[Any], description: str, subagent_type: str, mode: Literal['sync', 'async'] = 'sync'
     ) -> str:
-        """Delegate a task to a subagent."""
+        """Delegate one job to a subagent.
+
+        Args:
+            ctx: The parent run.
+            description: The whole job; the subagent sees nothing else.
+            mode: sync: wait for the result; async: get a task ID now.
+        """
         owner, manager = self.owner, self.manager
         description = description.strip()
         if not description:
@@ -116,8 +137,7 @@ class SubagentTools:
             )
         config = self.subagents.get(subagent_type)
         if config is None:
-            shown = subagent_type if len(subagent_type) <= 64 else subagent_type[:64] + '...'
-            raise ModelRetry(f'Unknown subagent_type {shown!r}. Valid: {", ".join(self.subagents)}.')
+            raise ModelRetry(f'Unknown subagent_type {_shown(subagent_type)}. Valid: {", ".join(self.subagents)}.')
         run = self.runs.get(ctx)
         deps = config.deps(ctx.deps) if config.deps is not None else ctx.deps
         try:
@@ -137,31 +157,19 @@ class SubagentTools:
         if run is not None:
             run.started.append(record.id)
         if mode == 'async':
-            return f'Task started with ID: {record.id}'
-        try:
-            (record,) = await self._wait([record.id])
-        except BaseException:
-            # The parent run was cancelled (or failed) while waiting: its sync task stops with it.
-            manager.hard_cancel(record.id, requested_by='parent')
-            raise
-        manager.mark_seen(record)
-        if record.status is TaskStatus.COMPLETED:
-            return truncate(render_output(record.result), owner.max_result_chars)
-        if record.status is TaskStatus.WAITING_FOR_ANSWER:
-            return (
-                f'Task {record.id} paused: the subagent asks: {record.question}\n'
-                f'Reply with answer_subagent(task_id="{record.id}", answer=...); it then goes on in the '
-                'background and you are told when it finishes.'
-            )
-        return describe_record(record, owner.max_result_chars)
+            return started_reply(record.id)
+        return await self._until_settled_or_asked(record)
 
     async def check_task(self, ctx: RunContext[Any], task_id: str) -> str:
-        """Get a task's status and its result, question, error or partial result."""
+        """Get a task's status, result, question or error."""
         record = self._own(ctx, task_id)
         if record is None:
             return self._unknown(ctx, task_id)
         self.manager.mark_seen(record)
-        return self.manager.describe(record, self.owner.max_result_chars)
+        reply = self.manager.describe(record, self.owner.max_result_chars)
+        if not record.is_terminal and record.status is not TaskStatus.WAITING_FOR_ANSWER:
+            reply += f'\n{_wait_hint(record.id)}'
+        return reply
 
     async def list_active_tasks(self, ctx: RunContext[Any]) -> str:
         """List your unfinished tasks."""
@@ -171,40 +179,50 @@ class SubagentTools:
         return '\n'.join(list_line(r) for r in records)
 
     async def soft_cancel_task(self, ctx: RunContext[Any], task_id: str) -> str:
-        """Ask a task to stop and return partial results."""
+        """Ask a task to stop and return its partial result."""
         record = self._own(ctx, task_id)
         if record is None:
             return self._unknown(ctx, task_id)
-        if refusal := _cancel_refusal(record):
-            return refusal
+        if record.is_terminal:
+            return self._ended(record)
         task_id = record.id
         if record.cancel is not None:
-            return f'Cancellation already requested for task {task_id} ({record.cancel.kind}).'
+            return f'Cancellation already requested for task {task_id} ({record.cancel.kind}). {_wait_hint(task_id)}'
         self.manager.soft_cancel(task_id, requested_by='model')
         if record.status is TaskStatus.PENDING:
             return f'Task {task_id} was queued and is now cancelled.'
-        return f'Cancellation requested for task {task_id}'
+        return (
+            f'Cancellation requested for task {task_id}. wait_tasks(task_ids=["{task_id}"]) returns its partial result.'
+        )
 
     async def hard_cancel_task(self, ctx: RunContext[Any], task_id: str) -> str:
-        """Stop a task now, with the tasks it started; no partial results."""
+        """Stop a task and its own tasks now; no partial result."""
         manager = self.manager
         record = self._own(ctx, task_id)
         if record is None:
             return self._unknown(ctx, task_id)
-        if refusal := _cancel_refusal(record):
-            return refusal
+        if record.is_terminal:
+            return self._ended(record)
         task_id = record.id
         manager.hard_cancel(task_id, requested_by='model')
         with anyio.move_on_after(manager.hard_cancel_wait):
             (record,) = await self._wait([task_id], until_question=False)
         record = manager.get(task_id) or record
-        if record.is_terminal:
-            manager.mark_seen(record)
+        if not record.is_terminal:
+            return f'Stop requested for task {task_id}; it is still finishing a blocking call and will end cancelled.'
+        manager.mark_seen(record)
+        if record.status is TaskStatus.CANCELLED:
             return f'Task {task_id} stopped.'
-        return f'Stop requested for task {task_id}; it is still finishing a blocking call and will end cancelled.'
+        return manager.describe(record, self.owner.max_result_chars)
 
     async def answer_subagent(self, ctx: RunContext[Any], task_id: str, answer: str) -> str:
-        """Answer the question a subagent asked."""
+        """Reply to a question that a task asked you.
+
+        Args:
+            ctx: The parent run.
+            task_id: The task that asked.
+            answer: Your reply.
+        """
         record = self._own(ctx, task_id)
         if record is None:
             return self._unknown(ctx, task_id)
@@ -212,22 +230,35 @@ class SubagentTools:
             raise ModelRetry('answer is empty: write the answer to the question.')
         task_id = record.id
         if record.status is not TaskStatus.WAITING_FOR_ANSWER or not self.manager.answer(task_id, answer):
-            return f'Task {task_id} is not waiting for an answer (status: {record.status.value}).'
-        return f'Answer delivered; task {task_id} goes on.'
+            record = self.manager.get(task_id) or record
+            if record.is_terminal:
+                return f'Task {task_id} asks nothing now. {self._ended(record)}'
+            return f'Task {task_id} asks nothing now; it is {record.status.value}. {_wait_hint(task_id)}'
+        if record.mode == 'sync':
+            # A sync task's question interrupted the wait for its result: answering resumes that wait.
+            return await self._until_settled_or_asked(record, answered=True)
+        return f'Answer delivered; task {task_id} goes on in the background. {_wait_hint(task_id)}'
 
-    async def wait_tasks(
+    async def wait_tasks(  # noqa: D417 (task_ids needs no words)
         self, ctx: RunContext[Any], task_ids: list[str], mode: Literal['all', 'any'] = 'all', timeout: float = 60
     ) -> str:
-        """Wait until all (or any) of the tasks finish or ask a question; timeout in seconds."""
+        """Wait until tasks finish or ask something; returns their results.
+
+        Args:
+            ctx: The parent run.
+            mode: all, or the first.
+            timeout: In seconds.
+        """
         if not task_ids:
             raise ModelRetry('task_ids is empty: pass the IDs of the tasks to wait for.')
         own: list[str] = []
-        lines: list[str] = []
+        unknown: list[str] = []
         for task_id in dict.fromkeys(task_ids):
             if (record := self._own(ctx, task_id)) is None:
-                lines.append(self._unknown(ctx, task_id))
+                unknown.append(task_id)
             elif record.id not in own:
                 own.append(record.id)
+        lines = self._unknown_many(ctx, unknown)
         if own:
             limit = self.owner.max_wait_seconds
             timeout = min(max(timeout, 0.0), limit) if math.isfinite(timeout) else (limit if timeout > 0 else 0.0)
@@ -235,9 +266,39 @@ class SubagentTools:
             for record in records:
                 self.manager.mark_seen(record)
                 lines.append(self.manager.describe(record, self.owner.max_result_chars))
+            if any(not r.is_terminal and r.status is not TaskStatus.WAITING_FOR_ANSWER for r in records):
+                lines.append('Tasks still running: wait again, or cancel them.')
         return '\n'.join(lines)
 
     # ----------------------------------------------------------------- helpers
+
+    async def _until_settled_or_asked(self, record: TaskRecord, *, answered: bool = False) -> str:
+        """Wait, as a sync task does, until the task ends or asks; the reply carries its result or its question.
+
+        After an answer, the question answered does not count: the wait is for the task's end or its next question.
+        """
+        manager = self.manager
+        asked = _questions_asked(record) if answered else 0
+        try:
+            while True:
+                (record,) = await self._wait([record.id])
+                if record.status is not TaskStatus.WAITING_FOR_ANSWER or _questions_asked(record) > asked:
+                    break
+                # Still on the answered question: only when another process owns the task, until its copy moves on.
+                await anyio.sleep(0.05)
+        except BaseException:
+            # The parent run was cancelled (or failed) while waiting: its sync task stops with it.
+            manager.hard_cancel(record.id, requested_by='parent')
+            raise
+        manager.mark_seen(record)
+        if record.status is TaskStatus.COMPLETED:
+            return truncate(render_output(record.result), self.owner.max_result_chars)
+        if record.status is TaskStatus.WAITING_FOR_ANSWER:
+            return (
+                f'Task {record.id} paused: the subagent asks: {record.question}\n'
+                f'Call answer_subagent(task_id="{record.id}", answer=...) with your reply; it returns the result.'
+            )
+        return describe_record(record, self.owner.max_result_chars)
 
     async def _wait(
         self,
@@ -254,23 +315,87 @@ class SubagentTools:
     def _own(self, ctx: RunContext[Any], task_id: str) -> TaskRecord | None:
         return self.manager.get(task_id.strip(), scope=scope_of(ctx))
 
+    def _ended(self, record: TaskRecord) -> str:
+        """The reply about a task that has ended: its end, with its result."""
+        self.manager.mark_seen(record)
+        return self.manager.describe(record, self.owner.max_result_chars)
+
     def _unknown(self, ctx: RunContext[Any], task_id: str) -> str:
         if self.manager.store.was_pruned(task_id) == scope_of(ctx):
             return f'Task {task_id} finished long ago; its record is no longer kept.'
-        shown = task_id if len(task_id) <= 64 else task_id[:64] + '...'
-        return f'No task with ID {shown!r} in this conversation. Use list_active_tasks to see yours.'
+        return f'No task with ID {_shown(task_id)} in this conversation. {self._yours(ctx)}'
+
+    def _unknown_many(self, ctx: RunContext[Any], task_ids: list[str]) -> list[str]:
+        """One line per unknown id for the first few, then one line for the rest: the reply stays bounded."""
+        if len(task_ids) <= _MAX_UNKNOWN_LINES:
+            return [self._unknown(ctx, t) for t in task_ids]
+        shown = ', '.join(_shown(t) for t in task_ids[:_MAX_UNKNOWN_LINES])
+        rest = len(task_ids) - _MAX_UNKNOWN_LINES
+        return [f'No tasks with IDs {shown} and {rest} more in this conversation. {self._yours(ctx)}']
+
+    def _yours(self, ctx: RunContext[Any]) -> str:
+        """What the model can use instead of an unknown id: its own live tasks, or how to start one."""
+        records = self.manager.list(scope_of(ctx), active_only=True)
+        if not records:
+            return 'You have no active tasks: start one with task.'
+        ids = ', '.join(f'{r.id} ({r.subagent}, {r.status.value})' for r in records[:_MAX_UNKNOWN_LINES])
+        more = f' and {len(records) - _MAX_UNKNOWN_LINES} more' if len(records) > _MAX_UNKNOWN_LINES else ''
+        return f'Your active tasks: {ids}{more}.'
+
+
+class RepeatGuard:
+    """Breaks a model's loop: a call that repeats the previous one and gets the same reply is told so."""
+
+    __slots__ = ('_last', '_repeats')
+
+    def __init__(self) -> None:
+        self._last: tuple[str, dict[str, Any], object] | None = None
+        self._repeats = 0
+
+    def check(self, name: str, args: dict[str, Any], reply: object) -> object:
+        """The reply to give for this call: `reply`, with a note when the same call got it last time too."""
+        call = (name, args, reply)
+        if call == self._last:
+            self._repeats += 1
+        else:
+            self._last, self._repeats = call, 0
+        if not self._repeats or not isinstance(reply, str):
+            return reply
+        return f'{reply}\n{REPEAT_NOTE}'
+
+
+REPEAT_NOTE = (
+    'You made this same call just before and got this same reply: repeating it changes nothing. '
+    'Take another step, or answer the user.'
+)
+"""Added to the reply of a call that repeats the previous one and gets the same reply."""
+
+_MAX_UNKNOWN_LINES = 5
+"""Unknown ids named one by one in a reply; the rest are counted."""
+
+
+def started_reply(task_id: str) -> str:
+    """The reply to an async start: the id, and the next steps."""
+    return (
+        f'Task started with ID: {task_id}\nIt runs in the background and is not finished yet. '
+        f'wait_tasks(task_ids=["{task_id}"]) returns its result; start other tasks first to run them in parallel.'
+    )
+
+
+def _questions_asked(record: TaskRecord) -> int:
+    return sum(1 for t in record.history if t.status is TaskStatus.WAITING_FOR_ANSWER)
+
+
+def _wait_hint(task_id: str) -> str:
+    return f'wait_tasks(task_ids=["{task_id}"]) returns its result.'
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 64 else text[:64] + '...')
 
 
 def _parent_model(ctx: RunContext[Any]) -> Model[Any] | None:
     model: Any = ctx.model
     if isinstance(model, Model):
         return cast('Model[Any]', model)
-    return None
-
-
-def _cancel_refusal(record: TaskRecord) -> str | None:
-    if record.status is TaskStatus.CANCELLED:
-        return f'Task {record.id} is already cancelled.'
-    if record.status.is_terminal:
-        return f'Task {record.id} cannot be cancelled (already done: {record.status.value}).'
     return None

@@ -14,7 +14,7 @@ from pydantic_ai.toolsets import AbstractToolset, ToolsetTool, WrapperToolset
 from ._config import GENERAL_PURPOSE, SubAgentConfig
 from ._manager import OnRunEnd, TaskManager
 from ._runs import ParentRuns, apply_on_run_end, ending_badly, scope_of
-from ._tools import INSTRUCTIONS, SubagentTools
+from ._tools import INSTRUCTIONS, RepeatGuard, SubagentTools
 
 __all__ = ('INSTRUCTIONS', 'SubAgentToolset', 'create_subagent_toolset', 'scope_of')
 
@@ -132,6 +132,7 @@ class _RunToolset(WrapperToolset[Any]):
     ctx: RunContext[Any] = field(repr=False)
     _stack: AsyncExitStack | None = field(default=None, repr=False)
     _tools: dict[str, ToolsetTool[Any]] | None = field(default=None, init=False, repr=False)
+    _repeats: RepeatGuard = field(default_factory=RepeatGuard, init=False, repr=False)
 
     async def for_run(self, ctx: RunContext[Any]) -> AbstractToolset[Any]:
         return self
@@ -142,6 +143,12 @@ class _RunToolset(WrapperToolset[Any]):
         if self._tools is None:
             self._tools = await self.wrapped.get_tools(ctx)
         return self._tools
+
+    async def call_tool(
+        self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any], tool: ToolsetTool[Any]
+    ) -> Any:
+        reply = await self.wrapped.call_tool(name, tool_args, ctx, tool)
+        return self._repeats.check(name, tool_args, reply)
 
     async def __aenter__(self) -> _RunToolset:
         owner = self.owner

@@ -83,5 +83,10 @@ class Inbox:
             )
         runtime = self.settler.runtimes.get(task_id)
         if runtime is not None and (forwarded := runtime.job.answer(answer)) is not None:
-            return forwarded
-        return self.questions.answer(task_id, answer)
+            delivered = forwarded
+        else:
+            delivered = self.questions.answer(task_id, answer)
+        if delivered:
+            # The subagent has its answer: from now on it is running, and a wait sees its next question or its end.
+            self.questions.resume(task_id)
+        return delivered

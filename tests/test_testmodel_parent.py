@@ -3,9 +3,6 @@
 `TestModel` calls every tool once with arguments generated from the tool schemas, then answers. It is what users
 reach for first in their own tests, so the tools must accept what it generates: a `subagent_type` it can only fill
 from the schema has to be a choice the schema names.
-
-Pending: this module belongs in tests/ (as test_testmodel_parent.py) once `task`'s `subagent_type` is an enum of the
-configured subagent names in the tool schema; until then both tests fail with "Tool 'task' exceeded max retries".
 """
 
 from __future__ import annotations
