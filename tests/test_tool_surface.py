@@ -99,7 +99,7 @@ async def test_an_async_start_names_the_call_that_gets_its_result() -> None:
     tid = task_id_from(reply)
     assert reply.startswith(f'Task started with ID: {tid}\n')
     assert f'wait_tasks(task_ids=["{tid}"])' in reply
-    assert 'not finished' in reply
+    assert 'result is not here yet' in reply
 
 
 def asking_child(questions: list[str], result: str) -> FunctionModel:

@@ -296,7 +296,8 @@ class SubagentTools:
         if record.status is TaskStatus.WAITING_FOR_ANSWER:
             return (
                 f'Task {record.id} paused: the subagent asks: {record.question}\n'
-                f'Call answer_subagent(task_id="{record.id}", answer=...) with your reply; it returns the result.'
+                f'It waits for your reply: call answer_subagent(task_id="{record.id}", answer=...) now; it returns '
+                'the result.'
             )
         return describe_record(record, self.owner.max_result_chars)
 
@@ -377,8 +378,8 @@ _MAX_UNKNOWN_LINES = 5
 def started_reply(task_id: str) -> str:
     """The reply to an async start: the id, and the next steps."""
     return (
-        f'Task started with ID: {task_id}\nIt runs in the background and is not finished yet. '
-        f'wait_tasks(task_ids=["{task_id}"]) returns its result; start other tasks first to run them in parallel.'
+        f'Task started with ID: {task_id}\nIts result is not here yet: call wait_tasks(task_ids=["{task_id}"]) to get '
+        'it (start your other tasks first, so they run in parallel).'
     )
 
 
