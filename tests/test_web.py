@@ -986,3 +986,40 @@ async def test_a_browser_style_reconnect_resumes_on_a_real_server() -> None:
             ('TaskStarted', second.id),
             ('TaskCompleted', second.id),
         ]
+
+
+# ---------------------------------------------------------------------------------------------------- usage
+
+
+@pytest.mark.anyio
+async def test_usage_counts_each_model_request_while_its_tools_run() -> None:
+    # Each model request calls a tool that holds until released: the record is read while the tool runs.
+    from pydantic_ai.toolsets import FunctionToolset
+
+    entered, release = [anyio.Event() for _ in range(3)], [anyio.Event() for _ in range(3)]
+    held = 0
+
+    async def hold() -> str:
+        """Wait a little."""
+        nonlocal held
+        held += 1
+        entered[held - 1].set()
+        await release[held - 1].wait()
+        return 'held'
+
+    script = Script([[call('hold')], [call('hold')], [call('hold')]], final='done')
+    config = SubAgentConfig(
+        name='holder', instructions='You hold.', toolsets=[FunctionToolset([hold])], model=script.model()
+    )
+    async with serve() as (manager, client):
+        task_id = (await manager.start(config, 'hold three times', scope='c1')).id
+        for n in (1, 2, 3):
+            with anyio.fail_after(5):
+                await entered[n - 1].wait()
+            usage = (await client.get(f'/tasks/{task_id}')).json()['usage']
+            assert usage['requests'] == n, (n, usage)
+            assert usage['tool_calls'] == n - 1  # the call that runs now is counted when it returns
+            release[n - 1].set()
+        record = await manager.wait_for(task_id, timeout=5)
+        assert record.status is TaskStatus.COMPLETED
+        assert record.usage.requests == 4 and record.usage.tool_calls == 3
