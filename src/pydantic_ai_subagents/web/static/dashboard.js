@@ -170,7 +170,9 @@
   }
 
   function updateScopeChoices() {
-    const scopes = [...new Set([...tasks.values()].map((t) => t.scope))].sort();
+    // A subtask runs in its parent subagent's own conversation: only top-level tasks name the user's conversations.
+    const tops = [...tasks.values()].filter((t) => !t.parent_task_id || !tasks.has(t.parent_task_id));
+    const scopes = [...new Set(tops.map((t) => t.scope))].sort();
     const current = [...scopeFilter.options].slice(1).map((o) => o.value);
     if (scopes.join('\n') === current.join('\n')) return;
     const chosen = scopeFilter.value;
