@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -426,3 +431,60 @@ async def test_dashboard_explains_a_task_in_chromium(tmp_path: Path) -> None:
         'drawer-cancelled',
     ):
         assert (tmp_path / f'{name}.png').stat().st_size > 10_000
+
+
+async def test_the_demo_keeps_producing_work_for_a_late_visitor(tmp_path: Path) -> None:
+    # The real demo, bounded: three rounds one second apart, then it serves until it is stopped (Ctrl+C).
+    root = Path(__file__).parent.parent
+    env = {k: v for k, v in os.environ.items() if k != 'SUBAGENTS_DEMO_MODEL'}
+    env.update(PORT='0', SUBAGENTS_DEMO_ROUNDS='3', SUBAGENTS_DEMO_EVERY='1', PYTHONUNBUFFERED='1')
+    process = subprocess.Popen(  # noqa: ASYNC220 (read from a thread below)
+        [sys.executable, str(root / 'examples' / 'web_dashboard.py')],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+
+    async def line_with(text: str) -> str:
+        assert process.stdout is not None
+        with anyio.fail_after(30):
+            while True:
+                line = await anyio.to_thread.run_sync(process.stdout.readline)
+                if not line:
+                    raise AssertionError('the demo ended early:\n' + ''.join(output))
+                output.append(line)
+                if text in line:
+                    return line
+
+    try:
+        url = (await line_with('Dashboard: ')).split('Dashboard: ', 1)[1].strip()
+        await line_with('parent (round 2)')
+        async with async_playwright() as pw:
+            browser = await launch(pw)
+            try:
+                page = await browser.new_page(viewport={'width': 1400, 'height': 950})
+                await page.goto(url)  # a visitor who comes late still finds work going on, and more arriving
+                await expect(page.locator('#connection')).to_have_attribute('data-state', 'live')
+                await expect(page.locator('li.task[data-state="running"]').first).to_be_visible()
+                conversations = page.locator('#scope-filter option')
+                await expect(conversations.nth(2)).to_be_attached()  # "any" and a conversation per round so far
+                await line_with('parent (round 3)')
+                await expect(conversations).to_have_count(4)
+                await expect(page.locator('#counts')).to_contain_text(' live')
+                await page.screenshot(path=tmp_path / 'demo.png', full_page=True)
+            finally:
+                await browser.close()
+        await line_with('3 rounds started')
+        process.send_signal(signal.SIGINT)
+        rest, _ = await anyio.to_thread.run_sync(partial(process.communicate, timeout=30))
+        output.append(rest)
+        assert process.returncode == 0, ''.join(output)
+        assert ''.join(output).rstrip().endswith('Stopped.')
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert (tmp_path / 'demo.png').stat().st_size > 10_000
