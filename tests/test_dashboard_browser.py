@@ -396,6 +396,13 @@ async def test_dashboard_explains_a_task_in_chromium(tmp_path: Path) -> None:
             await dialog.locator('.confirm-stop').click()
             await expect(row(page, lead_id)).to_have_attribute('data-state', 'cancelled')
             await expect(row(page, surveyor.id)).to_have_attribute('data-state', 'cancelled')
+            # The stopped lead's drawer: its tool calls, the one it was stopped in without a result; no price known.
+            lead_calls = drawer.locator('.tool-calls .tool-call')
+            await expect(lead_calls).to_have_count(3)
+            await expect(lead_calls.locator('.tool-name')).to_have_text(['task', 'task', 'wait_tasks'])
+            await expect(lead_calls.nth(0).locator('.tool-result')).to_contain_text('Task started with ID: ')
+            await expect(lead_calls.nth(2).locator('.tool-result')).to_have_text('(no result recorded)')
+            await expect(drawer.locator('.cost')).to_have_text('Cost: no price known for its model.')
 
             # A single task: the confirmation says so. Then its drawer shows its last tool calls and their cost.
             await card(page, reader_id).locator('.cancel-hard').click()
@@ -410,8 +417,10 @@ async def test_dashboard_explains_a_task_in_chromium(tmp_path: Path) -> None:
             await expect(calls.nth(3).locator('.tool-args')).to_have_text('{"page":4}')
             await expect(calls.nth(3).locator('.tool-result')).to_have_text('page 4 read')
             await expect(drawer.locator('.tools-note')).to_have_text('The last 4 tool calls of 4, oldest first.')
-            await expect(drawer.locator('.cost')).to_have_text(
-                "Cost: $0.0140 for 4 priced requests (Pydantic AI's price data)."  # the 5th was stopped
+            await expect(
+                drawer.locator('.cost')
+            ).to_have_text(
+                "Cost of its own requests: $0.0140 for 4 priced requests (Pydantic AI's price data)."  # the 5th was stopped
             )
             await expect(drawer.locator('.timeline .step.current')).to_have_attribute('data-state', 'cancelled')
             await page.screenshot(path=tmp_path / 'drawer-cancelled.png', full_page=True)

@@ -471,7 +471,8 @@
     }
     const c = activity.cost;
     let costText = c.priced_requests
-      ? `Cost: $${c.total_usd.toFixed(4)} for ${plural(c.priced_requests, 'priced request')} (Pydantic AI's price data)`
+      ? `Cost of its own requests: $${c.total_usd.toFixed(4)} for ${plural(c.priced_requests, 'priced request')} ` +
+        "(Pydantic AI's price data)"
       : 'Cost: no price known for its model';
     if (c.priced_requests && c.unpriced_requests) costText += `; ${plural(c.unpriced_requests, 'request')} without a known price not counted`;
     cost.textContent = costText + '.';
