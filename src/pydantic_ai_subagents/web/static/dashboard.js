@@ -360,9 +360,9 @@
         headers: { Accept: 'application/json' },
         cache: 'no-store',
       });
-      if (!response.ok) return;
-      const data = await response.json();
-      if (drawer.dataset.taskId === data.task_id) {
+      // A failed read is shown as such; the next change of the task's state reads again.
+      const data = response.ok ? await response.json() : { task_id: task.id, error: 'HTTP ' + response.status };
+      if (drawer.dataset.taskId === data.task_id && activityFor === key) {
         activity = data;
         renderDrawer();
       }
@@ -459,6 +459,11 @@
     if (activity === null || activity.task_id !== id) {
       cost.textContent = '';
       note.textContent = 'Loading…';
+      return;
+    }
+    if (activity.error) {
+      cost.textContent = '';
+      note.textContent = 'Could not read the tool calls: ' + activity.error;
       return;
     }
     if (!activity.transcript_available) {
