@@ -112,6 +112,8 @@ async def test_dashboard_shows_controls_and_escapes_tasks_in_chromium(tmp_path: 
             slow_id = (await manager.start(worker(slow.model(), 'researcher'), 'Survey every tide pool', scope='c1')).id
             await expect(row(page, slow_id)).to_have_attribute('data-state', 'running')
             await expect(row(page, slow_id).locator('.description').first).to_have_text('Survey every tide pool')
+            await expect(page.locator('#counts')).to_have_text('1 task, 1 live')
+            await expect(row(page, slow_id).locator('.usage')).to_have_text('0 requests · 0 tool calls · 0 tokens')
 
             xss_id = (await manager.start(worker(child_text(XSS_RESULT), 'writer'), XSS_DESCRIPTION, scope='c1')).id
             await expect(row(page, xss_id)).to_have_attribute('data-state', 'completed')
