@@ -287,9 +287,10 @@ async def test_dashboard_explains_a_task_in_chromium(tmp_path: Path) -> None:
             await expect(row(page, lead_id).locator(f'li.task[data-task-id="{surveyor.id}"]')).to_be_visible()
 
             # Usage: words agree with their numbers, and a parent shows its own usage apart from its subtasks'.
-            await page.evaluate('() => new Promise((done) => setTimeout(done, 300))')
-            await page.locator('#search').fill('')  # a refresh: the input event re-renders from the latest data
+            # Usage changes send no event: the page re-reads live tasks every few seconds, and catches up.
             views = {t['id']: t for t in json.loads(await page.evaluate("fetch('tasks').then(r => r.text())"))['tasks']}
+            reader_usage = card(page, reader_id).locator('.usage')
+            await expect(reader_usage).to_have_text(usage_text(views[reader_id]['usage']), timeout=15_000)
             await expect(card(page, writer_id).locator('.usage')).to_have_text(usage_text(views[writer_id]['usage']))
             assert views[writer_id]['usage']['requests'] == 1
             await expect(card(page, writer_id).locator('.usage')).to_contain_text('1 request · 0 tool calls')
