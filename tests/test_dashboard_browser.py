@@ -235,6 +235,44 @@ def priced_reader() -> tuple[SubAgentConfig, list[int]]:
     return config, turns
 
 
+async def start_noter(manager: TaskManager) -> tuple[str, anyio.Event]:
+    """A subagent in a tool call until `go` is set; asked to wrap up, it answers with a partial result."""
+    from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, ToolCallPart, UserPromptPart
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+    from pydantic_ai.toolsets import FunctionToolset
+
+    entered, go = anyio.Event(), anyio.Event()
+
+    async def take_notes() -> str:
+        """Take notes."""
+        entered.set()
+        await go.wait()
+        return '2 notes taken'
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        prompts = [
+            p.content
+            for m in messages
+            if isinstance(m, ModelRequest)
+            for p in m.parts
+            if isinstance(p, UserPromptPart) and isinstance(p.content, str)
+        ]
+        if any('CANCELLATION REQUEST' in p for p in prompts):
+            return ModelResponse(parts=[TextPart('Partial: 2 of 5 notes taken.')])
+        return ModelResponse(parts=[ToolCallPart('take_notes', {})])
+
+    config = SubAgentConfig(
+        name='noter',
+        instructions='You take notes.',
+        toolsets=[FunctionToolset([take_notes])],
+        model=FunctionModel(model),
+    )
+    task_id = (await manager.start(config, 'Take five notes', scope='dunes')).id
+    with anyio.fail_after(10):
+        await entered.wait()
+    return task_id, go
+
+
 async def test_dashboard_explains_a_task_in_chromium(tmp_path: Path) -> None:
     problems: list[str] = []
     slow = Gate()
@@ -427,6 +465,16 @@ async def test_dashboard_explains_a_task_in_chromium(tmp_path: Path) -> None:
             )
             await expect(drawer.locator('.timeline .step.current')).to_have_attribute('data-state', 'cancelled')
             await page.screenshot(path=tmp_path / 'drawer-cancelled.png', full_page=True)
+
+            # A soft cancel: the subagent wraps up, and the drawer shows its partial result.
+            noter_id, go = await start_noter(manager)
+            await card(page, noter_id).locator('.cancel-soft').click()
+            await expect(card(page, noter_id).locator('.cancel-info')).to_have_text('soft cancel requested by web')
+            go.set()
+            await expect(row(page, noter_id)).to_have_attribute('data-state', 'cancelled')
+            await card(page, noter_id).locator('.details').click()
+            await expect(drawer.locator('.output-label')).to_have_text('Partial result')
+            await expect(drawer.locator('.output-text')).to_have_text('Partial: 2 of 5 notes taken.')
             await drawer.locator('.close').click()
             await expect(drawer).to_be_hidden()
             assert await page.evaluate('typeof window.__xss') == 'undefined'
