@@ -1,12 +1,14 @@
 """A live web dashboard of the subagents' tasks: watch them, answer their questions and cancel them in a browser.
 
 The app from `pydantic_ai_subagents.web` runs under uvicorn on the same event loop as the agent, and shows the tasks
-of the toolset's manager. The scripted parent starts a few tasks and ends its run; the tasks go on in the
-background: a lead that delegates to a slow deep researcher (a nested task), a slow researcher, a writer that asks
-who the text is for and waits for your answer, and a task whose description holds HTML (shown as plain text).
+of the toolset's manager. Until you stop it, the scripted parent starts a new round of tasks every little while (each
+round is a conversation of its own), so there is always work to watch: a lead that delegates to a slow deep
+researcher (a nested task), a slow researcher, a writer that asks who the text is for and waits for your answer, and
+a task whose description holds HTML (shown as plain text).
 
     uv run python examples/web_dashboard.py            # open the printed URL; Ctrl+C to stop
     PORT=8080 uv run python examples/web_dashboard.py
+    SUBAGENTS_DEMO_ROUNDS=3 SUBAGENTS_DEMO_EVERY=5 uv run python examples/web_dashboard.py  # 3 rounds, 5 s apart
     uv run python examples/web_dashboard.py --check    # a short run: answers and cancels over HTTP, lists, exits
 
 Needs the `web` extra (FastAPI and uvicorn). The app is served WITHOUT authentication, on 127.0.0.1 only: fine on
@@ -51,6 +53,10 @@ from pydantic_ai_subagents.web import create_app
 CHECK = '--check' in sys.argv[1:]
 SLOW = 0.05 if CHECK else 1.5
 """Seconds each scripted model turn of the slow subagents takes."""
+ROUNDS = int(os.environ.get('SUBAGENTS_DEMO_ROUNDS', '0'))
+"""How many rounds of tasks the parent starts; 0 (the default) keeps starting them until the demo is stopped."""
+EVERY = float(os.environ.get('SUBAGENTS_DEMO_EVERY', '20'))
+"""Seconds between two rounds: long enough to watch one, short enough that a late visitor finds work going on."""
 
 manager = TaskManager(max_nesting_depth=2)  # one manager for both levels, so the dashboard shows the whole tree
 
@@ -102,19 +108,44 @@ TASKS = (
     ('writer', 'A tagline for our tide-pool guide'),
     ('researcher', 'Quote the page title <script>alert("not run")</script> and <b>check</b> it'),
 )
+TOPICS = ('sea stars', 'kelp forests', 'limpets', 'sea anemones', 'rock pools at night', 'barnacles')
+"""What the later rounds are about, in turn."""
 
 
-async def start_tasks() -> None:
-    """One run of the parent: it starts every task in the background and ends; the tasks go on."""
-    prompt = 'Start these async tasks at once, then stop: ' + '; '.join(f'{s}: {d}' for s, d in TASKS)
+def round_tasks(number: int) -> tuple[tuple[str, str], ...]:
+    """The tasks of round `number`: the first round is `TASKS`, later ones are about the next topic."""
+    if number == 1:
+        return TASKS
+    topic = TOPICS[(number - 2) % len(TOPICS)]
+    return (
+        ('lead', f'{topic.capitalize()}, in depth'),
+        ('researcher', f'Where to find {topic}'),
+        ('writer', f'A tagline for our page on {topic}'),
+    )
+
+
+async def start_tasks(number: int = 1) -> None:
+    """One run of the parent: it starts a round of tasks in the background and ends; the tasks go on."""
+    tasks = round_tasks(number)
+    prompt = 'Start these async tasks at once, then stop: ' + '; '.join(f'{s}: {d}' for s, d in tasks)
     result = await agent.run(
         prompt,
         model=parent(
-            lambda h: calls(*(('task', {'description': d, 'subagent_type': s, 'mode': 'async'}) for s, d in TASKS)),
-            lambda h: say('Four tasks started; they run in the background.'),
+            lambda h: calls(*(('task', {'description': d, 'subagent_type': s, 'mode': 'async'}) for s, d in tasks)),
+            lambda h: say(f'{len(tasks)} tasks started; they run in the background.'),
         ),
     )
-    print(f'parent: {result.output}')
+    print(f'parent (round {number}): {result.output}')
+
+
+async def keep_working(rounds: int = ROUNDS, every: float = EVERY) -> None:
+    """Start a round of tasks every `every` seconds: `rounds` rounds, or until the demo is stopped if `rounds` is 0."""
+    number = 0
+    while rounds == 0 or number < rounds:
+        number += 1
+        await start_tasks(number)
+        await anyio.sleep(every)
+    print(f'{number} rounds started; the dashboard stays up until you stop it.')
 
 
 def http(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
@@ -165,6 +196,8 @@ class Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
         self.ready = anyio.Event()
+        self.work = anyio.CancelScope()
+        """The rounds of tasks: they stop first when the server stops."""
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -173,6 +206,7 @@ class Server(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # Closing the manager stops the tasks and ends the dashboards' event streams, which the server would
         # otherwise wait for.
+        self.work.cancel()
         await manager.aclose()
         await super().shutdown(sockets)
 
@@ -190,7 +224,8 @@ async def main() -> None:
             server.should_exit = True
         else:
             print('Open it in a browser: answer the writer, cancel tasks, watch the tree. Ctrl+C to stop.')
-            await start_tasks()
+            with server.work:
+                await keep_working()
 
 
 if __name__ == '__main__':

@@ -10,8 +10,15 @@ Needs Debian's `chromium` at /usr/bin/chromium (`apt-get install -y chromium`); 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +112,8 @@ async def test_dashboard_shows_controls_and_escapes_tasks_in_chromium(tmp_path: 
             slow_id = (await manager.start(worker(slow.model(), 'researcher'), 'Survey every tide pool', scope='c1')).id
             await expect(row(page, slow_id)).to_have_attribute('data-state', 'running')
             await expect(row(page, slow_id).locator('.description').first).to_have_text('Survey every tide pool')
+            await expect(page.locator('#counts')).to_have_text('1 task, 1 live')
+            await expect(row(page, slow_id).locator('.usage')).to_have_text('0 requests · 0 tool calls · 0 tokens')
 
             xss_id = (await manager.start(worker(child_text(XSS_RESULT), 'writer'), XSS_DESCRIPTION, scope='c1')).id
             await expect(row(page, xss_id)).to_have_attribute('data-state', 'completed')
@@ -144,8 +153,9 @@ async def test_dashboard_shows_controls_and_escapes_tasks_in_chromium(tmp_path: 
             await expect(row(page, ask_id)).to_have_attribute('data-state', 'completed')
             await expect(row(page, ask_id).locator('.output-text')).to_have_text('The <b>north</b> pool')
 
-            # Hard-cancel the slow task with its button.
-            await row(page, slow_id).locator('.cancel-hard').click()
+            # Hard-cancel the slow task with its button, and confirm.
+            await row(page, slow_id).locator('.cancel-hard').first.click()
+            await page.locator('#confirm .confirm-stop').click()
             await expect(row(page, slow_id)).to_have_attribute('data-state', 'cancelled')
             await expect(row(page, slow_id).locator('.badge')).to_have_text('cancelled')
             await expect(row(page, slow_id).locator('.cancel-hard')).to_be_hidden()
@@ -162,3 +172,379 @@ async def test_dashboard_shows_controls_and_escapes_tasks_in_chromium(tmp_path: 
             nested.release.set()
     assert (tmp_path / 'dashboard.png').stat().st_size > 10_000
     assert time.monotonic() - started < 30
+
+
+def card(page: Page, task_id: str) -> Any:
+    """The task's own card (not those of the tasks below it)."""
+    return row(page, task_id).locator(':scope > .card')
+
+
+def plural(count: int, word: str) -> str:
+    return f'{count:,} {word}' + ('' if count == 1 else 's')
+
+
+def usage_text(usage: dict[str, int]) -> str:
+    return ' · '.join(
+        (
+            plural(usage['requests'], 'request'),
+            plural(usage['tool_calls'], 'tool call'),
+            plural(usage['total_tokens'], 'token'),
+        )
+    )
+
+
+def minus(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {k: a[k] - b[k] for k in a}
+
+
+async def launch(pw: Any) -> Any:
+    if not CHROMIUM_FOUND:
+        pytest.fail(
+            f'{CHROMIUM} is missing: install Debian\'s chromium ("apt-get install -y chromium") to run this test'
+        )
+    return await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+
+
+def priced_reader() -> tuple[SubAgentConfig, list[int]]:
+    """A subagent on a model Pydantic AI has prices for, reading page after page until it is stopped."""
+    from pydantic_ai.messages import ModelMessage, ModelResponse, ToolCallPart
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+    from pydantic_ai.toolsets import FunctionToolset
+    from pydantic_ai.usage import RequestUsage
+
+    turns = [0]
+
+    def look(page: int) -> str:
+        """Read a page."""
+        return f'page {page} read'
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        turns[0] += 1
+        if turns[0] > 4:
+            await anyio.sleep_forever()  # until the test stops it
+        return ModelResponse(
+            parts=[ToolCallPart('look', {'page': turns[0]})], usage=RequestUsage(input_tokens=1000, output_tokens=100)
+        )
+
+    config = SubAgentConfig(
+        name='reader',
+        instructions='You read.',
+        toolsets=[FunctionToolset([look])],
+        model=FunctionModel(model, model_name='gpt-4o'),
+    )
+    return config, turns
+
+
+async def start_noter(manager: TaskManager) -> tuple[str, anyio.Event]:
+    """A subagent in a tool call until `go` is set; asked to wrap up, it answers with a partial result."""
+    from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, ToolCallPart, UserPromptPart
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+    from pydantic_ai.toolsets import FunctionToolset
+
+    entered, go = anyio.Event(), anyio.Event()
+
+    async def take_notes() -> str:
+        """Take notes."""
+        entered.set()
+        await go.wait()
+        return '2 notes taken'
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        prompts = [
+            p.content
+            for m in messages
+            if isinstance(m, ModelRequest)
+            for p in m.parts
+            if isinstance(p, UserPromptPart) and isinstance(p.content, str)
+        ]
+        if any('CANCELLATION REQUEST' in p for p in prompts):
+            return ModelResponse(parts=[TextPart('Partial: 2 of 5 notes taken.')])
+        return ModelResponse(parts=[ToolCallPart('take_notes', {})])
+
+    config = SubAgentConfig(
+        name='noter',
+        instructions='You take notes.',
+        toolsets=[FunctionToolset([take_notes])],
+        model=FunctionModel(model),
+    )
+    task_id = (await manager.start(config, 'Take five notes', scope='dunes')).id
+    with anyio.fail_after(10):
+        await entered.wait()
+    return task_id, go
+
+
+async def test_dashboard_explains_a_task_in_chromium(tmp_path: Path) -> None:
+    problems: list[str] = []
+    slow = Gate()
+    async with TaskManager(max_nesting_depth=2) as manager, serving(manager) as url, async_playwright() as pw:
+        browser = await launch(pw)
+        try:
+            context = await browser.new_context(
+                viewport={'width': 1400, 'height': 950}, permissions=['clipboard-read', 'clipboard-write']
+            )
+            page = await context.new_page()
+            page.on('console', lambda m: problems.append(m.text) if m.type in ('error', 'warning') else None)
+            page.on('pageerror', lambda error: problems.append(f'page error: {error}'))
+            await page.goto(url)
+            await expect(page.locator('#connection')).to_have_attribute('data-state', 'live')
+
+            # A lead with two subtasks: a quick one that finishes, a slow one still running.
+            team = create_subagent_toolset(
+                [worker(child_text('Counted 14 crabs'), 'counter'), worker(slow.model(), 'surveyor')],
+                manager=manager,
+                general_purpose=False,
+            )
+            lead_script = Script(
+                [
+                    [
+                        call('task', description='Count the crabs', subagent_type='counter', mode='async'),
+                        call('task', description='Survey the tide pools', subagent_type='surveyor', mode='async'),
+                    ],
+                    lambda s: [call('wait_tasks', task_ids=[task_id_from(r) for r in s.last], timeout=60)],
+                ]
+            )
+            lead = SubAgentConfig(name='lead', instructions='You lead.', toolsets=[team], model=lead_script.model())
+            lead_id = (await manager.start(lead, 'Lead the tide-pool count', scope='beach')).id
+            writer_id = (
+                await manager.start(
+                    worker(child_text('Shells, <b>sand</b>'), 'writer'), 'Write a tagline', scope='dunes'
+                )
+            ).id
+            asking = Script([[call('ask_parent', question='Which dune first?')], lambda s: [text(s.reply())]])
+            asker_id = (await manager.start(worker(asking.model(), 'planner'), 'Plan the dune walk', scope='dunes')).id
+            reader, turns = priced_reader()
+            reader_id = (await manager.start(reader, 'Read the field guide', scope='dunes')).id
+            with anyio.fail_after(10):
+                await slow.entered.wait()
+                while turns[0] < 5 or not any(r.subagent == 'counter' and r.is_terminal for r in manager.list()):
+                    await anyio.sleep(0.01)
+            [counter] = [r for r in manager.list() if r.subagent == 'counter']
+            [surveyor] = [r for r in manager.list() if r.subagent == 'surveyor']
+            await expect(row(page, writer_id)).to_have_attribute('data-state', 'completed')
+            await expect(row(page, asker_id)).to_have_attribute('data-state', 'waiting_for_answer')
+            await expect(row(page, lead_id).locator(f'li.task[data-task-id="{surveyor.id}"]')).to_be_visible()
+
+            # Usage: words agree with their numbers, and a parent shows its own usage apart from its subtasks'.
+            # Usage changes send no event: the page re-reads live tasks every few seconds, and catches up.
+            views = {t['id']: t for t in json.loads(await page.evaluate("fetch('tasks').then(r => r.text())"))['tasks']}
+            reader_usage = card(page, reader_id).locator('.usage')
+            await expect(reader_usage).to_have_text(usage_text(views[reader_id]['usage']), timeout=15_000)
+            await expect(card(page, writer_id).locator('.usage')).to_have_text(usage_text(views[writer_id]['usage']))
+            assert views[writer_id]['usage']['requests'] == 1
+            await expect(card(page, writer_id).locator('.usage')).to_contain_text('1 request · 0 tool calls')
+            await expect(card(page, writer_id).locator('.usage-total')).to_be_hidden()
+            await expect(card(page, reader_id).locator('.usage')).to_contain_text('4 requests · 4 tool calls')
+            lead_view = views[lead_id]
+            assert lead_view['subtask_usage']['requests'] == 1 and lead_view['live_subtasks'] == 1
+            own = minus(lead_view['usage'], lead_view['subtask_usage'])
+            await expect(card(page, lead_id).locator('.usage')).to_have_text('own: ' + usage_text(own))
+            tree_total = {k: lead_view['usage'][k] + views[surveyor.id]['usage'][k] for k in own}
+            await expect(card(page, lead_id).locator('.usage-total')).to_have_text(
+                'with subtasks: ' + usage_text(tree_total)
+            )
+            body = await page.locator('body').inner_text()
+            assert not re.search(r'(?<![\d,])1 (tasks|requests|tool calls|tokens|tools)\b', body), body
+            await page.screenshot(path=tmp_path / 'usage.png', full_page=True)
+
+            # Filters: by state, by conversation, and a search; the count of matches follows.
+            await page.locator('#state-filter').select_option('completed')
+            await expect(row(page, writer_id)).to_be_visible()
+            await expect(row(page, asker_id)).to_be_hidden()
+            await expect(row(page, lead_id)).to_have_class(re.compile(r'\bcontext\b'))  # above the completed counter
+            await expect(row(page, counter.id)).to_be_visible()
+            await expect(page.locator('#shown')).to_have_text('2 of 6 tasks match')
+            await page.screenshot(path=tmp_path / 'filter-state.png', full_page=True)
+            await page.locator('#state-filter').select_option('')
+            await page.locator('#scope-filter').select_option('dunes')
+            for task_id in (writer_id, asker_id, reader_id):
+                await expect(row(page, task_id)).to_be_visible()
+            await expect(row(page, lead_id)).to_be_hidden()
+            await page.locator('#scope-filter').select_option('beach')
+            await expect(row(page, lead_id)).to_be_visible()
+            await expect(row(page, counter.id)).to_be_visible()  # a subtask belongs to its parent's conversation
+            await expect(row(page, writer_id)).to_be_hidden()
+            await page.locator('#scope-filter').select_option('')
+            await page.locator('#search').fill('tide survey')
+            await expect(row(page, surveyor.id)).to_be_visible()
+            await expect(row(page, counter.id)).to_be_hidden()
+            await expect(row(page, writer_id)).to_be_hidden()
+            await page.locator('#search').fill('nothing like this')
+            await expect(page.locator('#no-match')).to_be_visible()
+            await page.locator('#search').fill(reader_id[:10])
+            await expect(row(page, reader_id)).to_be_visible()
+            await expect(page.locator('#shown')).to_have_text('1 of 6 tasks match')
+            await page.screenshot(path=tmp_path / 'filter-search.png', full_page=True)
+            await page.locator('#search').fill('')
+
+            # The drawer of a finished task: description, result, timeline, usage; and its id copied.
+            await card(page, writer_id).locator('.details').click()
+            drawer = page.locator('#drawer')
+            await expect(drawer).to_be_visible()
+            await expect(drawer.locator('.description')).to_have_text('Write a tagline')
+            await expect(drawer.locator('.output-label')).to_have_text('Result')
+            await expect(drawer.locator('.output-text')).to_have_text('Shells, <b>sand</b>')
+            steps = drawer.locator('.timeline .step')
+            await expect(steps).to_have_count(3)
+            assert [await s.get_attribute('data-state') for s in await steps.all()] == [
+                'pending',
+                'running',
+                'completed',
+            ]
+            await expect(drawer.locator('.usage-table tbody tr')).to_have_count(1)
+            await expect(drawer.locator('.tools-note')).to_contain_text('transcripts are kept for stopped and failed')
+            await drawer.locator('.copy-id').click()
+            await expect(page.locator('#toast')).to_contain_text('Copied the task id')
+            assert await page.evaluate('navigator.clipboard.readText()') == writer_id
+            await page.screenshot(path=tmp_path / 'drawer-completed.png', full_page=True)
+
+            # A waiting task's drawer shows its question; the timeline follows it live once answered.
+            await card(page, asker_id).locator('.details').click()
+            await expect(drawer.locator('.question')).to_have_text('Which dune first?')
+            await card(page, asker_id).locator('.answer-input').fill('The tall one')
+            await card(page, asker_id).locator('.answer-button').click()
+            await expect(drawer.locator('.timeline .step.current')).to_have_attribute('data-state', 'completed')
+            assert [await s.get_attribute('data-state') for s in await steps.all()] == [
+                'pending',
+                'running',
+                'waiting_for_answer',
+                'running',
+                'completed',
+            ]
+            await expect(drawer.locator('.question-section')).to_be_hidden()
+
+            # The parent's drawer: own, rolled-up and whole-tree usage in rows.
+            await card(page, lead_id).locator('.details').click()
+            rows = drawer.locator('.usage-table tbody tr')
+            await expect(rows).to_have_count(3)
+            await expect(rows.nth(0)).to_contain_text('own')
+            await expect(rows.nth(1)).to_contain_text('finished subtasks (in usage)')
+            await expect(drawer.locator('.usage-note')).to_contain_text('1 subtask still running')
+
+            # A hard cancel asks first, saying how many tasks it stops; "Keep running" stops nothing.
+            await card(page, lead_id).locator('.cancel-hard').click()
+            dialog = page.locator('#confirm')
+            await expect(dialog).to_be_visible()
+            await expect(dialog.locator('.confirm-text')).to_contain_text('This stops 2 tasks now')
+            await expect(dialog.locator('.confirm-text')).to_contain_text('1 live subtask below it')
+            await expect(dialog.locator('.confirm-stop')).to_have_text('Stop 2 tasks')
+            await page.screenshot(path=tmp_path / 'confirm-hard-cancel.png', full_page=True)
+            await dialog.locator('.confirm-keep').click()
+            await expect(dialog).to_be_hidden()
+            await page.evaluate('() => new Promise((done) => setTimeout(done, 300))')
+            lead_record = manager.get(lead_id)
+            assert lead_record is not None and lead_record.cancel is None
+            await card(page, lead_id).locator('.cancel-hard').click()
+            await dialog.locator('.confirm-stop').click()
+            await expect(row(page, lead_id)).to_have_attribute('data-state', 'cancelled')
+            await expect(row(page, surveyor.id)).to_have_attribute('data-state', 'cancelled')
+            # The stopped lead's drawer: its tool calls, the one it was stopped in without a result; no price known.
+            lead_calls = drawer.locator('.tool-calls .tool-call')
+            await expect(lead_calls).to_have_count(3)
+            await expect(lead_calls.locator('.tool-name')).to_have_text(['task', 'task', 'wait_tasks'])
+            await expect(lead_calls.nth(0).locator('.tool-result')).to_contain_text('Task started with ID: ')
+            await expect(lead_calls.nth(2).locator('.tool-result')).to_have_text('(no result recorded)')
+            await expect(drawer.locator('.cost')).to_have_text('Cost: no price known for its model.')
+
+            # A single task: the confirmation says so. Then its drawer shows its last tool calls and their cost.
+            await card(page, reader_id).locator('.cancel-hard').click()
+            await expect(dialog.locator('.confirm-text')).to_contain_text('This stops the reader task now')
+            await expect(dialog.locator('.confirm-stop')).to_have_text('Stop 1 task')
+            await dialog.locator('.confirm-stop').click()
+            await expect(row(page, reader_id)).to_have_attribute('data-state', 'cancelled')
+            await card(page, reader_id).locator('.details').click()
+            calls = drawer.locator('.tool-calls .tool-call')
+            await expect(calls).to_have_count(4)
+            await expect(calls.nth(3).locator('.tool-name')).to_have_text('look')
+            await expect(calls.nth(3).locator('.tool-args')).to_have_text('{"page":4}')
+            await expect(calls.nth(3).locator('.tool-result')).to_have_text('page 4 read')
+            await expect(drawer.locator('.tools-note')).to_have_text('The last 4 tool calls of 4, oldest first.')
+            await expect(
+                drawer.locator('.cost')
+            ).to_have_text(
+                "Cost of its own requests: $0.0140 for 4 priced requests (Pydantic AI's price data)."  # the 5th was stopped
+            )
+            await expect(drawer.locator('.timeline .step.current')).to_have_attribute('data-state', 'cancelled')
+            await page.screenshot(path=tmp_path / 'drawer-cancelled.png', full_page=True)
+
+            # A soft cancel: the subagent wraps up, and the drawer shows its partial result.
+            noter_id, go = await start_noter(manager)
+            await card(page, noter_id).locator('.cancel-soft').click()
+            await expect(card(page, noter_id).locator('.cancel-info')).to_have_text('soft cancel requested by web')
+            go.set()
+            await expect(row(page, noter_id)).to_have_attribute('data-state', 'cancelled')
+            await card(page, noter_id).locator('.details').click()
+            await expect(drawer.locator('.output-label')).to_have_text('Partial result')
+            await expect(drawer.locator('.output-text')).to_have_text('Partial: 2 of 5 notes taken.')
+            await drawer.locator('.close').click()
+            await expect(drawer).to_be_hidden()
+            assert await page.evaluate('typeof window.__xss') == 'undefined'
+            assert problems == []
+        finally:
+            await browser.close()
+            slow.release.set()
+    for name in (
+        'usage',
+        'filter-state',
+        'filter-search',
+        'drawer-completed',
+        'confirm-hard-cancel',
+        'drawer-cancelled',
+    ):
+        assert (tmp_path / f'{name}.png').stat().st_size > 10_000
+
+
+async def test_the_demo_keeps_producing_work_for_a_late_visitor(tmp_path: Path) -> None:
+    # The real demo, bounded: three rounds one second apart, then it serves until it is stopped (Ctrl+C).
+    root = Path(__file__).parent.parent
+    env = {k: v for k, v in os.environ.items() if k != 'SUBAGENTS_DEMO_MODEL'}
+    env.update(PORT='0', SUBAGENTS_DEMO_ROUNDS='3', SUBAGENTS_DEMO_EVERY='1', PYTHONUNBUFFERED='1')
+    process = subprocess.Popen(  # noqa: ASYNC220 (read from a thread below)
+        [sys.executable, str(root / 'examples' / 'web_dashboard.py')],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+
+    async def line_with(text: str) -> str:
+        assert process.stdout is not None
+        with anyio.fail_after(30):
+            while True:
+                line = await anyio.to_thread.run_sync(process.stdout.readline)
+                if not line:
+                    raise AssertionError('the demo ended early:\n' + ''.join(output))
+                output.append(line)
+                if text in line:
+                    return line
+
+    try:
+        url = (await line_with('Dashboard: ')).split('Dashboard: ', 1)[1].strip()
+        await line_with('parent (round 2)')
+        async with async_playwright() as pw:
+            browser = await launch(pw)
+            try:
+                page = await browser.new_page(viewport={'width': 1400, 'height': 950})
+                await page.goto(url)  # a visitor who comes late still finds work going on, and more arriving
+                await expect(page.locator('#connection')).to_have_attribute('data-state', 'live')
+                await expect(page.locator('li.task[data-state="running"]').first).to_be_visible()
+                conversations = page.locator('#scope-filter option')
+                await expect(conversations.nth(2)).to_be_attached()  # "any" and a conversation per round so far
+                await line_with('parent (round 3)')
+                await expect(conversations).to_have_count(4)
+                await expect(page.locator('#counts')).to_contain_text(' live')
+                await page.screenshot(path=tmp_path / 'demo.png', full_page=True)
+            finally:
+                await browser.close()
+        await line_with('3 rounds started')
+        process.send_signal(signal.SIGINT)
+        rest, _ = await anyio.to_thread.run_sync(partial(process.communicate, timeout=30))
+        output.append(rest)
+        assert process.returncode == 0, ''.join(output)
+        assert ''.join(output).rstrip().endswith('Stopped.')
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert (tmp_path / 'demo.png').stat().st_size > 10_000

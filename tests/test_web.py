@@ -33,7 +33,7 @@ from pydantic_ai_subagents.web._dashboard import dashboard_html
 from pydantic_ai_subagents.web._poll import SnapshotFollower
 from pydantic_ai_subagents.web._sse import EventJournal, stream_events
 
-from .conftest import Gate, Script, call, child_text, text
+from .conftest import Gate, Script, call, child_text, task_id_from, text
 
 BASE = 'http://t'
 
@@ -909,6 +909,7 @@ def test_schema_lists_every_route() -> None:
         '/tasks/{task_id}',
         '/tasks/{task_id}/cancel',
         '/tasks/{task_id}/answer',
+        '/tasks/{task_id}/activity',
     }
     assert set(paths['/tasks/{task_id}/cancel']['post']['responses']) == {'200', '404', '409', '413', '422'}
 
@@ -986,3 +987,154 @@ async def test_a_browser_style_reconnect_resumes_on_a_real_server() -> None:
             ('TaskStarted', second.id),
             ('TaskCompleted', second.id),
         ]
+
+
+# ---------------------------------------------------------------------------------------------------- usage
+
+
+@pytest.mark.anyio
+async def test_usage_counts_each_model_request_while_its_tools_run() -> None:
+    # Each model request calls a tool that holds until released: the record is read while the tool runs.
+    from pydantic_ai.toolsets import FunctionToolset
+
+    entered, release = [anyio.Event() for _ in range(3)], [anyio.Event() for _ in range(3)]
+    held = 0
+
+    async def hold() -> str:
+        """Wait a little."""
+        nonlocal held
+        held += 1
+        entered[held - 1].set()
+        await release[held - 1].wait()
+        return 'held'
+
+    script = Script([[call('hold')], [call('hold')], [call('hold')]], final='done')
+    config = SubAgentConfig(
+        name='holder', instructions='You hold.', toolsets=[FunctionToolset([hold])], model=script.model()
+    )
+    async with serve() as (manager, client):
+        task_id = (await manager.start(config, 'hold three times', scope='c1')).id
+        for n in (1, 2, 3):
+            with anyio.fail_after(5):
+                await entered[n - 1].wait()
+            usage = (await client.get(f'/tasks/{task_id}')).json()['usage']
+            assert usage['requests'] == n, (n, usage)
+            assert usage['tool_calls'] == n - 1  # the call that runs now is counted when it returns
+            release[n - 1].set()
+        record = await manager.wait_for(task_id, timeout=5)
+        assert record.status is TaskStatus.COMPLETED
+        assert record.usage.requests == 4 and record.usage.tool_calls == 3
+
+
+@pytest.mark.anyio
+async def test_a_parent_shows_its_own_usage_apart_from_its_finished_subtasks() -> None:
+    from pydantic_ai_subagents import create_subagent_toolset
+
+    gate = Gate()
+    quick, slow = worker(child_text('quick answer'), 'quick'), worker(gate.model(), 'slow')
+    async with serve() as (manager, client):
+        team = create_subagent_toolset([quick, slow], manager=manager, general_purpose=False)
+        lead_script = Script(
+            [
+                [
+                    call('task', description='quick part', subagent_type='quick', mode='async'),
+                    call('task', description='slow part', subagent_type='slow', mode='async'),
+                ],
+                lambda s: [call('wait_tasks', task_ids=[task_id_from(r) for r in s.last], timeout=30)],
+            ]
+        )
+        lead = SubAgentConfig(name='lead', instructions='You lead.', toolsets=[team], model=lead_script.model())
+        lead_id = (await manager.start(lead, 'lead the work', scope='c1')).id
+        with anyio.fail_after(5):
+            await gate.entered.wait()
+            while not any(r.subagent == 'quick' and r.is_terminal for r in manager.list()):
+                await anyio.sleep(0.01)
+        # The lead waits in wait_tasks: its record shows the quick task's usage rolled up at once.
+        view = (await client.get(f'/tasks/{lead_id}')).json()
+        assert view['usage']['requests'] == 3  # two of its own, one of the quick task
+        assert view['subtask_usage']['requests'] == 1
+        assert view['subtask_usage']['total_tokens'] > 0
+        assert view['live_subtasks'] == 1
+        listed = {t['id']: t for t in (await client.get('/tasks')).json()['tasks']}
+        assert {**listed[lead_id], 'elapsed_seconds': 0} == {**view, 'elapsed_seconds': 0}
+        assert all(t['subtask_usage']['requests'] == 0 for i, t in listed.items() if i != lead_id)
+
+        # A hard cancel stops the lead and the slow task: a task that ended after the lead is not in its usage.
+        await client.post(f'/tasks/{lead_id}/cancel', json={'kind': 'hard'})
+        for r in manager.list():
+            await manager.wait_for(r.id, until_question=False, timeout=5)
+        view = (await client.get(f'/tasks/{lead_id}')).json()
+        assert view['status']['state'] == 'cancelled' and view['live_subtasks'] == 0
+        assert view['subtask_usage']['requests'] == 1 and view['usage']['requests'] == 3
+
+
+@pytest.mark.anyio
+async def test_activity_shows_the_last_tool_calls_and_what_is_priced() -> None:
+    from pydantic_ai.messages import ModelMessage, ModelResponse, ToolCallPart
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+    from pydantic_ai.toolsets import FunctionToolset
+    from pydantic_ai.usage import RequestUsage
+
+    from pydantic_ai_subagents.web._activity import MAX_TOOL_CALLS, MAX_TOOL_TEXT_CHARS
+
+    def look(page: int) -> str:
+        """Read a page."""
+        return f'page {page}: ' + 'x' * (MAX_TOOL_TEXT_CHARS if page == 12 else 3)
+
+    turns = 0
+
+    async def priced(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        # A real model's name, so Pydantic AI's price data knows it; usage as a provider would report it.
+        nonlocal turns
+        turns += 1
+        if turns > 12:
+            await anyio.sleep_forever()  # stopped here by the test
+        return ModelResponse(
+            parts=[ToolCallPart('look', {'page': turns})], usage=RequestUsage(input_tokens=1000, output_tokens=100)
+        )
+
+    gate = Gate()
+    config = SubAgentConfig(
+        name='reader',
+        instructions='You read.',
+        toolsets=[FunctionToolset([look])],
+        model=FunctionModel(priced, model_name='gpt-4o'),
+    )
+    async with serve() as (manager, client):
+        live_id = await running(manager, gate)
+        live = (await client.get(f'/tasks/{live_id}/activity')).json()
+        assert live == {
+            'task_id': live_id,
+            'transcript_available': False,
+            'tool_calls': [],
+            'tool_calls_total': 0,
+            'cost': None,
+        }
+        # The transcript is kept once a task is stopped (or fails): a soft cancel after twelve pages ends it.
+        reader = await manager.start(config, 'read pages until asked to stop', scope='c1')
+        with anyio.fail_after(10):
+            while turns < 13:
+                await anyio.sleep(0.01)
+        manager.hard_cancel(reader.id)
+        await manager.wait_for(reader.id, timeout=10)
+        activity = (await client.get(f'/tasks/{reader.id}/activity')).json()
+        assert activity['transcript_available'] is True
+        total = activity['tool_calls_total']
+        assert total >= 12
+        calls = activity['tool_calls']
+        assert len(calls) == MAX_TOOL_CALLS
+        assert [json.loads(c['args'])['page'] for c in calls] == list(range(total - 9, total + 1))
+        assert calls[0]['tool_name'] == 'look' and calls[0]['timestamp'] is not None
+        returned = {json.loads(c['args'])['page']: c['result'] for c in calls}
+        assert returned[11] == 'page 11: xxx'
+        assert returned[12] is not None and returned[12].endswith('x... [9 more characters]')
+        cost = activity['cost']
+        assert cost['unpriced_requests'] == 0 and cost['priced_requests'] >= 12
+        assert cost['total_usd'] == pytest.approx(cost['priced_requests'] * 0.0035)
+
+        gate.release.set()
+        await manager.wait_for(live_id, timeout=5)
+        finished = (await client.get(f'/tasks/{live_id}/activity')).json()
+        assert finished['transcript_available'] is False  # a completed task keeps no transcript
+        assert (await client.get('/tasks/nope/activity')).status_code == 404
+        assert (await client.get(f'/tasks/{reader.id}/activity', params={'scope': 'c2'})).status_code == 404

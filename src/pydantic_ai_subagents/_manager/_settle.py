@@ -70,6 +70,7 @@ class Settler:
                 manager.cascade_hard_cancel(child_id)
             if runtime.parent_usage is not None:
                 runtime.parent_usage.incr(job.usage)
+                self._parent_usage_changed(job.id)
             if job.ledger is not None:
                 job.ledger.settle()
             if outcome.transcript is not None:
@@ -94,6 +95,16 @@ class Settler:
             self.prune()
         except Exception:  # a store or a listener failing must not take the manager down with this task
             logger.exception('settling task %s failed', job.id)
+
+    def _parent_usage_changed(self, task_id: str) -> None:
+        # The parent's record shows the roll-up now, not at its next model turn: readers can tell own from rolled up.
+        record = self.store.get(task_id)
+        parent = None if record is None or record.parent_task_id is None else self.runtimes.get(record.parent_task_id)
+        if parent is None:
+            return
+        parent_record = self.store.get(parent.id)
+        if parent_record is not None and not parent_record.is_terminal:
+            self.store.update(parent.id, usage=usage_snapshot(parent.job))
 
     def fail_orphan(self, record: TaskRecord, error: str) -> None:
         """End a live task of a process that died (its lease ran out) as `FAILED`."""

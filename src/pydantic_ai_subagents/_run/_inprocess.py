@@ -36,7 +36,8 @@ class InProcessExecutor:
         reset = current_task.set(job)
         try:
             observer.started()
-            output = await drive(job, token=control.token, on_run=control.bind)
+            # Usage is read again once each response is in, so the record counts a request while its tools run.
+            output = await drive(job, token=control.token, on_run=control.bind, after_response=observer.progress)
         except BaseException as e:
             if is_real_cancel(e):
                 raise

@@ -23,6 +23,7 @@ app.include_router(create_router(toolset.manager, auth=require_operator, prefix=
 The dashboard is then at `/subagents/`.
 
 The routes follow the task methods of the A2A protocol: `GET /tasks` (list), `GET /tasks/{task_id}` (get),
+`GET /tasks/{task_id}/activity` (its last tool calls and cost, once it has ended),
 `POST /tasks/{task_id}/cancel` (cancel, `{"kind": "soft" | "hard"}`), `POST /tasks/{task_id}/answer` (answer a
 subagent's question), `GET /tasks/events` (server-sent events, resumable with `Last-Event-ID`) and `GET /` (the
 dashboard page). Authentication is
@@ -38,6 +39,7 @@ if find_spec('fastapi') is None:  # pragma: no cover - depends on the environmen
         'pydantic_ai_subagents.web needs FastAPI: install the web extra, pip install "pydantic-ai-subagents[web]"'
     )
 
+from ._activity import CostView, TaskActivity, ToolCallView
 from ._app import create_app
 from ._models import (
     AnswerTaskBody,
@@ -62,10 +64,13 @@ __all__ = (
     'CancelTaskBody',
     'CancelTaskResult',
     'CancelView',
+    'CostView',
     'ErrorDetail',
     'StatusView',
+    'TaskActivity',
     'TaskList',
     'TaskView',
+    'ToolCallView',
     'UsageView',
     'create_app',
     'create_router',

@@ -10,6 +10,7 @@ whoever displays it.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 
 from .._events import TaskEvent
-from .._state import TaskMode, TaskRecord, TaskStatus
+from .._state import TaskMode, TaskRecord, TaskStatus, TaskUsage
 
 __all__ = (
     'AnswerTaskBody',
@@ -33,6 +34,7 @@ __all__ = (
     'UsageView',
     'event_to_json',
     'render_text',
+    'task_views',
 )
 
 MAX_ANSWER_CHARS = 20_000
@@ -84,6 +86,17 @@ class UsageView(_Model):
     total_tokens: int
     """Input plus output tokens."""
 
+    @classmethod
+    def of(cls, usage: TaskUsage) -> UsageView:
+        """The view of a task's usage."""
+        return cls(
+            requests=usage.requests,
+            tool_calls=usage.tool_calls,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            total_tokens=usage.total_tokens,
+        )
+
 
 class CancelView(_Model):
     """A cancel request recorded on a task."""
@@ -128,7 +141,11 @@ class TaskView(_Model):
     note: str | None
     """An extra remark on how the task ended."""
     usage: UsageView
-    """Usage of the subagent's run so far."""
+    """Usage of the subagent's run so far, rolled up: each subtask's usage is added when it ends (`subtask_usage`)."""
+    subtask_usage: UsageView
+    """The part of `usage` that was rolled up from finished subtasks; `usage` less this is the task's own."""
+    live_subtasks: int
+    """Live tasks below this one (started by its subagent, or by theirs): a hard cancel stops them too."""
     created_at: datetime
     """When the task was created (UTC)."""
     elapsed_seconds: float
@@ -137,8 +154,16 @@ class TaskView(_Model):
     """Every state entered, oldest first."""
 
     @classmethod
-    def from_record(cls, record: TaskRecord) -> TaskView:
-        """Build the view of a task snapshot."""
+    def from_record(
+        cls, record: TaskRecord, subtasks: Sequence[TaskRecord] = (), *, live_subtasks: int = 0
+    ) -> TaskView:
+        """Build the view of a task snapshot.
+
+        Args:
+            record: The task.
+            subtasks: The tasks its subagent started (its direct children), to tell its own usage from theirs.
+            live_subtasks: How many tasks below it are live.
+        """
         history = [StatusView(state=t.status, timestamp=_wall_clock(record, t.at)) for t in record.history]
         status = history[-1] if history else StatusView(state=record.status, timestamp=record.created_at)
         cancel = None
@@ -148,7 +173,6 @@ class TaskView(_Model):
                 requested_by=record.cancel.requested_by,
                 requested_at=_wall_clock(record, record.cancel.at),
             )
-        usage = record.usage
         return cls(
             id=record.id,
             subagent=record.subagent,
@@ -164,17 +188,51 @@ class TaskView(_Model):
             question=record.question,
             cancel=cancel,
             note=record.note,
-            usage=UsageView(
-                requests=usage.requests,
-                tool_calls=usage.tool_calls,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                total_tokens=usage.total_tokens,
-            ),
+            usage=UsageView.of(record.usage),
+            subtask_usage=UsageView.of(_rolled_up(record, subtasks)),
+            live_subtasks=live_subtasks,
             created_at=record.created_at,
             elapsed_seconds=round(record.elapsed(), 3),
             history=history,
         )
+
+
+def _rolled_up(record: TaskRecord, subtasks: Iterable[TaskRecord]) -> TaskUsage:
+    """The usage of the subtasks already counted in `record.usage`.
+
+    Those that ended before the record was last written: a task that ended first keeps the usage it had, and its
+    subtasks stopped after it are not in it.
+    """
+    ended = record.history[-1].at if record.is_terminal and record.history else None
+    counted = [
+        sub.usage
+        for sub in subtasks
+        if sub.is_terminal and sub.history and (ended is None or sub.history[-1].at <= ended)
+    ]
+    return TaskUsage(
+        requests=sum(u.requests for u in counted),
+        tool_calls=sum(u.tool_calls for u in counted),
+        input_tokens=sum(u.input_tokens for u in counted),
+        output_tokens=sum(u.output_tokens for u in counted),
+    )
+
+
+def task_views(records: Sequence[TaskRecord], every: Sequence[TaskRecord]) -> list[TaskView]:
+    """The views of `records`, each with its subtasks found among `every` (all the manager's tasks)."""
+    children: dict[str, list[TaskRecord]] = {}
+    for r in every:
+        if r.parent_task_id is not None:
+            children.setdefault(r.parent_task_id, []).append(r)
+
+    def live_below(task_id: str, seen: set[str]) -> int:
+        count = 0
+        for child in children.get(task_id, ()):
+            if child.id not in seen:
+                seen.add(child.id)
+                count += (not child.is_terminal) + live_below(child.id, seen)
+        return count
+
+    return [TaskView.from_record(r, children.get(r.id, ()), live_subtasks=live_below(r.id, {r.id})) for r in records]
 
 
 class TaskList(_Model):

@@ -32,6 +32,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from .._manager import TaskManager
 from .._state import TaskRecord, TaskStatus
+from ._activity import TaskActivity, task_activity
 from ._body import MAX_BODY_BYTES, read_json_body, request_body_openapi
 from ._dashboard import dashboard_response
 from ._models import (
@@ -42,6 +43,7 @@ from ._models import (
     ErrorDetail,
     TaskList,
     TaskView,
+    task_views,
 )
 from ._sse import EVENT_HISTORY, EventJournal, current_loop, stream_events
 
@@ -180,6 +182,9 @@ def create_router(
     def current(record: TaskRecord) -> TaskRecord:
         return manager.get(record.id) or record
 
+    def view(record: TaskRecord) -> TaskView:
+        return task_views([record], manager.list())[0]
+
     @router.get('/', response_class=HTMLResponse, include_in_schema=False, name='subagents_dashboard')
     async def dashboard() -> HTMLResponse:  # pyright: ignore[reportUnusedFunction]
         """The dashboard page: a live task tree with answer and cancel controls."""
@@ -197,7 +202,7 @@ def create_router(
         if state:
             wanted = set(state)
             records = [r for r in records if r.status in wanted]
-        return TaskList(tasks=[TaskView.from_record(r) for r in records])
+        return TaskList(tasks=task_views(records, manager.list()))
 
     @router.get(
         '/tasks/events',
@@ -243,7 +248,17 @@ def create_router(
     @router.get('/tasks/{task_id}', name='subagents_get_task', summary='Get a task', responses=not_found)
     async def get_task(task_id: str, scope: ScopeQuery = None) -> TaskView:  # pyright: ignore[reportUnusedFunction]
         """Read one task (A2A: `tasks/get`)."""
-        return TaskView.from_record(find(task_id, scope))
+        return view(find(task_id, scope))
+
+    @router.get(
+        '/tasks/{task_id}/activity', name='subagents_task_activity', summary="A task's activity", responses=not_found
+    )
+    async def task_activity_route(  # pyright: ignore[reportUnusedFunction]
+        task_id: str, scope: ScopeQuery = None
+    ) -> TaskActivity:
+        """A task's last tool calls and the cost of its requests, from its transcript (once stopped or failed)."""
+        record = find(task_id, scope)
+        return task_activity(record, manager.transcript(task_id))
 
     @router.post(
         '/tasks/{task_id}/cancel',
@@ -277,7 +292,7 @@ def create_router(
         record = current(record)
         if not accepted and record.is_terminal:
             raise HTTPException(409, f'task {task_id!r} is already {record.status.value}')
-        return CancelTaskResult(accepted=accepted, task=TaskView.from_record(record))
+        return CancelTaskResult(accepted=accepted, task=view(record))
 
     @router.post(
         '/tasks/{task_id}/answer',
@@ -299,6 +314,6 @@ def create_router(
         accepted = False
         if record.status is TaskStatus.WAITING_FOR_ANSWER:
             accepted = await anyio.to_thread.run_sync(manager.answer, task_id, body.answer)
-        return AnswerTaskResult(accepted=accepted, task=TaskView.from_record(current(record)))
+        return AnswerTaskResult(accepted=accepted, task=view(current(record)))
 
     return router

@@ -13,19 +13,28 @@
     cancelled: 'cancelled',
   };
   const scope = new URLSearchParams(window.location.search).get('scope');
-  const tree = document.getElementById('tree');
-  const empty = document.getElementById('empty');
-  const counts = document.getElementById('counts');
-  const connection = document.getElementById('connection');
-  const toastBox = document.getElementById('toast');
-  const template = document.getElementById('task-template');
+  const $ = (id) => document.getElementById(id);
+  const tree = $('tree');
+  const empty = $('empty');
+  const noMatch = $('no-match');
+  const counts = $('counts');
+  const shown = $('shown');
+  const connection = $('connection');
+  const toastBox = $('toast');
+  const template = $('task-template');
+  const search = $('search');
+  const stateFilter = $('state-filter');
+  const scopeFilter = $('scope-filter');
+  const drawer = $('drawer');
+  const confirmBox = $('confirm');
 
   const tasks = new Map(); // task id -> task JSON, as the API returned it
   const nodes = new Map(); // task id -> its <li>
+  let children = new Map(); // task id -> the tasks its subagent started (among those shown by the API)
   let fetchedAt = performance.now();
 
   if (scope) {
-    const label = document.getElementById('scope');
+    const label = $('scope');
     label.textContent = 'scope: ' + scope;
     label.hidden = false;
   }
@@ -43,6 +52,58 @@
     toastBox.hidden = false;
     clearTimeout(toastTimer);
     toastTimer = setTimeout(() => { toastBox.hidden = true; }, 4000);
+  }
+
+  // ------------------------------------------------------------------ words and numbers
+
+  const numbers = new Intl.NumberFormat('en');
+
+  function plural(count, word, many = word + 's') {
+    return `${numbers.format(count)} ${count === 1 ? word : many}`;
+  }
+
+  function usageText(u) {
+    return [plural(u.requests, 'request'), plural(u.tool_calls, 'tool call'), plural(u.total_tokens, 'token')].join(' · ');
+  }
+
+  const USAGE_KEYS = ['requests', 'tool_calls', 'input_tokens', 'output_tokens', 'total_tokens'];
+
+  function usageMinus(a, b) {
+    const out = {};
+    for (const key of USAGE_KEYS) out[key] = Math.max(0, a[key] - b[key]);
+    return out;
+  }
+
+  function usagePlus(a, b) {
+    const out = {};
+    for (const key of USAGE_KEYS) out[key] = a[key] + b[key];
+    return out;
+  }
+
+  // A task's own usage: the API's `usage` holds each finished subtask's usage too (`subtask_usage`).
+  function ownUsage(task) {
+    return usageMinus(task.usage, task.subtask_usage);
+  }
+
+  // This task and every task below it that the page knows, live ones included.
+  function treeUsage(task, seen = new Set()) {
+    seen.add(task.id);
+    let total = ownUsage(task);
+    for (const child of children.get(task.id) || []) {
+      if (!seen.has(child.id)) total = usagePlus(total, treeUsage(child, seen));
+    }
+    return total;
+  }
+
+  function hasSubtasks(task) {
+    return (children.get(task.id) || []).length > 0 || task.subtask_usage.requests > 0 || task.live_subtasks > 0;
+  }
+
+  function formatSeconds(seconds) {
+    if (seconds < 60) return seconds.toFixed(1) + ' s';
+    const minutes = Math.floor(seconds / 60);
+    if (minutes < 60) return `${minutes} min ${Math.floor(seconds % 60)} s`;
+    return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
   }
 
   // ------------------------------------------------------------------ loading
@@ -86,10 +147,49 @@
     }
   }
 
+  // ------------------------------------------------------------------ filters
+
+  function matches(task) {
+    const state = task.status.state;
+    const wanted = stateFilter.value;
+    if (wanted === 'live' ? TERMINAL.has(state) : wanted && wanted !== state) return false;
+    const words = search.value.trim().toLowerCase();
+    if (!words) return true;
+    const haystack = [
+      task.id, task.subagent, task.description, task.result, task.error, task.partial_result, task.question, task.note,
+    ].filter((text) => typeof text === 'string').join('\n').toLowerCase();
+    return words.split(/\s+/).every((word) => haystack.includes(word));
+  }
+
+  // The conversation a task belongs to: its own scope, or that of the top-level task above it.
+  function inConversation(task, wanted) {
+    for (let t = task, hops = 0; t && hops < 64; t = tasks.get(t.parent_task_id), hops += 1) {
+      if (t.scope === wanted) return true;
+    }
+    return false;
+  }
+
+  function updateScopeChoices() {
+    // A subtask runs in its parent subagent's own conversation: only top-level tasks name the user's conversations.
+    const tops = [...tasks.values()].filter((t) => !t.parent_task_id || !tasks.has(t.parent_task_id));
+    const scopes = [...new Set(tops.map((t) => t.scope))].sort();
+    const current = [...scopeFilter.options].slice(1).map((o) => o.value);
+    if (scopes.join('\n') === current.join('\n')) return;
+    const chosen = scopeFilter.value;
+    while (scopeFilter.options.length > 1) scopeFilter.lastElementChild.remove();
+    for (const value of scopes) {
+      const option = document.createElement('option');
+      option.value = value;
+      option.textContent = value;
+      scopeFilter.append(option);
+    }
+    scopeFilter.value = scopes.includes(chosen) ? chosen : '';
+  }
+
   // ------------------------------------------------------------------ rendering
 
   function render() {
-    const children = new Map();
+    children = new Map();
     const roots = [];
     for (const task of tasks.values()) {
       const parent = task.parent_task_id;
@@ -100,12 +200,21 @@
         roots.push(task);
       }
     }
+    updateScopeChoices();
+    const conversation = scopeFilter.value;
+    let matching = 0;
+    // A task is shown when it matches the filters, or when a task below it does (then as context, dimmed).
     const build = (task) => {
+      const own = matches(task) && (!conversation || inConversation(task, conversation));
+      if (own) matching += 1;
+      const below = (children.get(task.id) || []).map(build).filter((li) => li !== null);
+      if (!own && below.length === 0) return null;
       const li = nodeFor(task);
-      place(li.querySelector(':scope > ul.children'), (children.get(task.id) || []).map(build));
+      li.classList.toggle('context', !own);
+      place(li.querySelector(':scope > ul.children'), below);
       return li;
     };
-    place(tree, roots.map(build));
+    place(tree, roots.map(build).filter((li) => li !== null));
     for (const [id, li] of nodes) {
       if (!tasks.has(id)) {
         li.remove();
@@ -113,9 +222,13 @@
       }
     }
     empty.hidden = tasks.size > 0;
+    noMatch.hidden = tasks.size === 0 || matching > 0;
     let live = 0;
     for (const task of tasks.values()) if (!TERMINAL.has(task.status.state)) live += 1;
-    counts.textContent = tasks.size ? `${tasks.size} task${tasks.size === 1 ? '' : 's'}, ${live} live` : '';
+    counts.textContent = tasks.size ? `${plural(tasks.size, 'task')}, ${live} live` : '';
+    const filtering = search.value.trim() || stateFilter.value || conversation;
+    shown.textContent = filtering && tasks.size ? `${matching} of ${plural(tasks.size, 'task')} match` : '';
+    renderDrawer();
     tick();
   }
 
@@ -135,7 +248,8 @@
       li.dataset.taskId = task.id;
       const id = task.id;
       li.querySelector('.cancel-soft').addEventListener('click', (e) => cancel(id, 'soft', e.currentTarget));
-      li.querySelector('.cancel-hard').addEventListener('click', (e) => cancel(id, 'hard', e.currentTarget));
+      li.querySelector('.cancel-hard').addEventListener('click', (e) => confirmHardCancel(id, e.currentTarget));
+      li.querySelector('.details').addEventListener('click', () => openDrawer(id));
       li.querySelector('.answer-form').addEventListener('submit', (e) => {
         e.preventDefault();
         answer(id, e.currentTarget);
@@ -150,11 +264,19 @@
     root.querySelector(selector).textContent = text;
   }
 
+  function outputOf(task) {
+    if (task.error !== null) return ['Error', task.error];
+    if (task.result !== null) return ['Result', task.result];
+    if (task.partial_result !== null) return ['Partial result', task.partial_result];
+    return ['', null];
+  }
+
   function update(li, task) {
     const state = task.status.state;
     const card = li.querySelector(':scope > .card');
     li.className = 'task state-' + state;
     li.dataset.state = state;
+    li.classList.toggle('selected', drawer.dataset.taskId === task.id && !drawer.hidden);
     setText(card, '.badge', LABELS[state] || state);
     card.querySelector('.badge').title = 'since ' + new Date(task.status.timestamp).toLocaleTimeString();
     setText(card, '.subagent', task.subagent);
@@ -162,8 +284,11 @@
     card.querySelector('.task-id').title = task.id;
     setText(card, '.mode', task.mode + (task.depth > 1 ? ` · depth ${task.depth}` : ''));
     setText(card, '.description', task.description);
-    const u = task.usage;
-    setText(card, '.usage', `${u.requests} req · ${u.tool_calls} tools · ${u.total_tokens} tok`);
+    const parent = hasSubtasks(task);
+    setText(card, '.usage', (parent ? 'own: ' : '') + usageText(ownUsage(task)));
+    const total = card.querySelector('.usage-total');
+    total.hidden = !parent;
+    total.textContent = parent ? 'with subtasks: ' + usageText(treeUsage(task)) : '';
 
     const terminal = TERMINAL.has(state);
     const soft = card.querySelector('.cancel-soft');
@@ -176,11 +301,7 @@
     card.querySelector('.question-box').hidden = !waiting;
     setText(card, '.question', waiting ? task.question : '');
 
-    let label = '';
-    let text = null;
-    if (task.error !== null) [label, text] = ['Error', task.error];
-    else if (task.result !== null) [label, text] = ['Result', task.result];
-    else if (task.partial_result !== null) [label, text] = ['Partial result', task.partial_result];
+    const [label, text] = outputOf(task);
     card.querySelector('.output').hidden = text === null;
     setText(card, '.output-label', label);
     setText(card, '.output-text', text === null ? '' : text);
@@ -191,13 +312,6 @@
     const info = card.querySelector('.cancel-info');
     info.hidden = notes.length === 0;
     info.textContent = notes.join(' · ');
-  }
-
-  function formatSeconds(seconds) {
-    if (seconds < 60) return seconds.toFixed(1) + ' s';
-    const minutes = Math.floor(seconds / 60);
-    if (minutes < 60) return `${minutes} min ${Math.floor(seconds % 60)} s`;
-    return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
   }
 
   // Elapsed times run on between refreshes; usage has no event of its own, so live tasks are re-read now and then.
@@ -214,6 +328,194 @@
     const idle = (performance.now() - lastAttempt) / 1000;
     if (anyLive && idle > LIVE_REFRESH_SECONDS && !refreshing) scheduleRefresh(0);
   }
+
+  // ------------------------------------------------------------------ the detail drawer
+
+  let activity = null; // the activity JSON of the drawer's task, once read
+  let activityFor = ''; // `${id}:${state}` it was read for: read again when the task's state changes
+
+  function openDrawer(id) {
+    drawer.dataset.taskId = id;
+    drawer.hidden = false;
+    document.body.classList.add('drawer-open');
+    activity = null;
+    activityFor = '';
+    for (const [taskId, li] of nodes) li.classList.toggle('selected', taskId === id);
+    renderDrawer();
+  }
+
+  function closeDrawer() {
+    drawer.hidden = true;
+    document.body.classList.remove('drawer-open');
+    delete drawer.dataset.taskId;
+    for (const li of nodes.values()) li.classList.remove('selected');
+  }
+
+  async function loadActivity(task) {
+    const key = `${task.id}:${task.status.state}`;
+    if (activityFor === key) return;
+    activityFor = key;
+    try {
+      const response = await fetch(apiUrl(`tasks/${encodeURIComponent(task.id)}/activity`), {
+        headers: { Accept: 'application/json' },
+        cache: 'no-store',
+      });
+      // A failed read is shown as such; the next change of the task's state reads again.
+      const data = response.ok ? await response.json() : { task_id: task.id, error: 'HTTP ' + response.status };
+      if (drawer.dataset.taskId === data.task_id && activityFor === key) {
+        activity = data;
+        renderDrawer();
+      }
+    } catch (error) {
+      toast('Could not load the task details: ' + error);
+    }
+  }
+
+  function item(list, cls, parts) {
+    const li = document.createElement('li');
+    if (cls) li.className = cls;
+    for (const [partClass, text] of parts) {
+      const span = document.createElement('span');
+      span.className = partClass;
+      span.textContent = text;
+      li.append(span);
+    }
+    list.append(li);
+    return li;
+  }
+
+  function renderDrawer() {
+    const id = drawer.dataset.taskId;
+    if (drawer.hidden || !id) return;
+    const task = tasks.get(id);
+    if (!task) {
+      closeDrawer();
+      return;
+    }
+    const state = task.status.state;
+    drawer.className = 'drawer state-' + state;
+    drawer.dataset.state = state;
+    setText(drawer, '.badge', LABELS[state] || state);
+    setText(drawer, '.subagent', task.subagent);
+    setText(drawer, '.drawer-id .task-id', task.id);
+    setText(drawer, '.description', task.description);
+    const parent = task.parent_task_id ? ` · started by task ${task.parent_task_id.slice(0, 8)}` : '';
+    setText(drawer, '.meta', `${task.mode} · depth ${task.depth} · conversation ${task.scope}${parent}`);
+
+    const waiting = task.question !== null;
+    drawer.querySelector('.question-section').hidden = !waiting;
+    setText(drawer, '.question', waiting ? task.question : '');
+    const [label, text] = outputOf(task);
+    drawer.querySelector('.output-section').hidden = text === null;
+    setText(drawer, '.output-label', label);
+    setText(drawer, '.output-text', text === null ? '' : text);
+
+    // The timeline: every state the task entered, when, and for how long.
+    const timeline = drawer.querySelector('.timeline');
+    timeline.replaceChildren();
+    task.history.forEach((entry, index) => {
+      const start = new Date(entry.timestamp);
+      const next = task.history[index + 1];
+      const last = index === task.history.length - 1;
+      let duration = '';
+      if (next) duration = formatSeconds((new Date(next.timestamp) - start) / 1000);
+      else if (!TERMINAL.has(entry.state)) duration = 'ongoing';
+      const li = item(timeline, 'step state-' + entry.state, [
+        ['step-state', LABELS[entry.state] || entry.state],
+        ['step-time', start.toLocaleTimeString()],
+        ['step-duration', duration],
+      ]);
+      li.dataset.state = entry.state;
+      if (last) li.classList.add('current');
+    });
+
+    // Usage: own, rolled up from finished subtasks, and the whole tree below as the page sees it.
+    const rows = [['own', ownUsage(task)]];
+    if (hasSubtasks(task)) {
+      rows.push(['finished subtasks (in usage)', task.subtask_usage]);
+      rows.push(['with every subtask', treeUsage(task)]);
+    }
+    const body = drawer.querySelector('.usage-table tbody');
+    body.replaceChildren();
+    for (const [name, u] of rows) {
+      const tr = document.createElement('tr');
+      for (const value of [name, numbers.format(u.requests), numbers.format(u.tool_calls), numbers.format(u.total_tokens)]) {
+        const td = document.createElement('td');
+        td.textContent = value;
+        tr.append(td);
+      }
+      body.append(tr);
+    }
+    setText(drawer, '.usage-note', hasSubtasks(task)
+      ? `The usage the API reports for this task includes each subtask's once the subtask ends; ` +
+        `${plural(task.live_subtasks, 'subtask')} still running.`
+      : '');
+
+    loadActivity(task);
+    const cost = drawer.querySelector('.cost');
+    const note = drawer.querySelector('.tools-note');
+    const calls = drawer.querySelector('.tool-calls');
+    calls.replaceChildren();
+    if (activity === null || activity.task_id !== id) {
+      cost.textContent = '';
+      note.textContent = 'Loading…';
+      return;
+    }
+    if (activity.error) {
+      cost.textContent = '';
+      note.textContent = 'Could not read the tool calls: ' + activity.error;
+      return;
+    }
+    if (!activity.transcript_available) {
+      const why = TERMINAL.has(state)
+        ? 'no transcript is kept for this task: transcripts are kept for stopped and failed tasks'
+        : 'shown once the task has stopped or failed, from the transcript kept then';
+      cost.textContent = 'Cost: ' + why + '.';
+      note.textContent = why.charAt(0).toUpperCase() + why.slice(1) + '.';
+      return;
+    }
+    const c = activity.cost;
+    let costText = c.priced_requests
+      ? `Cost of its own requests: $${c.total_usd.toFixed(4)} for ${plural(c.priced_requests, 'priced request')} ` +
+        "(Pydantic AI's price data)"
+      : 'Cost: no price known for its model';
+    if (c.priced_requests && c.unpriced_requests) costText += `; ${plural(c.unpriced_requests, 'request')} without a known price not counted`;
+    cost.textContent = costText + '.';
+    const total = activity.tool_calls_total;
+    note.textContent = total === 0
+      ? 'No tool calls.'
+      : `The last ${plural(activity.tool_calls.length, 'tool call')} of ${numbers.format(total)}, oldest first.`;
+    for (const call of activity.tool_calls) {
+      const li = item(calls, 'tool-call', [
+        ['tool-name', call.tool_name],
+        ['tool-args', call.args],
+      ]);
+      const result = document.createElement('pre');
+      result.className = 'tool-result';
+      result.textContent = call.result === null ? '(no result recorded)' : call.result;
+      li.append(result);
+    }
+  }
+
+  async function copyId() {
+    const id = drawer.dataset.taskId;
+    if (!id) return;
+    try {
+      await navigator.clipboard.writeText(id);
+      toast('Copied the task id ' + id);
+    } catch {
+      // No clipboard access (an insecure origin, or refused): select the id for Ctrl+C instead.
+      const code = drawer.querySelector('.drawer-id .task-id');
+      window.getSelection().selectAllChildren(code);
+      toast('Press Ctrl+C to copy the selected id');
+    }
+  }
+
+  drawer.querySelector('.close').addEventListener('click', closeDrawer);
+  drawer.querySelector('.copy-id').addEventListener('click', copyId);
+  document.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape' && !drawer.hidden && !confirmBox.open) closeDrawer();
+  });
 
   // ------------------------------------------------------------------ actions
 
@@ -253,6 +555,34 @@
     }
   }
 
+  // A hard cancel stops the task's whole live subtree at once: say how many tasks, and let the user back out.
+  let confirming = null;
+  function confirmHardCancel(id, button) {
+    const task = tasks.get(id);
+    if (!task) return;
+    const count = 1 + task.live_subtasks;
+    confirmBox.querySelector('.confirm-text').textContent = count === 1
+      ? `This stops the ${task.subagent} task now. It ends cancelled without a chance to wrap up.`
+      : `This stops ${count} tasks now: the ${task.subagent} task and ${plural(task.live_subtasks, 'live subtask')} ` +
+        'below it. They end cancelled without a chance to wrap up.';
+    confirmBox.querySelector('.confirm-stop').textContent = count === 1 ? 'Stop 1 task' : `Stop ${count} tasks`;
+    confirmBox.dataset.count = String(count);
+    confirming = { id, button };
+    confirmBox.showModal();
+  }
+
+  confirmBox.querySelector('.confirm-keep').addEventListener('click', () => {
+    confirming = null;
+    confirmBox.close();
+  });
+  confirmBox.querySelector('.confirm-stop').addEventListener('click', () => {
+    const chosen = confirming;
+    confirming = null;
+    confirmBox.close();
+    if (chosen) cancel(chosen.id, 'hard', chosen.button);
+  });
+  confirmBox.addEventListener('close', () => { confirming = null; });
+
   async function answer(id, form) {
     const input = form.querySelector('.answer-input');
     const text = input.value.trim();
@@ -273,6 +603,8 @@
     }
   }
 
+  for (const control of [search, stateFilter, scopeFilter]) control.addEventListener('input', render);
+
   // ------------------------------------------------------------------ live updates
 
   function setConnection(state) {
@@ -288,6 +620,9 @@
     }
     const task = tasks.get(event.task_id);
     if (!task) return; // a new task: the refresh brings it with everything it has
+    if (task.status.state !== event.status) {
+      task.history = [...task.history, { state: event.status, timestamp: event.timestamp }];
+    }
     task.status = { state: event.status, timestamp: event.timestamp };
     if (event.type === 'TaskQuestionAsked') task.question = event.question;
     if (event.type === 'TaskAnswered') task.question = null;
