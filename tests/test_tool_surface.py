@@ -209,28 +209,35 @@ async def test_every_reply_about_a_finished_task_carries_its_result() -> None:
         await Agent(script.model(), toolsets=[toolset]).run('go')
     tid = task_id_from(script.replies[1][0])
     finished = f'Task {tid} (researcher) completed. Result:\nThe answer is 42.'
-    assert script.replies[3] == [f'Task {tid} asks nothing now. {finished}', finished, finished, finished]
+    no_question = 'To answer the user, write your answer as plain text, without a tool call.'
+    assert script.replies[3] == [
+        f'Task {tid} asks nothing now. {finished}\n{no_question}',
+        finished,
+        finished,
+        finished,
+    ]
 
 
 async def test_a_repeated_identical_call_is_told_that_repeating_changes_nothing() -> None:
-    script = Script(
-        [
-            [call('answer_subagent', task_id='12345', answer='Mars has 2 moons.')],
-            [call('answer_subagent', task_id='12345', answer='Mars has 2 moons.')],
-            [call('answer_subagent', task_id='12345', answer='Mars has 2 moons.')],
-            [call('list_active_tasks')],
-            [call('answer_subagent', task_id='12345', answer='Mars has 2 moons.')],
-        ]
-    )
-    toolset = create_subagent_toolset([researcher()])
+    loop = [call('task', description='How far is the Moon?', subagent_type='researcher')]
+    wrong = [call('answer_subagent', task_id='12345', answer='384,400 km')]
+    listing = [call('list_active_tasks')]
+    script = Script([wrong, wrong, loop, wrong, loop, listing, listing, listing, listing, wrong])
+    toolset = create_subagent_toolset([researcher(child_text('384,400 km'))])
     async with toolset:
         await Agent(script.model(), toolsets=[toolset]).run('go')
-    unknown = "No task with ID '12345' in this conversation. You have no active tasks: start one with task."
-    assert script.replies[1] == [unknown]
-    assert script.replies[2] == [f'{unknown}\n{REPEAT_NOTE}']
-    assert script.replies[3] == [f'{unknown}\n{REPEAT_NOTE}']
-    assert script.replies[4] == ['No active tasks.']
-    assert script.replies[5] == [unknown]  # another call came between: not a repeat
+    no_question = (
+        "No task with ID '12345' asks you anything. To answer the user, write your answer as plain text, without a "
+        'tool call.'
+    )
+    assert script.replies[1] == [no_question]
+    assert script.replies[2] == [f'{no_question}\n{REPEAT_NOTE}']
+    # A cycle of calls is caught too: the same sync task with the same result, between other calls.
+    assert script.replies[3] == ['384,400 km']
+    assert script.replies[4] == [f'{no_question}\n{REPEAT_NOTE}']
+    assert script.replies[5] == [f'384,400 km\n{REPEAT_NOTE}']
+    # Four other calls later, the call is no longer recent.
+    assert script.replies[10] == [no_question]
 
 
 async def test_a_repeat_whose_reply_changed_is_not_flagged() -> None:

@@ -212,7 +212,10 @@ async def test_bad_input_gets_retries_and_plain_replies() -> None:
     assert "Input should be 'sync' or 'async'" in script.replies[5][0]
     assert script.replies[6][0] == unknown
     assert script.replies[6][1].startswith("No task with ID '' in this conversation.")
-    assert script.replies[7][0] == unknown
+    assert script.replies[7][0] == (
+        "No task with ID 'no-such-id' asks you anything. To answer the user, write your answer as plain text, without "
+        'a tool call.'
+    )
     assert 'task_ids is empty' in script.replies[7][1]
 
 
@@ -244,7 +247,11 @@ async def test_two_conversations_sharing_one_toolset_are_isolated() -> None:
         assert record.scope == 'alice'
         gate.release.set()
     unknown = f"No task with ID '{tid}' in this conversation. You have no active tasks: start one with task."
-    assert other.replies[1] == [unknown] * 5 + ['No active tasks.']
+    no_question = (
+        f"No task with ID '{tid}' asks you anything. To answer the user, write your answer as plain text, without a "
+        'tool call.'
+    )
+    assert other.replies[1] == [unknown] * 3 + [no_question, unknown, 'No active tasks.']
 
 
 async def test_deps_reach_the_subagent_unchanged_or_mapped() -> None:

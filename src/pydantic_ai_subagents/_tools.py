@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Literal, Protocol, cast
@@ -216,7 +217,7 @@ class SubagentTools:
         return manager.describe(record, self.owner.max_result_chars)
 
     async def answer_subagent(self, ctx: RunContext[Any], task_id: str, answer: str) -> str:
-        """Reply to a question that a task asked you.
+        """Reply to a question from one of your tasks; not to answer the user.
 
         Args:
             ctx: The parent run.
@@ -225,14 +226,16 @@ class SubagentTools:
         """
         record = self._own(ctx, task_id)
         if record is None:
-            return self._unknown(ctx, task_id)
+            if self._pruned(ctx, task_id) or self.manager.list(scope_of(ctx), active_only=True):
+                return f'{self._unknown(ctx, task_id)} {_NOT_FOR_THE_USER}'
+            return f'No task with ID {_shown(task_id)} asks you anything. {_NOT_FOR_THE_USER}'
         if not answer.strip():
             raise ModelRetry('answer is empty: write the answer to the question.')
         task_id = record.id
         if record.status is not TaskStatus.WAITING_FOR_ANSWER or not self.manager.answer(task_id, answer):
             record = self.manager.get(task_id) or record
             if record.is_terminal:
-                return f'Task {task_id} asks nothing now. {self._ended(record)}'
+                return f'Task {task_id} asks nothing now. {self._ended(record)}\n{_NOT_FOR_THE_USER}'
             return f'Task {task_id} asks nothing now; it is {record.status.value}. {_wait_hint(task_id)}'
         if record.mode == 'sync':
             # A sync task's question interrupted the wait for its result: answering resumes that wait.
@@ -242,7 +245,7 @@ class SubagentTools:
     async def wait_tasks(  # noqa: D417 (task_ids needs no words)
         self, ctx: RunContext[Any], task_ids: list[str], mode: Literal['all', 'any'] = 'all', timeout: float = 60
     ) -> str:
-        """Wait until tasks finish or ask something; returns their results.
+        """Wait until tasks finish or ask something; returns results.
 
         Args:
             ctx: The parent run.
@@ -321,8 +324,11 @@ class SubagentTools:
         self.manager.mark_seen(record)
         return self.manager.describe(record, self.owner.max_result_chars)
 
+    def _pruned(self, ctx: RunContext[Any], task_id: str) -> bool:
+        return self.manager.store.was_pruned(task_id) == scope_of(ctx)
+
     def _unknown(self, ctx: RunContext[Any], task_id: str) -> str:
-        if self.manager.store.was_pruned(task_id) == scope_of(ctx):
+        if self._pruned(ctx, task_id):
             return f'Task {task_id} finished long ago; its record is no longer kept.'
         return f'No task with ID {_shown(task_id)} in this conversation. {self._yours(ctx)}'
 
@@ -345,31 +351,35 @@ class SubagentTools:
 
 
 class RepeatGuard:
-    """Breaks a model's loop: a call that repeats the previous one and gets the same reply is told so."""
+    """Breaks a model's loop: a call that repeats one of the last few calls and gets the same reply is told so.
 
-    __slots__ = ('_last', '_repeats')
+    Models loop in cycles too (`task`, `answer_subagent`, `task`, ...), so the last few calls count, not only the
+    previous one.
+    """
+
+    __slots__ = ('_recent',)
 
     def __init__(self) -> None:
-        self._last: tuple[str, dict[str, Any], object] | None = None
-        self._repeats = 0
+        self._recent: deque[tuple[str, dict[str, Any], object]] = deque(maxlen=_REPEAT_WINDOW)
 
     def check(self, name: str, args: dict[str, Any], reply: object) -> object:
-        """The reply to give for this call: `reply`, with a note when the same call got it last time too."""
+        """The reply to give for this call: `reply`, with a note when a recent identical call got it too."""
         call = (name, args, reply)
-        if call == self._last:
-            self._repeats += 1
-        else:
-            self._last, self._repeats = call, 0
-        if not self._repeats or not isinstance(reply, str):
+        repeated = call in self._recent
+        self._recent.append(call)
+        if not repeated or not isinstance(reply, str):
             return reply
         return f'{reply}\n{REPEAT_NOTE}'
 
 
+_REPEAT_WINDOW = 4
+"""How many of the latest calls a call is compared with."""
+
 REPEAT_NOTE = (
-    'You made this same call just before and got this same reply: repeating it changes nothing. '
+    'You made this same call a moment ago and got this same reply: repeating it changes nothing. '
     'Take another step, or answer the user.'
 )
-"""Added to the reply of a call that repeats the previous one and gets the same reply."""
+"""Added to the reply of a call that repeats a recent one and gets the same reply."""
 
 _MAX_UNKNOWN_LINES = 5
 """Unknown ids named one by one in a reply; the rest are counted."""
@@ -385,6 +395,10 @@ def started_reply(task_id: str) -> str:
 
 def _questions_asked(record: TaskRecord) -> int:
     return sum(1 for t in record.history if t.status is TaskStatus.WAITING_FOR_ANSWER)
+
+
+_NOT_FOR_THE_USER = 'To answer the user, write your answer as plain text, without a tool call.'
+"""Models mistake `answer_subagent` for the way to answer the user: a reply that has no question to take says so."""
 
 
 def _wait_hint(task_id: str) -> str:
