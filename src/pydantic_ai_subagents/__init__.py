@@ -55,6 +55,7 @@ from ._events import (
 )
 from ._manager import OnRunEnd, TaskManager, WaitMode
 from ._memory_store import InMemoryTaskStore
+from ._notices import SoftCancelNotice, TaskNotice
 from ._remote import ClaimReply, TaskClaim, WorkerUpdate
 from ._state import (
     CancelKind,
@@ -102,6 +103,7 @@ __all__ = (
     'Question',
     'ReplyTimeoutError',
     'SharedTaskStore',
+    'SoftCancelNotice',
     'StatusChange',
     'StatusChanged',
     'SubAgentConfig',
@@ -124,6 +126,7 @@ __all__ = (
     'TaskManager',
     'TaskMode',
     'TaskNotFoundError',
+    'TaskNotice',
     'TaskQuestionAsked',
     'TaskRecord',
     'TaskResult',
