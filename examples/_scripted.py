@@ -38,7 +38,7 @@ from pydantic_ai.messages import (
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, FunctionModel
 from pydantic_ai.toolsets import FunctionToolset
 
-from pydantic_ai_subagents import TaskEvent, TaskManager
+from pydantic_ai_subagents import TaskEvent, TaskManager, TaskNotice
 
 __all__ = (
     'History',
@@ -344,7 +344,7 @@ def event_printer(
             elif isinstance(event, EnqueuedMessagesEvent):
                 for message in event.messages:
                     for part in message.parts:
-                        if isinstance(part, UserPromptPart) and isinstance(part.content, str):
+                        if isinstance(part, TaskNotice):
                             show(f'(notice) {short(part.content, 200)}')
             elif isinstance(event, TaskEvent):
                 show(f'[event] {format_event(event)}')

@@ -42,9 +42,10 @@ class Script:
     final: str = 'done'
     calls: int = 0
     replies: list[list[str]] = field(default_factory=list[list[str]])
-    """What the tools (and enqueued notices) returned before each turn, as text."""
+    """What the tools returned before each turn, as text."""
     retries: list[list[str]] = field(default_factory=list[list[str]])
     prompts: list[list[str]] = field(default_factory=list[list[str]])
+    """The user-channel text before each turn, as the model reads it: the prompt, notices framed in their tags."""
     info: AgentInfo | None = None
 
     @property
@@ -84,8 +85,8 @@ class Script:
                     replies.append(p.model_response_str())
                 elif isinstance(p, RetryPromptPart):
                     retries.append(p.model_response())
-                elif isinstance(p, UserPromptPart) and isinstance(p.content, str):
-                    prompts.append(p.content)
+                elif isinstance(p, UserPromptPart):
+                    prompts.append(prompt_text(p))
         self.replies.append(replies)
         self.retries.append(retries)
         self.prompts.append(prompts)
@@ -107,6 +108,13 @@ class Script:
 
     def model(self) -> FunctionModel:
         return FunctionModel(self, stream_function=self.stream)
+
+
+def prompt_text(part: UserPromptPart) -> str:
+    """A user-channel part as the model reads it: a framed notice (`<task_notice ...>...</task_notice>`) included."""
+    if isinstance(part.content, str):
+        return part.content
+    return ''.join(item if isinstance(item, str) else getattr(item, 'content', '') for item in part.content)
 
 
 def call(tool: str, **args: Any) -> ToolCallPart:

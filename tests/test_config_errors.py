@@ -17,7 +17,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.models.test import TestModel
 from pydantic_ai.toolsets import FunctionToolset
 
-from pydantic_ai_subagents import SubAgentConfig, TaskManager, TaskStatus
+from pydantic_ai_subagents import SubAgentConfig, SubAgents, TaskManager, TaskStatus, create_subagent_toolset
 
 pytestmark = pytest.mark.anyio
 
@@ -323,3 +323,55 @@ def test_plain_field_mistakes_are_refused(options: dict[str, Any], error: type[E
     with pytest.raises(error) as excinfo:
         SubAgentConfig(**options)
     assert message_of(excinfo) == message
+
+
+# ---------------------------------------------------------------------------------------------------- the toolset
+
+
+WORKER_QUEUE_WITHOUT_SHARED_STORE = (
+    "subagent 'remote': worker_queue='research' sends its tasks to worker processes, which needs a task manager on a "
+    "shared store and bus (see pydantic_ai_subagents.redis.redis_task_manager), but this manager's store is "
+    'InMemoryTaskStore: pass such a manager as `manager=`, or leave worker_queue unset'
+)
+
+
+@pytest.mark.parametrize(
+    'build',
+    [
+        lambda configs: create_subagent_toolset(configs),
+        lambda configs: SubAgents(configs),
+        lambda configs: create_subagent_toolset(configs, manager=TaskManager()),
+    ],
+    ids=['toolset', 'capability', 'given manager'],
+)
+def test_a_worker_queue_without_a_shared_store_is_refused_when_the_toolset_is_built(build: Any) -> None:
+    remote = SubAgentConfig(name='remote', description='Works elsewhere.', worker_queue='research')
+    with pytest.raises(ValueError) as excinfo:
+        build([remote])
+    assert message_of(excinfo) == WORKER_QUEUE_WITHOUT_SHARED_STORE
+
+
+async def test_a_worker_queue_with_a_shared_store_is_accepted() -> None:
+    from pydantic_ai_subagents.redis import RedisTaskStore
+
+    remote = SubAgentConfig(name='remote', description='Works elsewhere.', worker_queue='research')
+    store = RedisTaskStore('redis://127.0.0.1:9')  # describes the store; nothing connects until it is entered
+    toolset = create_subagent_toolset([remote], store=store)
+    assert toolset.manager.store is store and toolset.subagents['remote'].worker_queue == 'research'
+    assert SubAgents([remote], manager=TaskManager(store=store)).toolset.subagents['remote'] is remote
+
+
+def test_subagents_must_be_a_list_of_configs() -> None:
+    researcher = SubAgentConfig(name='researcher', instructions='You research.')
+    with pytest.raises(TypeError) as excinfo:
+        create_subagent_toolset(researcher)  # pyright: ignore[reportArgumentType]
+    assert message_of(excinfo) == (
+        'subagents must be a sequence of SubAgentConfig, not one config: write `[SubAgentConfig(...)]` (subagent '
+        "'researcher')"
+    )
+    with pytest.raises(TypeError) as excinfo:
+        SubAgents([researcher, {'name': 'writer'}])  # pyright: ignore[reportArgumentType]
+    assert message_of(excinfo) == 'subagents[1] must be a SubAgentConfig, not dict'
+    with pytest.raises(TypeError) as excinfo:
+        create_subagent_toolset('researcher')  # pyright: ignore[reportArgumentType]
+    assert message_of(excinfo) == 'subagents must be a list or tuple of SubAgentConfig, not str'

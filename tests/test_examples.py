@@ -102,7 +102,7 @@ CASES = (
             'Task started with ID: ',
             '(researcher) completed. Result:',
             "-> draft_outline(topic='tide pools')",
-            '(notice) [subagents] Task ',
+            '(notice) Task ',
         ),
     ),
     Case(

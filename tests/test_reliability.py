@@ -739,7 +739,11 @@ async def test_race_subagent_finishes_as_its_parent_run_ends(policy: str) -> Non
                 assert record.cancel is not None and record.cancel.requested_by == 'parent'
         # The outcome reaches the conversation exactly once: in the ending run, or in the next one.
         notices = [
-            p for s in (first, second) for ps in s.prompts for p in ps if p.startswith(f'[subagents] Task {record.id}')
+            p
+            for s in (first, second)
+            for ps in s.prompts
+            for p in ps
+            if p.startswith(f'<task_notice task_id="{record.id}"')
         ]
         assert len(notices) == 1, notices
         statuses[record.status] += 1

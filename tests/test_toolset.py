@@ -95,7 +95,7 @@ async def test_background_result_is_delivered_without_polling() -> None:
     toolset = create_subagent_toolset([researcher(gate.model())])
     async with toolset:
         await Agent(script.model(), toolsets=[toolset]).run('go')
-    notices = [p for p in script.prompts[-1] if p.startswith('[subagents]')]
+    notices = [p for p in script.prompts[-1] if p.startswith('<task_notice ')]
     assert len(notices) == 1
     assert 'completed. Result:\nbackground result' in notices[0]
 
@@ -523,7 +523,7 @@ async def test_a_notice_the_model_already_read_through_a_tool_is_taken_back() ->
     async with toolset:
         await Agent(script.model(), toolsets=[toolset]).run('go')
     assert script.last[0].endswith('completed. Result:\n42 facts')
-    assert not [p for p in script.prompts[-1] if p.startswith('[subagents]')]
+    assert not [p for p in script.prompts[-1] if p.startswith('<task_notice ')]
 
 
 async def test_long_results_are_truncated_for_the_model_but_kept_whole() -> None:

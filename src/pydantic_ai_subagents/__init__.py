@@ -26,7 +26,7 @@ from ._bus import (
     TaskResult,
 )
 from ._capability import SubAgents
-from ._config import DEFAULT_CANCEL_INSTRUCTIONS, GENERAL_PURPOSE, SubAgentConfig
+from ._config import DEFAULT_CANCEL_INSTRUCTIONS, GENERAL_PURPOSE, SubAgentConfig, SubAgentSpec
 from ._errors import (
     BusClosedError,
     BusError,
@@ -53,8 +53,9 @@ from ._events import (
     TaskRunEvent,
     TaskStarted,
 )
-from ._manager import OnRunEnd, TaskManager, WaitMode
+from ._manager import ManagerOptions, OnRunEnd, TaskManager, WaitMode
 from ._memory_store import InMemoryTaskStore
+from ._notices import SoftCancelNotice, TaskNotice
 from ._remote import ClaimReply, TaskClaim, WorkerUpdate
 from ._state import (
     CancelKind,
@@ -93,6 +94,7 @@ __all__ = (
     'Mailbox',
     'MailboxFullError',
     'ManagerClosedError',
+    'ManagerOptions',
     'Message',
     'MessageBus',
     'MessageT',
@@ -102,9 +104,11 @@ __all__ = (
     'Question',
     'ReplyTimeoutError',
     'SharedTaskStore',
+    'SoftCancelNotice',
     'StatusChange',
     'StatusChanged',
     'SubAgentConfig',
+    'SubAgentSpec',
     'SubAgentToolset',
     'SubAgents',
     'SubagentsError',
@@ -124,6 +128,7 @@ __all__ = (
     'TaskManager',
     'TaskMode',
     'TaskNotFoundError',
+    'TaskNotice',
     'TaskQuestionAsked',
     'TaskRecord',
     'TaskResult',

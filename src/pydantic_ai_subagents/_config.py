@@ -12,10 +12,11 @@ from __future__ import annotations
 import math
 import pickle
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
+from pydantic import BaseModel, ValidationError
 from pydantic_ai import Agent
 from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.capabilities import AbstractCapability
@@ -26,7 +27,7 @@ from pydantic_ai.settings import ModelSettings
 from pydantic_ai.toolsets import AbstractToolset
 from pydantic_ai.usage import UsageLimits
 
-__all__ = ('DEFAULT_CANCEL_INSTRUCTIONS', 'GENERAL_PURPOSE', 'SubAgentConfig')
+__all__ = ('DEFAULT_CANCEL_INSTRUCTIONS', 'GENERAL_PURPOSE', 'SubAgentConfig', 'SubAgentSpec', 'config_from_spec')
 
 _NAME_RE = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$')
 
@@ -233,6 +234,76 @@ class SubAgentConfig:
         if self.agent is not None and self.agent.name:
             return self.agent.name
         return 'A general assistant.'
+
+
+class SubAgentSpec(BaseModel, extra='forbid', use_attribute_docstrings=True):
+    """A subagent as an agent spec (YAML or JSON) describes it: the plain-value fields of a config.
+
+    The fields are those of [`SubAgentConfig`][pydantic_ai_subagents.SubAgentConfig] that are plain values.
+
+    Tools, output types, capabilities, a ready agent and a deps mapping are Python objects: a subagent that needs
+    them is built in code, or runs on workers (`worker_queue`) that hold its full config.
+    """
+
+    name: str
+    """How the parent names this subagent in `task(subagent_type=...)`."""
+    description: str | None = None
+    """One line telling the parent's model when to use this subagent."""
+    instructions: str | None = None
+    """The subagent's instructions (system prompt)."""
+    model: str | None = None
+    """A model name, such as `'openai:gpt-5-mini'`; `None` uses the parent's model."""
+    can_ask_questions: bool = True
+    """Whether the subagent gets the `ask_parent` tool."""
+    usage_limits: dict[str, int | None] | None = None
+    """The fields of a `UsageLimits` for one task, such as `{'request_limit': 10}`."""
+    timeout: float | None = None
+    """Wall-clock seconds one task may take."""
+    model_settings: dict[str, Any] | None = None
+    """Model settings for the subagent's runs."""
+    cancel_instructions: str | None = DEFAULT_CANCEL_INSTRUCTIONS
+    """How to react to a soft-cancel notice; `None` adds nothing."""
+    isolation: Literal['none', 'process'] = 'none'
+    """`'process'` runs each task in a child process of its own."""
+    worker_queue: str | None = None
+    """Run this subagent's tasks on workers serving this queue."""
+    retries: int = 0
+    """How many times a task on a worker is started again when its worker dies."""
+
+    def to_config(self, label: str) -> SubAgentConfig:
+        """The config, checked as one built in code is; `label` names this entry in an error."""
+        options: dict[str, Any] = {name: getattr(self, name) for name in self.model_fields_set}
+        if self.usage_limits is not None:
+            try:
+                options['usage_limits'] = UsageLimits(**self.usage_limits)  # pyright: ignore[reportArgumentType]
+            except TypeError as e:
+                raise ValueError(f'{label} in the agent spec: usage_limits: {e}') from None
+        return SubAgentConfig(**options)
+
+
+def config_from_spec(entry: object, index: int) -> SubAgentConfig:
+    """The config an agent spec's `subagents[index]` describes, checked as a config built in code is.
+
+    Raises:
+        ValueError: the entry is not a mapping of known fields of the right types; the message names the entry (by
+            its name when it has one) and the field.
+    """
+    label = f'subagents[{index}]'
+    if isinstance(entry, Mapping):
+        name = cast('Mapping[object, object]', entry).get('name')
+        if isinstance(name, str):
+            label = f'subagent {name!r}'
+    if isinstance(entry, SubAgentSpec):
+        spec = entry
+    else:
+        try:
+            spec = SubAgentSpec.model_validate(entry)
+        except ValidationError as e:
+            problems = '; '.join(
+                f'{".".join(str(part) for part in error["loc"]) or "the entry"}: {error["msg"]}' for error in e.errors()
+            )
+            raise ValueError(f'{label} in the agent spec: {problems}') from None
+    return spec.to_config(label)
 
 
 def _one_line(text: str, limit: int = 120) -> str:

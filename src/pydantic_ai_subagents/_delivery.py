@@ -6,6 +6,9 @@ attached run (`RunContext.enqueue`, priority `asap`), or kept until the scope's 
 has meanwhile read through a tool (`check_task`, `wait_tasks`) is taken back before it is delivered, so the model
 never reads the same news twice. With the capability, task events are also forwarded into the attached run's event
 stream, in order.
+
+A notice is a [`TaskNotice`][pydantic_ai_subagents.TaskNotice], a data capability part written by the subagent: the
+model reads it framed, never as the user's words, whatever the subagent's output says.
 """
 
 from __future__ import annotations
@@ -22,11 +25,30 @@ from pydantic_ai.exceptions import UserError
 from pydantic_ai.tools import RunContext
 
 from ._events import TaskEvent
+from ._notices import TaskNotice, task_notice
+from ._run import render_output
 from ._state import TaskRecord, TaskStatus
 
-__all__ = ('Delivery',)
+__all__ = ('Delivery', 'notice_of')
 
-NOTICE_PREFIX = '[subagents] '
+
+def notice_of(record: TaskRecord, text: str) -> TaskNotice:
+    """The notice about `record` whose content, what the model reads, is `text`."""
+    status = record.status
+    result: str | None = None
+    if status is TaskStatus.COMPLETED:
+        result = render_output(record.result)
+    elif status is TaskStatus.CANCELLED:
+        result = record.partial_result
+    return task_notice(
+        text=text,
+        task_id=record.id,
+        subagent=record.subagent,
+        status=status.value,
+        result=result,
+        question=record.question if status is TaskStatus.WAITING_FOR_ANSWER else None,
+        error=record.error if status is TaskStatus.FAILED else None,
+    )
 
 
 @dataclass(kw_only=True, eq=False)
@@ -39,9 +61,9 @@ class _LiveRun:
 class Delivery:
     """Notices owed to each scope, the runs they can go into, and the event forwarding to those runs."""
 
-    def __init__(self, describe: Callable[[str], str | None]) -> None:
-        """Create it; `describe(task_id)` phrases a task's current state for a notice (`None` if it is gone)."""
-        self._describe = describe
+    def __init__(self, notice: Callable[[str], TaskNotice | None]) -> None:
+        """Create it; `notice(task_id)` is the notice about a task's current state (`None` if it is gone)."""
+        self._notice = notice
         self._live: dict[str, list[_LiveRun]] = {}
         self._owed: dict[str, dict[str, None]] = {}
         self._queued: dict[str, tuple[_LiveRun, str]] = {}
@@ -94,10 +116,10 @@ class Delivery:
         if not owed:
             return True
         for task_id in list(owed):
-            text = self._describe(task_id)
-            if text is not None:
+            notice = self._notice(task_id)
+            if notice is not None:
                 try:
-                    enqueue_id = live.ctx.enqueue(NOTICE_PREFIX + text, priority='asap')
+                    enqueue_id = live.ctx.enqueue(notice, priority='asap')
                 except UserError:
                     return False  # that run is ending; the scope's next run gets it
                 if enqueue_id is not None:

@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Unpack, cast
 
 from pydantic_ai.tools import RunContext
 from pydantic_ai.toolsets import AbstractToolset, ToolsetTool, WrapperToolset
 
 from ._config import GENERAL_PURPOSE, SubAgentConfig
-from ._manager import OnRunEnd, TaskManager
+from ._manager import ManagerOptions, OnRunEnd, TaskManager, check_manager_options
 from ._runs import ParentRuns, apply_on_run_end, ending_badly, scope_of
+from ._state import SharedTaskStore
 from ._tools import INSTRUCTIONS, RepeatGuard, SubagentTools
 
-__all__ = ('INSTRUCTIONS', 'SubAgentToolset', 'create_subagent_toolset', 'scope_of')
+__all__ = ('INSTRUCTIONS', 'TOOLSET_OPTIONS', 'SubAgentToolset', 'create_subagent_toolset', 'scope_of')
+
+TOOLSET_OPTIONS = (
+    'manager',
+    'general_purpose',
+    'on_run_end',
+    'max_description_chars',
+    'max_result_chars',
+    'max_wait_seconds',
+    'id',
+)
+"""The toolset's own options, besides the subagents and the manager's options."""
 
 
 class SubAgentToolset(AbstractToolset[Any]):
@@ -54,10 +66,10 @@ class SubAgentToolset(AbstractToolset[Any]):
         max_result_chars: int = 8_000,
         max_wait_seconds: float = 300.0,
         id: str | None = None,
-        **manager_options: Any,
+        **manager_options: Unpack[ManagerOptions],
     ) -> None:
         """Build the toolset; see [`create_subagent_toolset`][pydantic_ai_subagents.create_subagent_toolset]."""
-        configs = list(subagents)
+        configs = _configs(subagents)
         if general_purpose and all(c.name != GENERAL_PURPOSE for c in configs):
             configs.append(
                 SubAgentConfig(
@@ -78,10 +90,12 @@ class SubAgentToolset(AbstractToolset[Any]):
             raise ValueError('max_description_chars and max_result_chars must be at least 1')
         if not (math.isfinite(max_wait_seconds) and max_wait_seconds > 0):
             raise ValueError(f'max_wait_seconds must be a finite number of seconds > 0, got {max_wait_seconds!r}')
+        check_manager_options(manager_options, where='SubAgentToolset()', also=TOOLSET_OPTIONS)
         if manager is not None and manager_options:
             raise TypeError(f'pass manager options to the TaskManager you give: {", ".join(manager_options)}')
         self.subagents = {c.name: c for c in configs}
         self.manager = manager or TaskManager(**manager_options)
+        _check_worker_queues(configs, self.manager)
         self.on_run_end = on_run_end
         self.max_description_chars = max_description_chars
         self.max_result_chars = max_result_chars
@@ -122,6 +136,35 @@ class SubAgentToolset(AbstractToolset[Any]):
 
     async def call_tool(self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any], tool: Any) -> Any:
         return await self._tools.call_tool(name, tool_args, ctx, tool)
+
+
+def _configs(subagents: object) -> list[SubAgentConfig]:
+    if isinstance(subagents, SubAgentConfig):
+        raise TypeError(
+            f'subagents must be a sequence of SubAgentConfig, not one config: write `[SubAgentConfig(...)]` '
+            f'(subagent {subagents.name!r})'
+        )
+    if isinstance(subagents, str | bytes) or not isinstance(subagents, Iterable):
+        raise TypeError(f'subagents must be a list or tuple of SubAgentConfig, not {type(subagents).__name__}')
+    configs = list(cast('Iterable[object]', subagents))
+    for i, config in enumerate(configs):
+        if not isinstance(config, SubAgentConfig):
+            raise TypeError(f'subagents[{i}] must be a SubAgentConfig, not {type(config).__name__}')
+    return cast('list[SubAgentConfig]', configs)
+
+
+def _check_worker_queues(configs: Sequence[SubAgentConfig], manager: TaskManager) -> None:
+    """A subagent run by workers needs a manager whose store the workers share: found now, not at its first task."""
+    if isinstance(manager.store, SharedTaskStore):
+        return
+    for config in configs:
+        if config.worker_queue is not None:
+            raise ValueError(
+                f'subagent {config.name!r}: worker_queue={config.worker_queue!r} sends its tasks to worker processes, '
+                'which needs a task manager on a shared store and bus (see '
+                "pydantic_ai_subagents.redis.redis_task_manager), but this manager's store is "
+                f'{type(manager.store).__name__}: pass such a manager as `manager=`, or leave worker_queue unset'
+            )
 
 
 @dataclass
@@ -187,7 +230,7 @@ def create_subagent_toolset(
     max_result_chars: int = 8_000,
     max_wait_seconds: float = 300.0,
     id: str | None = None,
-    **manager_options: Any,
+    **manager_options: Unpack[ManagerOptions],
 ) -> SubAgentToolset:
     """Create the subagent toolset to put in `Agent(toolsets=[...])`.
 
@@ -204,8 +247,14 @@ def create_subagent_toolset(
         max_wait_seconds: Upper bound on `wait_tasks`'s timeout.
         id: Toolset id (needed for durable execution).
         **manager_options: Options of [`TaskManager`][pydantic_ai_subagents.TaskManager] (`max_concurrent_tasks`,
-            `max_nesting_depth`, `soft_cancel_grace`, ...).
+            `max_nesting_depth`, `soft_cancel_grace`, ...), typed as
+            [`ManagerOptions`][pydantic_ai_subagents.ManagerOptions]: a type checker catches a misspelt one.
+
+    Raises:
+        TypeError: an unknown option (the message names the closest one), or manager options with `manager`.
+        ValueError: no subagents, duplicate names, or a limit out of range.
     """
+    check_manager_options(manager_options, where='create_subagent_toolset()', also=TOOLSET_OPTIONS)
     return SubAgentToolset(
         subagents,
         manager=manager,

@@ -50,6 +50,7 @@ from pydantic_ai.models.function import AgentInfo, DeltaToolCall, FunctionModel
 from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
 
 from ._config import SubAgentConfig
+from ._notices import TaskNotice
 from ._run import SOFT_CANCEL_NOTICE
 
 __all__ = ('ParentRun', 'Step', 'ToolReply', 'call', 'run_parent', 'scripted_subagent')
@@ -208,7 +209,9 @@ class ParentRun:
     replies: list[ToolReply] = field(default_factory=list[ToolReply])
     """Every tool call's reply, in the order of the calls."""
     notices: list[str] = field(default_factory=list[str])
-    """Messages put into the run besides the prompt, such as the notices of finished background tasks."""
+    """Messages put into the run besides the prompt: the content of each
+    [`TaskNotice`][pydantic_ai_subagents.TaskNotice] (a background task finished or asks), and any user text
+    enqueued."""
     output: Any = None
     """The run's output (the scripted model's final text), once the run has ended."""
     messages: list[ModelMessage] = field(default_factory=list[ModelMessage])
@@ -324,6 +327,8 @@ def _read(messages: list[ModelMessage]) -> ParentRun:
                         retry=part.outcome == 'retried',
                     )
                 )
+            elif isinstance(part, TaskNotice):
+                run.notices.append(part.content)
             elif isinstance(part, UserPromptPart) and isinstance(part.content, str):
                 if first_prompt:
                     first_prompt = False

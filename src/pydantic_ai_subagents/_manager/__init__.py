@@ -1,6 +1,7 @@
 """The task manager and the collaborators behind it (slots, waiting, questions, cancelling, sharing, settling)."""
 
 from ._manager import MANAGER_PREFIX, OnRunEnd, TaskManager
+from ._options import ManagerOptions, check_manager_options
 from ._waiting import WaitMode
 
-__all__ = ('MANAGER_PREFIX', 'OnRunEnd', 'TaskManager', 'WaitMode')
+__all__ = ('MANAGER_PREFIX', 'ManagerOptions', 'OnRunEnd', 'TaskManager', 'WaitMode', 'check_manager_options')

@@ -33,8 +33,10 @@ from pydantic_ai.usage import RunUsage, UsageLimits
 from .._budget import Ledger
 from .._bus import InMemoryMessageBus, MessageBus
 from .._config import SubAgentConfig
+from .._delivery import notice_of
 from .._events import EVENTS_TOPIC, TaskEvent
 from .._memory_store import InMemoryTaskStore
+from .._notices import TaskNotice
 from .._run import Outcome
 from .._state import TaskMode, TaskRecord, TaskStatus, TaskStore
 from .._text import describe_record
@@ -140,7 +142,7 @@ class TaskManager:
             store=self.store,
             bus=self._get_bus,
             participant=self.participant,
-            notice_text=self._notice_text,
+            notice=self._notice,
             cascade=self,
             max_concurrent_tasks=max_concurrent_tasks,
             max_nesting_depth=max_nesting_depth,
@@ -332,9 +334,9 @@ class TaskManager:
         ]
         return next((i for i, r in enumerate(waiting, 1) if r.id == task_id), None)
 
-    def _notice_text(self, task_id: str) -> str | None:
+    def _notice(self, task_id: str) -> TaskNotice | None:
         record = self.store.get(task_id)
-        return None if record is None else self.describe(record, self.notice_chars)
+        return None if record is None else notice_of(record, self.describe(record, self.notice_chars))
 
     def describe(self, record: TaskRecord, max_chars: int) -> str:
         """One task's state in the words the parent's model reads."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from .._bus import MessageBus
 from .._config import SubAgentConfig
 from .._delivery import Delivery
+from .._notices import TaskNotice
 from .._run import Cascade, Executor, InProcessExecutor, ProcessExecutor, WorkerExecutor
 from .._state import SharedTaskStore, TaskStore
 from ._cancelling import Cancelling
@@ -46,7 +47,7 @@ class Parts:
         store: TaskStore,
         bus: Callable[[], MessageBus],
         participant: str,
-        notice_text: Callable[[str], str | None],
+        notice: Callable[[str], TaskNotice | None],
         cascade: Cascade,
         max_concurrent_tasks: int | None,
         max_nesting_depth: int,
@@ -60,7 +61,7 @@ class Parts:
     ) -> Parts:
         """Make and wire the collaborators of a manager."""
         shared = store if isinstance(store, SharedTaskStore) else None
-        delivery = Delivery(notice_text)
+        delivery = Delivery(notice)
         parts: list[Parts] = []  # the settler's callbacks reach collaborators made after it
         settler = Settler(
             store=store,

@@ -23,6 +23,7 @@ from pydantic_ai.exceptions import UserError
 from pydantic_ai.run import AgentRun
 from pydantic_core import to_jsonable_python
 
+from .._notices import soft_cancel_notice
 from ._drive import drive, outcome_of
 from ._pipe import _Answer, _Done, _Failed, _Job, _Notice, _Partial, _Progress, _Question, _RunEvent
 from ._protocol import TaskJob, current_task
@@ -151,7 +152,7 @@ class _ChildSide:
         self.noticed = True
         # If the run is already ending, enqueue refuses: its result then counts as the wrap-up answer.
         with contextlib.suppress(UserError):
-            run.enqueue(SOFT_CANCEL_NOTICE, priority='asap')
+            run.enqueue(soft_cancel_notice(SOFT_CANCEL_NOTICE), priority='asap')
         self._send(_Partial(text=self._partial()))
 
     def answer(self, answer: str) -> bool | None:

@@ -2,8 +2,8 @@
 
 A stop fires the run's [`CancellationToken`][pydantic_ai.CancellationToken]: Pydantic AI then stops the run and
 raises `RunCancelled` with its partial transcript. The soft-cancel notice is enqueued into the live run with
-priority `asap`. Whatever the run raises, `BaseException` included, becomes this task's outcome; only the caller's
-own cancellation propagates.
+priority `asap`, as a [`SoftCancelNotice`][pydantic_ai_subagents.SoftCancelNotice]. Whatever the run raises,
+`BaseException` included, becomes this task's outcome; only the caller's own cancellation propagates.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pydantic_ai.exceptions import UserError
 from pydantic_ai.run import AgentRun
 
 from .._budget import exhausted_limit
+from .._notices import soft_cancel_notice
 from ._drive import drive, outcome_of
 from ._protocol import Outcome, RunObserver, TaskJob, current_task
 from ._support import SOFT_CANCEL_NOTICE, is_real_cancel
@@ -71,7 +72,7 @@ class _Control:
         if self.run is not None:
             # If the run is already ending, enqueue refuses: its result then counts as the wrap-up answer.
             with contextlib.suppress(UserError):
-                self.run.enqueue(SOFT_CANCEL_NOTICE, priority='asap')
+                self.run.enqueue(soft_cancel_notice(SOFT_CANCEL_NOTICE), priority='asap')
 
     def answer(self, answer: str) -> bool | None:
         return None
