@@ -35,7 +35,7 @@ from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import RunContext, ToolDefinition
 from pydantic_ai.usage import UsageLimits
 
-from pydantic_ai_subagents import SubAgentConfig, SubAgentToolset, create_subagent_toolset
+from pydantic_ai_subagents import SubAgentConfig, SubAgentToolset, TaskNotice, create_subagent_toolset
 
 __all__ = (
     'MAX_REPEATS',
@@ -175,7 +175,7 @@ class View:
     replies: list[str]
     """Every tool reply of the run so far (a refused call's is the reason it was refused), oldest first."""
     prompts: list[str]
-    """Every user prompt of the run so far, the notices the toolset enqueues included."""
+    """Every user prompt of the run so far, and the content of the task notices the toolset enqueued."""
 
     @property
     def last(self) -> str:
@@ -229,6 +229,8 @@ def _view(messages: list[ModelMessage]) -> View:
             if isinstance(part, ToolReturnPart):
                 replies.append(part.model_response_str())
             elif isinstance(part, UserPromptPart) and isinstance(part.content, str):
+                prompts.append(part.content)
+            elif isinstance(part, TaskNotice):
                 prompts.append(part.content)
     return View(replies=replies, prompts=prompts)
 
