@@ -35,7 +35,7 @@ from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import RunContext, ToolDefinition
 from pydantic_ai.usage import UsageLimits
 
-from pydantic_ai_subagents import SubAgentConfig, SubAgentToolset, TaskNotice, create_subagent_toolset
+from pydantic_ai_subagents import SubAgentConfig, SubAgentToolset, create_subagent_toolset
 
 __all__ = (
     'MAX_REPEATS',
@@ -228,10 +228,14 @@ def _view(messages: list[ModelMessage]) -> View:
         for part in message.parts:
             if isinstance(part, ToolReturnPart):
                 replies.append(part.model_response_str())
-            elif isinstance(part, UserPromptPart) and isinstance(part.content, str):
-                prompts.append(part.content)
-            elif isinstance(part, TaskNotice):
-                prompts.append(part.content)
+            elif isinstance(part, UserPromptPart):
+                # What the model reads: a prompt, or a task notice framed in its tag (a list of text items).
+                content = part.content
+                if not isinstance(content, str):
+                    content = ''.join(
+                        item if isinstance(item, str) else getattr(item, 'content', '') for item in content
+                    )
+                prompts.append(content)
     return View(replies=replies, prompts=prompts)
 
 
