@@ -176,6 +176,8 @@ class TaskRecord:
     when several processes share one store."""
     revision: int = 0
     """How many times the store has written the record; of two snapshots of a task, the later has the higher."""
+    messages: tuple[str, ...] = ()
+    """Messages sent into the running subagent while it worked (steering), in order, as they were sent."""
 
     @property
     def is_terminal(self) -> bool:

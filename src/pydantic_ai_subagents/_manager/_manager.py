@@ -10,8 +10,9 @@ Rules it keeps:
 - All state changes happen on the manager's event loop. The application entry points
   ([`soft_cancel`][pydantic_ai_subagents.TaskManager.soft_cancel],
   [`hard_cancel`][pydantic_ai_subagents.TaskManager.hard_cancel],
-  [`answer`][pydantic_ai_subagents.TaskManager.answer]) may be called from any thread: off the loop they hand the
-  call to it and wait for its answer.
+  [`answer`][pydantic_ai_subagents.TaskManager.answer],
+  [`message_task`][pydantic_ai_subagents.TaskManager.message_task]) may be called from any thread: off the loop
+  they hand the call to it and wait for its answer.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from .._text import describe_record
 from ._feed import task_events
 from ._lifecycle import Host, check_duration
 from ._parts import Parts
+from ._steering import Steering
 from ._waiting import WaitMode
 
 __all__ = ('OnRunEnd', 'TaskManager', 'WaitMode')
@@ -156,6 +158,7 @@ class TaskManager:
         self._waiting, self._sharing, self._cancelling = parts.waiting, parts.sharing, parts.cancelling
         self._running, self._starter = parts.running, parts.starter
         self._inbox = parts.inbox(self._get_bus, self.participant)
+        self._steering = Steering(settler=parts.settler)
         settler = parts.settler
         self._host = Host(
             serve=self._serve,
@@ -427,3 +430,20 @@ class TaskManager:
             `False` if the task is unknown or not waiting for an answer.
         """
         return self._call(lambda: self._inbox.answer(task_id, answer))
+
+    def message_task(self, task_id: str, message: str) -> bool:
+        """Send a message into a task's running subagent (steering) without stopping it. Safe from any thread.
+
+        The subagent reads it with its next model request; if it was about to finish, it gets one more turn for
+        it. A message sent to a `PENDING` task is held and read as its run starts. Each message taken is recorded
+        on the task ([`TaskRecord.messages`][pydantic_ai_subagents.TaskRecord.messages]).
+
+        Returns:
+            Whether the message was taken: `False` for an unknown or finished task, a task being cancelled, a task
+            of another process, or a run that ended just now (its result follows).
+        """
+        return self._call(lambda: self._steering.send(task_id, message))
+
+    def steer_refusal(self, record: TaskRecord) -> str | None:
+        """Why [`message_task`][pydantic_ai_subagents.TaskManager.message_task] would refuse the task, or `None`."""
+        return self._steering.refusal(record)

@@ -24,7 +24,7 @@ from pydantic_ai.run import AgentRun
 from pydantic_core import to_jsonable_python
 
 from ._drive import drive, outcome_of
-from ._pipe import _Answer, _Done, _Failed, _Job, _Notice, _Partial, _Progress, _Question, _RunEvent
+from ._pipe import _Answer, _Done, _Failed, _Job, _Message, _Notice, _Partial, _Progress, _Question, _RunEvent
 from ._protocol import TaskJob, current_task
 from ._support import SOFT_CANCEL_NOTICE, partial_from_messages, safe_error, task_agent
 
@@ -157,6 +157,15 @@ class _ChildSide:
     def answer(self, answer: str) -> bool | None:
         return None
 
+    def message(self, text: str) -> bool:
+        if self.run_ is None:
+            return False
+        try:
+            self.run_.enqueue(text, priority='asap')
+        except UserError:
+            return False  # the run has ended
+        return True
+
     # The pipe.
 
     def _bind(self, run: AgentRun[Any, Any]) -> None:
@@ -183,6 +192,8 @@ class _ChildSide:
                 answer.set_result(message.answer)
         elif isinstance(message, _Notice) and self.task is not None:
             self.task.request_notice()
+        elif isinstance(message, _Message) and self.task is not None:
+            self.task.request_message(message.text)
 
     def _read_parent(self) -> None:
         """Runs in a thread of its own, so that it works even while a tool blocks the event loop."""

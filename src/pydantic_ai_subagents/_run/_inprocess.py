@@ -2,8 +2,10 @@
 
 A stop fires the run's [`CancellationToken`][pydantic_ai.CancellationToken]: Pydantic AI then stops the run and
 raises `RunCancelled` with its partial transcript. The soft-cancel notice is enqueued into the live run with
-priority `asap`. Whatever the run raises, `BaseException` included, becomes this task's outcome; only the caller's
-own cancellation propagates.
+priority `asap`, and so is a message from the parent (steering): Pydantic AI delivers it with the run's next model
+request, or gives the run one more turn for it if it was about to end; once the run has ended it refuses it.
+Whatever the run raises, `BaseException` included, becomes this task's outcome; only the caller's own cancellation
+propagates.
 """
 
 from __future__ import annotations
@@ -74,3 +76,12 @@ class _Control:
 
     def answer(self, answer: str) -> bool | None:
         return None
+
+    def message(self, text: str) -> bool:
+        if self.run is None:
+            return False
+        try:
+            self.run.enqueue(text, priority='asap')
+        except UserError:
+            return False  # the run has ended: its queue is closed
+        return True

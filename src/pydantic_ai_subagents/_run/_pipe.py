@@ -10,7 +10,18 @@ from pydantic_ai.usage import RunUsage, UsageLimits
 
 from .._config import SubAgentConfig
 
-__all__ = ('_Answer', '_Done', '_Failed', '_Job', '_Notice', '_Partial', '_Progress', '_Question', '_RunEvent')
+__all__ = (
+    '_Answer',
+    '_Done',
+    '_Failed',
+    '_Job',
+    '_Message',
+    '_Notice',
+    '_Partial',
+    '_Progress',
+    '_Question',
+    '_RunEvent',
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,3 +98,10 @@ class _Answer:
 @dataclass(frozen=True, kw_only=True)
 class _Notice:
     """Parent to child: put the soft-cancel notice into the run."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Message:
+    """Parent to child: put the parent's message into the run (steering)."""
+
+    text: str

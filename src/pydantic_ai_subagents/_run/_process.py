@@ -39,7 +39,7 @@ import anyio.to_thread
 from pydantic_ai.usage import RunUsage
 
 from ._child import _child_main
-from ._pipe import _Answer, _Done, _Failed, _Job, _Notice, _Partial, _Progress, _Question, _RunEvent
+from ._pipe import _Answer, _Done, _Failed, _Job, _Message, _Notice, _Partial, _Progress, _Question, _RunEvent
 from ._protocol import Outcome, RunObserver, TaskJob
 from ._support import safe_error
 
@@ -172,6 +172,11 @@ class _ChildProcess:
 
     def answer(self, answer: str) -> bool | None:
         return None
+
+    def message(self, text: str) -> bool:
+        # Taken if the child is still there to read it; one that arrives as its run ends is refused there, and
+        # the task's result follows.
+        return not self.exited.is_set() and self._send(_Message(text=text))
 
     # The run.
 
@@ -306,10 +311,13 @@ class _ChildProcess:
             return Outcome(kind='stopped', partial=self.partial, note=note)
         return Outcome(kind='failed', error=_describe_exit(self.exitcode))
 
-    def _send(self, message: _Answer | _Notice) -> None:
+    def _send(self, message: _Answer | _Notice | _Message) -> bool:
         # A child that is gone cannot be told anything; its exit is reported on its own.
-        with contextlib.suppress(OSError):
+        try:
             self.conn.send(message)
+        except OSError:
+            return False
+        return True
 
 
 def _describe_exit(code: int | None) -> str:
