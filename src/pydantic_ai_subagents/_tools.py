@@ -25,6 +25,7 @@ from ._run import render_output
 from ._runs import ParentRuns, scope_of
 from ._state import TaskRecord, TaskStatus
 from ._text import describe_record, list_line, truncate
+from ._tools_steer import steer_reply
 
 __all__ = ('INSTRUCTIONS', 'SubagentTools')
 
@@ -95,6 +96,7 @@ class SubagentTools:
                 self.hard_cancel_task,
                 self.answer_subagent,
                 self.wait_tasks,
+                self.message_task,
             ],
             # Retries count consecutive failures of one tool; an LLM deserves a few before its run is ended.
             max_retries=5,
@@ -236,6 +238,10 @@ class SubagentTools:
                 self.manager.mark_seen(record)
                 lines.append(self.manager.describe(record, self.owner.max_result_chars))
         return '\n'.join(lines)
+
+    async def message_task(self, ctx: RunContext[Any], task_id: str, message: str) -> str:
+        """Send a running task new information or a correction; the subagent reads it at its next step."""
+        return await steer_reply(self, ctx, task_id, message)
 
     # ----------------------------------------------------------------- helpers
 
