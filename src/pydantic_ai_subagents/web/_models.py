@@ -135,6 +135,8 @@ class TaskView(_Model):
     """Seconds since the task started running (or was created), until it finished or now."""
     history: list[StatusView]
     """Every state entered, oldest first."""
+    messages: list[str] = []
+    """Messages sent into the running subagent (steering), oldest first."""
 
     @classmethod
     def from_record(cls, record: TaskRecord) -> TaskView:
@@ -173,6 +175,7 @@ class TaskView(_Model):
             ),
             created_at=record.created_at,
             elapsed_seconds=round(record.elapsed(), 3),
+            messages=list(record.messages),
             history=history,
         )
 
@@ -215,6 +218,25 @@ class AnswerTaskResult(_Model):
 
     accepted: bool
     """Whether the answer was delivered: `false` when the task was not waiting for one."""
+    task: TaskView
+    """The task right after the request."""
+
+
+class MessageTaskBody(_Model):
+    """The body of `POST /tasks/{task_id}/message`."""
+
+    model_config = ConfigDict(extra='forbid', regex_engine='python-re')
+
+    message: Annotated[str, Field(min_length=1, max_length=MAX_ANSWER_CHARS, pattern=NOT_BLANK)]
+    """New information or a correction for the running subagent; it must hold more than whitespace."""
+
+
+class MessageTaskResult(_Model):
+    """The answer to `POST /tasks/{task_id}/message`."""
+
+    accepted: bool
+    """Whether the message went into the run (or is held until a queued task starts): `false` when the task is
+    being cancelled, runs in another process, or its run ended just now."""
     task: TaskView
     """The task right after the request."""
 
