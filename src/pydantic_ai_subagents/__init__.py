@@ -37,7 +37,9 @@ from ._errors import (
     SubagentsError,
     TaskAlreadyFinishedError,
     TaskLimitError,
+    TaskNotContinuableError,
     TaskNotFoundError,
+    TaskRefusedError,
     UnknownRecipientError,
 )
 from ._events import (
@@ -123,9 +125,11 @@ __all__ = (
     'TaskLimitError',
     'TaskManager',
     'TaskMode',
+    'TaskNotContinuableError',
     'TaskNotFoundError',
     'TaskQuestionAsked',
     'TaskRecord',
+    'TaskRefusedError',
     'TaskResult',
     'TaskRunEvent',
     'TaskStarted',
