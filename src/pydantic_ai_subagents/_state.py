@@ -176,6 +176,8 @@ class TaskRecord:
     when several processes share one store."""
     revision: int = 0
     """How many times the store has written the record; of two snapshots of a task, the later has the higher."""
+    continued_from: str | None = None
+    """The finished task whose conversation this one continues (a follow-up), if any."""
     messages: tuple[str, ...] = ()
     """Messages sent into the running subagent while it worked (steering), in order, as they were sent."""
 

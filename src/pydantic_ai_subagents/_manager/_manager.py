@@ -39,6 +39,7 @@ from .._memory_store import InMemoryTaskStore
 from .._run import Outcome
 from .._state import TaskMode, TaskRecord, TaskStatus, TaskStore
 from .._text import describe_record
+from ._continuing import conversation_to_continue
 from ._feed import task_events
 from ._lifecycle import Host, check_duration
 from ._parts import Parts
@@ -262,6 +263,7 @@ class TaskManager:
         parent_limits: UsageLimits | None = None,
         agent: Agent[Any, Any] | None = None,
         ledger: Ledger | None = None,
+        continue_task_id: str | None = None,
     ) -> TaskRecord:
         """Create a task for `config` and start it in the background (or queue it); return its first snapshot.
 
@@ -277,12 +279,22 @@ class TaskManager:
             parent_limits: The parent's limits; the task's own budget is lowered to what they have left.
             agent: The agent to run, if already built.
             ledger: The request budget of the parent run (the toolset passes it); inside a subagent, its task's.
+            continue_task_id: A completed task of the same scope and subagent to follow up on: the new task's run
+                starts from that task's conversation, and its record links to it
+                ([`continued_from`][pydantic_ai_subagents.TaskRecord.continued_from]).
 
         Raises:
             TaskLimitError: the nesting depth or the per-scope task limit is reached.
+            TaskNotFoundError: `continue_task_id` is not a task of this scope.
+            TaskNotContinuableError: that task is still live, failed, of another subagent, or its conversation is
+                no longer kept.
             ManagerClosedError: the manager is closed.
         """
         await self._ensure_started()
+        history = None
+        if continue_task_id is not None:
+            messages = conversation_to_continue(self._settler, continue_task_id, scope=scope, subagent=config.name)
+            history = (continue_task_id, messages)
         runtime, record = self._starter.new_task(
             config,
             description,
@@ -294,6 +306,7 @@ class TaskManager:
             parent_limits=parent_limits,
             agent=agent,
             ledger=ledger,
+            history=history,
         )
         self._settler.runtimes[runtime.id] = runtime
         change = self.store.create(record)
@@ -322,7 +335,11 @@ class TaskManager:
         return self.store.list(scope, active_only=active_only)
 
     def transcript(self, task_id: str) -> list[ModelMessage] | None:
-        """The messages of a stopped or failed task's run, for the application (never shown to the parent)."""
+        """The messages of a finished task's run, where they are kept, for the application (never shown to the parent).
+
+        Kept while the record is retained, for a run in this process or in a child process of it; a completed
+        task's conversation is what a follow-up (`start(..., continue_task_id=...)`) starts from.
+        """
         return self._settler.transcripts.get(task_id)
 
     def queue_position(self, task_id: str) -> int | None:

@@ -83,6 +83,7 @@ class _ChildSide:
             depth=job.depth,
             observer=self,
             forward_events=job.forward_events,
+            message_history=job.message_history,
         )
         # What the parent sent while this process was starting (a soft notice) counts from the run's first request.
         while self.conn.poll() and (message := self._receive()) is not None:
@@ -97,12 +98,14 @@ class _ChildSide:
             outcome = outcome_of(e)
             last = _Failed(error=outcome.error or safe_error(e), usage=usage)
         else:
-            last = _Done(output=output, usage=usage)
+            messages = None if self.run_ is None else self.run_.all_messages()
+            last = _Done(output=output, usage=usage, messages=messages)
         with contextlib.suppress(OSError):  # the parent is gone
             try:
                 self._send(last)
             except (pickle.PicklingError, TypeError, AttributeError):
-                # An output that cannot be pickled (it holds a live object): its JSON form still carries the data.
+                # An output (or a tool result in the conversation) that cannot be pickled holds a live object: its
+                # JSON form still carries the data; the conversation is left out.
                 assert isinstance(last, _Done)
                 self._send(_Done(output=to_jsonable_python(last.output, fallback=repr), usage=usage))
 

@@ -47,6 +47,7 @@ async def drive(
         capabilities.append(TaskTracker(job, tools))
     async with job.agent.iter(
         job.prompt,
+        message_history=job.message_history,
         model=job.model,
         deps=job.deps,
         usage=job.usage,

@@ -46,7 +46,9 @@ class InProcessExecutor:
         finally:
             job.detach()
             current_task.reset(reset)
-        return Outcome(kind='completed', output=output)
+        # The conversation is kept, so that a follow-up task can continue it.
+        transcript = None if control.run is None else control.run.all_messages()
+        return Outcome(kind='completed', output=output, transcript=transcript)
 
 
 class _Control:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models import Model
 from pydantic_ai.usage import RunUsage, UsageLimits
 
@@ -37,6 +38,7 @@ class _Job:
     usage_limits: UsageLimits | None
     can_ask_questions: bool
     forward_events: bool
+    message_history: list[ModelMessage] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +79,8 @@ class _Done:
 
     output: Any
     usage: RunUsage
+    messages: list[ModelMessage] | None = None
+    """The run's conversation, for a follow-up task (`None` if it could not be sent)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -84,6 +84,7 @@ class ProcessExecutor:
             usage_limits=job.usage_limits,
             can_ask_questions=job.config.can_ask_questions,
             forward_events=job.forward_events,
+            message_history=job.message_history,
         )
         try:
             payload = _pickle_job(spec)
@@ -298,7 +299,7 @@ class _ChildProcess:
         job = self.job
         if isinstance(end, _Done):
             _copy_usage(job.usage, end.usage)
-            return Outcome(kind='completed', output=end.output)
+            return Outcome(kind='completed', output=end.output, transcript=end.messages)
         if isinstance(end, _Failed):
             if end.usage is not None:
                 _copy_usage(job.usage, end.usage)

@@ -47,7 +47,8 @@ class Outcome:
     partial: str | None = None
     """What a stopped run leaves behind (its last text and tool results)."""
     transcript: list[ModelMessage] | None = None
-    """The messages of a run that did not complete, for the application."""
+    """The messages of the run, where they are known: what a follow-up task continues, or what the application
+    reads of a run that did not complete."""
     note: str | None = None
     """A remark on how it ended (a thread left running, a process killed, a worker's note)."""
 
@@ -124,6 +125,8 @@ class TaskJob:
     deps: Any
     usage_limits: UsageLimits | None
     depth: int
+    message_history: list[ModelMessage] | None = None
+    """The conversation of the finished task this one continues: the run starts from it."""
     usage: RunUsage = field(default_factory=RunUsage)
     """The task's own usage: its budget is its own, and it is rolled up into the parent's when the task ends."""
     ledger: Ledger | None = None
