@@ -133,8 +133,8 @@ async def test_replies_follow_the_states_table() -> None:
     assert cancelling == [f'Message not sent to task {tid}: it is being cancelled (soft).']
     assert record.status is TaskStatus.CANCELLED
     assert finished == [
-        f'Message not sent: task {tid} has already finished and cannot be steered (start a follow-up with '
-        f'continue_task). {manager.describe(record, 8000)}'
+        f'Message not sent: task {tid} has already finished and cannot be steered (for a follow-up, start a task '
+        f'with continue_task_id). {manager.describe(record, 8000)}'
     ]
     assert empty.replies[1] == ['{"error":"message is empty: write what the subagent should know."}']
     assert record.messages == ()

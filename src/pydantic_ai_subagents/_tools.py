@@ -19,7 +19,7 @@ from pydantic_ai.tools import RunContext
 from pydantic_ai.toolsets import FunctionToolset
 
 from ._config import SubAgentConfig
-from ._errors import TaskLimitError
+from ._errors import TaskLimitError, TaskNotContinuableError, TaskNotFoundError
 from ._manager import TaskManager
 from ._run import render_output
 from ._runs import ParentRuns, scope_of
@@ -104,9 +104,14 @@ class SubagentTools:
         )
 
     async def task(
-        self, ctx: RunContext[Any], description: str, subagent_type: str, mode: Literal['sync', 'async'] = 'sync'
+        self,
+        ctx: RunContext[Any],
+        description: str,
+        subagent_type: str,
+        mode: Literal['sync', 'async'] = 'sync',
+        continue_task_id: str | None = None,
     ) -> str:
-        """Delegate a task to a subagent."""
+        """Delegate a task to a subagent; `continue_task_id` follows up on a completed task with its conversation."""
         owner, manager = self.owner, self.manager
         description = description.strip()
         if not description:
@@ -133,9 +138,14 @@ class SubagentTools:
                 parent_usage=ctx.usage,
                 parent_limits=ctx.usage_limits,
                 ledger=None if run is None else run.ledger,
+                continue_task_id=None if continue_task_id is None else continue_task_id.strip(),
             )
         except TaskLimitError as e:
             return f'Task not started: {e}. Finish or cancel tasks first, or do this work yourself.'
+        except TaskNotFoundError:
+            return self._unknown(ctx, continue_task_id or '')
+        except TaskNotContinuableError as e:
+            return f'Task not started: {e}.'
         if run is not None:
             run.started.append(record.id)
         if mode == 'async':

@@ -53,5 +53,5 @@ async def steer_reply(tools: SubagentTools, ctx: RunContext[Any], task_id: str, 
     manager.mark_seen(record)
     return (
         f'Message not sent: task {task_id} has already finished and cannot be steered '
-        f'(start a follow-up with continue_task). {manager.describe(record, owner.max_result_chars)}'
+        f'(for a follow-up, start a task with continue_task_id). {manager.describe(record, owner.max_result_chars)}'
     )
