@@ -55,7 +55,7 @@ from ._events import (
     TaskRunEvent,
     TaskStarted,
 )
-from ._manager import OnRunEnd, TaskManager, WaitMode
+from ._manager import AfterTaskHook, BeforeTaskHook, OnRunEnd, RefuseTask, TaskEnd, TaskManager, TaskRequest, WaitMode
 from ._memory_store import InMemoryTaskStore
 from ._remote import ClaimReply, TaskClaim, WorkerUpdate
 from ._state import (
@@ -80,7 +80,9 @@ __all__ = (
     'GENERAL_PURPOSE',
     'INSTRUCTIONS',
     'WILDCARD_TOPIC',
+    'AfterTaskHook',
     'Answer',
+    'BeforeTaskHook',
     'BusClosedError',
     'BusError',
     'BusStats',
@@ -102,6 +104,7 @@ __all__ = (
     'OverflowPolicy',
     'Progress',
     'Question',
+    'RefuseTask',
     'ReplyTimeoutError',
     'SharedTaskStore',
     'StatusChange',
@@ -119,6 +122,7 @@ __all__ = (
     'TaskClaim',
     'TaskCompleted',
     'TaskCreated',
+    'TaskEnd',
     'TaskEvent',
     'TaskEventMessage',
     'TaskFailed',
@@ -130,6 +134,7 @@ __all__ = (
     'TaskQuestionAsked',
     'TaskRecord',
     'TaskRefusedError',
+    'TaskRequest',
     'TaskResult',
     'TaskRunEvent',
     'TaskStarted',

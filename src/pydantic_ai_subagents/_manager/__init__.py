@@ -1,6 +1,17 @@
 """The task manager and the collaborators behind it (slots, waiting, questions, cancelling, sharing, settling)."""
 
+from ._hooks import AfterTaskHook, BeforeTaskHook, RefuseTask, TaskEnd, TaskRequest
 from ._manager import MANAGER_PREFIX, OnRunEnd, TaskManager
 from ._waiting import WaitMode
 
-__all__ = ('MANAGER_PREFIX', 'OnRunEnd', 'TaskManager', 'WaitMode')
+__all__ = (
+    'MANAGER_PREFIX',
+    'AfterTaskHook',
+    'BeforeTaskHook',
+    'OnRunEnd',
+    'RefuseTask',
+    'TaskEnd',
+    'TaskManager',
+    'TaskRequest',
+    'WaitMode',
+)

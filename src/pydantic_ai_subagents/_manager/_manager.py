@@ -41,6 +41,7 @@ from .._state import TaskMode, TaskRecord, TaskStatus, TaskStore
 from .._text import describe_record
 from ._continuing import conversation_to_continue
 from ._feed import task_events
+from ._hooks import AfterTaskHook, BeforeTaskHook, HookedExecutor, before, configured
 from ._lifecycle import Host, check_duration
 from ._parts import Parts
 from ._steering import Steering
@@ -85,6 +86,8 @@ class TaskManager:
         forward_subagent_events: bool = False,
         store: TaskStore | None = None,
         bus: MessageBus | None = None,
+        before_task: BeforeTaskHook | None = None,
+        after_task: AfterTaskHook | None = None,
     ) -> None:
         """Create a manager.
 
@@ -108,6 +111,12 @@ class TaskManager:
                 and the parent's event stream. Off by default: it streams every model response of every subagent.
             store: Where records live; the in-memory store by default.
             bus: The message bus; the in-memory bus by default.
+            before_task: Called before each task starts, with its [`TaskRequest`][pydantic_ai_subagents.TaskRequest]:
+                return `None` to allow it, [`RefuseTask`][pydantic_ai_subagents.RefuseTask] to refuse it (the
+                parent's model reads the reason), or a changed request to rewrite it. Plain or `async`.
+            after_task: Called when each task's run ends, before anyone can read the result, with its
+                [`TaskEnd`][pydantic_ai_subagents.TaskEnd]: return `None` to keep it or a changed one to replace the
+                result (redact it). Plain or `async`. A hook that raises refuses (before) or fails (after) that task.
 
         Raises:
             ValueError: a limit or a duration is out of range (durations must be finite numbers).
@@ -131,6 +140,10 @@ class TaskManager:
         self.default_timeout = default_timeout
         self.hard_cancel_wait = hard_cancel_wait
         self.forward_subagent_events = forward_subagent_events
+        self.before_task = before_task
+        """The application's hook before each task starts (see `__init__`)."""
+        self.after_task = after_task
+        """The application's hook when each task's run ends (see `__init__`)."""
         self.store: TaskStore = (
             store
             if store is not None
@@ -285,12 +298,18 @@ class TaskManager:
 
         Raises:
             TaskLimitError: the nesting depth or the per-scope task limit is reached.
+            TaskRefusedError: the `before_task` hook refused the task (or failed).
             TaskNotFoundError: `continue_task_id` is not a task of this scope.
             TaskNotContinuableError: that task is still live, failed, of another subagent, or its conversation is
                 no longer kept.
             ManagerClosedError: the manager is closed.
         """
         await self._ensure_started()
+        if self.before_task is not None:
+            request = await before(self.before_task, config, description, mode, scope, continue_task_id)
+            if request.config is not config:
+                agent = None
+            config, description, mode = configured(request), request.description, request.mode
         history = None
         if continue_task_id is not None:
             messages = conversation_to_continue(self._settler, continue_task_id, scope=scope, subagent=config.name)
@@ -308,6 +327,8 @@ class TaskManager:
             ledger=ledger,
             history=history,
         )
+        if self.after_task is not None:
+            runtime.executor = HookedExecutor(runtime.executor, self.after_task, self.store.get)
         self._settler.runtimes[runtime.id] = runtime
         change = self.store.create(record)
         self._settler.changed(runtime, change)
