@@ -19,7 +19,7 @@ from pydantic_ai.tools import RunContext
 from pydantic_ai.toolsets import FunctionToolset
 
 from ._config import SubAgentConfig
-from ._errors import TaskLimitError, TaskNotContinuableError, TaskNotFoundError
+from ._errors import TaskLimitError, TaskNotContinuableError, TaskNotFoundError, TaskRefusedError
 from ._manager import TaskManager
 from ._run import render_output
 from ._runs import ParentRuns, scope_of
@@ -146,9 +146,11 @@ class SubagentTools:
             return self._unknown(ctx, continue_task_id or '')
         except TaskNotContinuableError as e:
             return f'Task not started: {e}.'
+        except TaskRefusedError as e:
+            return f'Task not started: {e.reason}'
         if run is not None:
             run.started.append(record.id)
-        if mode == 'async':
+        if record.mode == 'async':  # as started: the application's before_task hook may have changed it
             return f'Task started with ID: {record.id}'
         try:
             (record,) = await self._wait([record.id])
