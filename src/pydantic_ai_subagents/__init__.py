@@ -52,6 +52,7 @@ from ._events import (
     TaskEventMessage,
     TaskFailed,
     TaskQuestionAsked,
+    TaskRetrying,
     TaskRunEvent,
     TaskStarted,
 )
@@ -136,6 +137,7 @@ __all__ = (
     'TaskRefusedError',
     'TaskRequest',
     'TaskResult',
+    'TaskRetrying',
     'TaskRunEvent',
     'TaskStarted',
     'TaskStatus',
