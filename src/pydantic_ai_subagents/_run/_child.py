@@ -24,7 +24,19 @@ from pydantic_ai.run import AgentRun
 from pydantic_core import to_jsonable_python
 
 from ._drive import drive, outcome_of
-from ._pipe import _Answer, _Done, _Failed, _Job, _Message, _Notice, _Partial, _Progress, _Question, _RunEvent
+from ._pipe import (
+    _Answer,
+    _Done,
+    _Failed,
+    _Job,
+    _Message,
+    _Notice,
+    _Partial,
+    _Progress,
+    _Question,
+    _Retrying,
+    _RunEvent,
+)
 from ._protocol import TaskJob, current_task
 from ._support import SOFT_CANCEL_NOTICE, partial_from_messages, safe_error, task_agent
 
@@ -141,6 +153,9 @@ class _ChildSide:
 
     def note(self, text: str) -> None:
         pass
+
+    def retrying(self, attempt: int, error: str, delay: float) -> None:
+        self._send(_Retrying(attempt=attempt, error=error, delay=delay))
 
     # RunControl
 

@@ -21,6 +21,7 @@ __all__ = (
     '_Partial',
     '_Progress',
     '_Question',
+    '_Retrying',
     '_RunEvent',
 )
 
@@ -71,6 +72,15 @@ class _RunEvent:
     """Child to parent: one event of the subagent's run (only with `forward_subagent_events`)."""
 
     event: Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Retrying:
+    """Child to parent: a try of the run failed on a transient model error; the next one starts after `delay`."""
+
+    attempt: int
+    error: str
+    delay: float
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -39,7 +39,19 @@ import anyio.to_thread
 from pydantic_ai.usage import RunUsage
 
 from ._child import _child_main
-from ._pipe import _Answer, _Done, _Failed, _Job, _Message, _Notice, _Partial, _Progress, _Question, _RunEvent
+from ._pipe import (
+    _Answer,
+    _Done,
+    _Failed,
+    _Job,
+    _Message,
+    _Notice,
+    _Partial,
+    _Progress,
+    _Question,
+    _Retrying,
+    _RunEvent,
+)
 from ._protocol import Outcome, RunObserver, TaskJob
 from ._support import safe_error
 
@@ -210,6 +222,8 @@ class _ChildProcess:
                 tg.start_soon(self._relay_question, message)
             elif isinstance(message, _RunEvent):
                 observer.run_event(message.event)
+            elif isinstance(message, _Retrying):
+                observer.retrying(message.attempt, message.error, message.delay)
 
     async def _next_message(self) -> Any:
         """The child's next message; `None` once it has exited and everything it sent is read."""

@@ -88,6 +88,10 @@ class RunObserver(Protocol):
         """Something the application should read on the task's record (a retry on another worker)."""
         ...
 
+    def retrying(self, attempt: int, error: str, delay: float) -> None:
+        """A try of the run failed on a transient model error: try number `attempt` starts in `delay` seconds."""
+        ...
+
 
 class RunControl(Protocol):
     """How the manager reaches a running task; attached to its job by the executor."""
