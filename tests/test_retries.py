@@ -176,3 +176,15 @@ def test_retry_settings_are_checked_when_the_config_is_built(field: str, value: 
     options: dict[str, Any] = {field: value}
     with pytest.raises(ValueError, match=f"subagent 'worker': {field} must be"):
         SubAgentConfig(name='worker', **options)
+
+
+def test_a_retry_event_and_its_record_travel_between_processes() -> None:
+    from pydantic_ai_subagents import TaskEventMessage, TaskRecord
+    from pydantic_ai_subagents.redis._codec import decode, encode
+
+    record = TaskRecord(id='t', subagent='worker', description='d', mode='async', scope='s', attempts=3)
+    event = TaskRetrying(task_id='t', subagent='worker', scope='s', attempt=3, error='HTTP 429', delay=1.5)
+    message = TaskEventMessage(sender='m', topic='subagents.events', event=event, record=record)
+    decoded = decode(encode(message, origin='me', reply_to=None)).message
+    assert isinstance(decoded, TaskEventMessage)
+    assert decoded.event == event and decoded.record is not None and decoded.record.attempts == 3
