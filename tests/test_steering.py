@@ -262,5 +262,6 @@ async def test_http_message_route_steers_refuses_and_needs_auth() -> None:
     assert unknown.status_code == 404 and other_scope.status_code == 404
     assert sent.status_code == 200, sent.text
     assert sent.json()['accepted'] is True and sent.json()['task']['messages'] == ['in French']
+    assert sent.json()['task']['attempts'] == 1 and sent.json()['task']['continued_from'] is None
     assert final.result == 'job | Message from the agent that gave you this task: in French'
     assert late.status_code == 409 and 'already completed' in late.json()['detail']

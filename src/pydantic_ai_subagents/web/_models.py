@@ -137,6 +137,10 @@ class TaskView(_Model):
     """Every state entered, oldest first."""
     messages: list[str] = []
     """Messages sent into the running subagent (steering), oldest first."""
+    attempts: int = 1
+    """How many times the subagent's run was started: 1, plus one per retry after a transient model failure."""
+    continued_from: str | None = None
+    """The finished task whose conversation this one continues (a follow-up), if any."""
 
     @classmethod
     def from_record(cls, record: TaskRecord) -> TaskView:
@@ -176,6 +180,8 @@ class TaskView(_Model):
             created_at=record.created_at,
             elapsed_seconds=round(record.elapsed(), 3),
             messages=list(record.messages),
+            attempts=record.attempts,
+            continued_from=record.continued_from,
             history=history,
         )
 
