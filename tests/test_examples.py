@@ -211,6 +211,44 @@ CASES = (
         (r'^\w{8} lead +cancelled ', r'^\w{8}   deep-researcher +cancelled ', r'^\w{8} writer +completed '),
         args=('--check',),
     ),
+    Case(
+        'steering.py',
+        (
+            "-> message_task(task_id='",
+            'the subagent reads it at its next step.',
+            'Report (focus on hermit crabs only): hermit crabs swap shells as they grow.',
+            'has already finished and cannot be steered',
+            "messages recorded on the task: ['focus on hermit crabs only']",
+        ),
+    ),
+    Case(
+        'follow_up.py',
+        (
+            'Three tide-pool animals: hermit crabs, sea stars, anemones.',
+            "continue_task_id='",
+            '<- Of the three I named before (1 earlier question), sea stars live longest.',
+            'follow-up continues the first task: True',
+        ),
+    ),
+    Case(
+        'hooks.py',
+        (
+            '<- Task not started: deleting is not allowed here; archive instead.',
+            '<- Done: Tidy the logs (config read: api_key=[redacted])',
+            "careful-worker  '[read only] Check the production config'",
+        ),
+    ),
+    Case(
+        'retries.py',
+        (
+            '[retry] attempt 2 in ',
+            'status_code: 429',
+            '[retry] attempt 3 in ',
+            'status_code: 503',
+            '<- Found: hermit crabs swap shells as they grow',
+            'status: completed, attempts: 3',
+        ),
+    ),
 )
 
 

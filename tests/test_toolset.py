@@ -500,6 +500,7 @@ async def test_tool_definitions_stay_small() -> None:
             'hard_cancel_task',
             'answer_subagent',
             'wait_tasks',
+            'message_task',
         ]
     )
     size = sum(

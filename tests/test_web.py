@@ -910,7 +910,9 @@ def test_schema_lists_every_route() -> None:
         '/tasks/{task_id}/cancel',
         '/tasks/{task_id}/answer',
         '/tasks/{task_id}/activity',
+        '/tasks/{task_id}/message',
     }
+    assert set(paths['/tasks/{task_id}/message']['post']['responses']) == {'200', '404', '409', '413', '422'}
     assert set(paths['/tasks/{task_id}/cancel']['post']['responses']) == {'200', '404', '409', '413', '422'}
 
 

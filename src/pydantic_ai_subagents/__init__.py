@@ -37,7 +37,9 @@ from ._errors import (
     SubagentsError,
     TaskAlreadyFinishedError,
     TaskLimitError,
+    TaskNotContinuableError,
     TaskNotFoundError,
+    TaskRefusedError,
     UnknownRecipientError,
 )
 from ._events import (
@@ -50,10 +52,21 @@ from ._events import (
     TaskEventMessage,
     TaskFailed,
     TaskQuestionAsked,
+    TaskRetrying,
     TaskRunEvent,
     TaskStarted,
 )
-from ._manager import ManagerOptions, OnRunEnd, TaskManager, WaitMode
+from ._manager import (
+    AfterTaskHook,
+    BeforeTaskHook,
+    ManagerOptions,
+    OnRunEnd,
+    RefuseTask,
+    TaskEnd,
+    TaskManager,
+    TaskRequest,
+    WaitMode,
+)
 from ._memory_store import InMemoryTaskStore
 from ._notices import SoftCancelNotice, TaskNotice
 from ._remote import ClaimReply, TaskClaim, WorkerUpdate
@@ -79,7 +92,9 @@ __all__ = (
     'GENERAL_PURPOSE',
     'INSTRUCTIONS',
     'WILDCARD_TOPIC',
+    'AfterTaskHook',
     'Answer',
+    'BeforeTaskHook',
     'BusClosedError',
     'BusError',
     'BusStats',
@@ -102,6 +117,7 @@ __all__ = (
     'OverflowPolicy',
     'Progress',
     'Question',
+    'RefuseTask',
     'ReplyTimeoutError',
     'SharedTaskStore',
     'SoftCancelNotice',
@@ -121,17 +137,22 @@ __all__ = (
     'TaskClaim',
     'TaskCompleted',
     'TaskCreated',
+    'TaskEnd',
     'TaskEvent',
     'TaskEventMessage',
     'TaskFailed',
     'TaskLimitError',
     'TaskManager',
     'TaskMode',
+    'TaskNotContinuableError',
     'TaskNotFoundError',
     'TaskNotice',
     'TaskQuestionAsked',
     'TaskRecord',
+    'TaskRefusedError',
+    'TaskRequest',
     'TaskResult',
+    'TaskRetrying',
     'TaskRunEvent',
     'TaskStarted',
     'TaskStatus',

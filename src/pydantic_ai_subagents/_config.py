@@ -98,6 +98,15 @@ class SubAgentConfig:
     and `description`; the workers hold the full one."""
     retries: int = 0
     """How many times a task on a worker is started again on another worker when the worker running it dies."""
+    model_retries: int = 0
+    """How many times a task's run is tried again after a transient model failure: a rate limit (HTTP 429), a server
+    error (5xx), a timeout or a lost connection. The run goes on from the conversation it got to, so tools that
+    already ran are not run again. 0: the first such failure fails the task."""
+    retry_backoff: float = 1.0
+    """Seconds before the first retry; each next one waits twice as long (up to `max_retry_backoff`), half of the
+    wait random, so that tasks rate-limited at the same moment do not all come back at once."""
+    max_retry_backoff: float = 30.0
+    """The longest wait between two tries, in seconds."""
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -107,6 +116,13 @@ class SubAgentConfig:
             )
         if self.retries < 0:
             raise ValueError(f'subagent {self.name!r}: retries must be >= 0, got {self.retries}')
+        if self.model_retries < 0:
+            raise ValueError(f'subagent {self.name!r}: model_retries must be >= 0, got {self.model_retries}')
+        for field, seconds in (('retry_backoff', self.retry_backoff), ('max_retry_backoff', self.max_retry_backoff)):
+            if not (math.isfinite(seconds) and seconds >= 0):
+                raise ValueError(
+                    f'subagent {self.name!r}: {field} must be a finite number of seconds >= 0, got {seconds}'
+                )
         if self.worker_queue is not None and not _NAME_RE.match(self.worker_queue):
             raise ValueError(f'subagent {self.name!r}: invalid worker_queue {self.worker_queue!r}')
         if self.timeout is not None and not (math.isfinite(self.timeout) and self.timeout > 0):

@@ -12,7 +12,9 @@ __all__ = (
     'SubagentsError',
     'TaskAlreadyFinishedError',
     'TaskLimitError',
+    'TaskNotContinuableError',
     'TaskNotFoundError',
+    'TaskRefusedError',
     'UnknownRecipientError',
 )
 
@@ -57,6 +59,26 @@ class TaskNotFoundError(SubagentsError, LookupError):
 
 class TaskLimitError(SubagentsError):
     """A task could not be created because a limit (nesting depth, live tasks per conversation) was reached."""
+
+
+class TaskNotContinuableError(SubagentsError):
+    """A finished task cannot be continued: it is still live, of another subagent, or its conversation is not kept."""
+
+    def __init__(self, task_id: str, reason: str) -> None:
+        self.task_id = task_id
+        """The task asked to be continued."""
+        self.reason = reason
+        """Why it cannot be, in words a model can act on."""
+        super().__init__(f'task {task_id!r} cannot be continued: {reason}')
+
+
+class TaskRefusedError(SubagentsError):
+    """The application's `before_task` hook refused to start a task (or failed, which refuses it too)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        """Why, as the hook put it: the parent's model reads it."""
+        super().__init__(f'task refused: {reason}')
 
 
 class ManagerClosedError(SubagentsError):

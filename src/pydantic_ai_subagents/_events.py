@@ -30,6 +30,7 @@ __all__ = (
     'TaskEventMessage',
     'TaskFailed',
     'TaskQuestionAsked',
+    'TaskRetrying',
     'TaskRunEvent',
     'TaskStarted',
     'created_event',
@@ -125,6 +126,26 @@ class TaskCancelled(TaskEvent):
     """`soft` (wrapped up, with a partial result) or `hard`."""
     partial_result: str | None = None
     """What the subagent produced before it stopped (soft cancel)."""
+
+
+@dataclass(kw_only=True)
+class TaskRetrying(TaskEvent):
+    """A try of the subagent's run failed on a transient model error and will be tried again.
+
+    See `SubAgentConfig.model_retries`. Not a state change: `status` is the task's current status.
+    """
+
+    attempt: int = 2
+    """The number of the try about to start (the first retry is 2)."""
+    error: str = ''
+    """The failure of the previous try."""
+    delay: float = 0.0
+    """Seconds until the try starts."""
+
+
+def retrying_event(record: TaskRecord, attempt: int, error: str, delay: float, at: float) -> TaskRetrying:
+    """The event reporting that a task's run will be tried again."""
+    return TaskRetrying(attempt=attempt, error=error, delay=delay, **_common(record, at))
 
 
 @dataclass(kw_only=True)

@@ -34,7 +34,7 @@ def _copy(record: TaskRecord, **changes: Any) -> TaskRecord:
     return copy
 
 
-_UPDATABLE = frozenset({'usage', 'note', 'metadata', 'question', 'partial_result'})
+_UPDATABLE = frozenset({'usage', 'note', 'metadata', 'question', 'partial_result', 'messages', 'attempts'})
 _TRANSITION_FIELDS = frozenset({'result', 'error', 'partial_result', 'question', 'note', 'usage'})
 
 
@@ -138,7 +138,7 @@ class InMemoryTaskStore:
         return StatusChange(record=updated, old=old, new=to)
 
     def update(self, task_id: str, **fields: Any) -> TaskRecord:
-        """Change `usage`, `note`, `metadata`, `question` or `partial_result` without a state change."""
+        """Change `usage`, `note`, `metadata`, `question`, `partial_result`, `messages` or `attempts`, not the state."""
         unknown = set(fields) - _UPDATABLE
         if unknown:
             raise TypeError(f'fields that cannot be updated: {sorted(unknown)}')

@@ -19,7 +19,7 @@ from opentelemetry import trace
 
 from ._state import TaskRecord
 
-__all__ = ('TRACER_NAME', 'capture_context', 'end_attributes', 'task_span')
+__all__ = ('TRACER_NAME', 'capture_context', 'end_attributes', 'retry_event', 'task_span')
 
 TRACER_NAME = 'pydantic-ai-subagents'
 """The instrumentation scope name of this library's spans."""
@@ -76,6 +76,7 @@ def end_attributes(span: trace.Span, record: TaskRecord) -> None:
     if not span.is_recording():
         return
     span.set_attribute('subagents.status', record.status.value)
+    span.set_attribute('subagents.attempts', record.attempts)
     usage = record.usage
     span.set_attribute('subagents.usage.requests', usage.requests)
     span.set_attribute('subagents.usage.input_tokens', usage.input_tokens)
@@ -86,3 +87,13 @@ def end_attributes(span: trace.Span, record: TaskRecord) -> None:
     if record.error:
         span.set_attribute('subagents.error', record.error)
         span.set_status(trace.StatusCode.ERROR, record.error)
+
+
+def retry_event(attempt: int, error: str, delay: float) -> None:
+    """Record on the current task span that its run will be tried again."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.add_event(
+            'subagents.retry',
+            {'subagents.attempt': attempt, 'subagents.error': error, 'subagents.retry_delay': delay},
+        )

@@ -176,6 +176,12 @@ class TaskRecord:
     when several processes share one store."""
     revision: int = 0
     """How many times the store has written the record; of two snapshots of a task, the later has the higher."""
+    attempts: int = 1
+    """How many times the subagent's run was started: 1, plus one per retry after a transient model failure."""
+    continued_from: str | None = None
+    """The finished task whose conversation this one continues (a follow-up), if any."""
+    messages: tuple[str, ...] = ()
+    """Messages sent into the running subagent while it worked (steering), in order, as they were sent."""
 
     @property
     def is_terminal(self) -> bool:

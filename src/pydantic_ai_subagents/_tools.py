@@ -22,17 +22,19 @@ from pydantic_ai.tools import RunContext, ToolDefinition
 from pydantic_ai.toolsets import FunctionToolset
 
 from ._config import SubAgentConfig
-from ._errors import TaskLimitError
+from ._errors import TaskLimitError, TaskNotContinuableError, TaskNotFoundError, TaskRefusedError
 from ._manager import TaskManager
 from ._run import render_output
 from ._runs import ParentRuns, scope_of
 from ._state import TaskRecord, TaskStatus
 from ._text import describe_record, list_line, truncate
+from ._tools_steer import steer_reply
 
 __all__ = ('INSTRUCTIONS', 'REPEAT_NOTE', 'RepeatGuard', 'SubagentTools', 'started_reply')
 
 INSTRUCTIONS = (
     'You can delegate work to subagents with `task`, one job per task: for several jobs, start several tasks. '
+    'A description is the whole job: the subagent sees nothing else. continue_task_id follows up on a finished task. '
     'mode="sync" waits and returns the result. mode="async" returns a task ID at once, so tasks run in parallel; '
     'get their results with `wait_tasks` before you answer. When a task asks you a question, reply with '
     '`answer_subagent`. To stop a task, `soft_cancel_task` keeps its partial result; `hard_cancel_task` stops it at '
@@ -94,7 +96,7 @@ class SubagentTools:
         pick a valid one; a name outside it still gets a `ModelRetry` listing the valid ones.
         """
         listing = '; '.join(f'{name}: {config.summary}' for name, config in self.subagents.items())
-        task = Tool(self.task, name='task', description=f'Delegate one job to a subagent. Subagents: {listing}.')
+        task = Tool(self.task, name='task', description=f'Delegate one job. Subagents: {listing}.')
         schema = copy.deepcopy(task.function_schema.json_schema)
         schema['properties']['subagent_type']['enum'] = list(self.subagents)
 
@@ -111,21 +113,24 @@ class SubagentTools:
                 self.hard_cancel_task,
                 self.answer_subagent,
                 self.wait_tasks,
+                self.message_task,
             ],
             # Retries count consecutive failures of one tool; an LLM deserves a few before its run is ended.
             max_retries=5,
             instructions=INSTRUCTIONS,
         )
 
-    async def task(  # noqa: D417 (subagent_type: the enum in the schema says it all)
-        self, ctx: RunContext[Any], description: str, subagent_type: str, mode: Literal['sync', 'async'] = 'sync'
+    async def task(
+        self,
+        ctx: RunContext[Any],
+        description: str,
+        subagent_type: str,
+        mode: Literal['sync', 'async'] = 'sync',
+        continue_task_id: str = '',
     ) -> str:
         """Delegate one job to a subagent.
 
-        Args:
-            ctx: The parent run.
-            description: The whole job; the subagent sees nothing else.
-            mode: sync: wait for the result; async: get a task ID now.
+        The model learns what `description` and `continue_task_id` are from the toolset's instructions.
         """
         owner, manager = self.owner, self.manager
         description = description.strip()
@@ -152,17 +157,24 @@ class SubagentTools:
                 parent_usage=ctx.usage,
                 parent_limits=ctx.usage_limits,
                 ledger=None if run is None else run.ledger,
+                continue_task_id=continue_task_id.strip() or None,
             )
         except TaskLimitError as e:
             return f'Task not started: {e}. Finish or cancel tasks first, or do this work yourself.'
+        except TaskNotFoundError:
+            return self._unknown(ctx, continue_task_id or '')
+        except TaskNotContinuableError as e:
+            return f'Task not started: {e}.'
+        except TaskRefusedError as e:
+            return f'Task not started: {e.reason}'
         if run is not None:
             run.started.append(record.id)
-        if mode == 'async':
+        if record.mode == 'async':  # as started: the application's before_task hook may have changed it
             return started_reply(record.id)
         return await self._until_settled_or_asked(record)
 
     async def check_task(self, ctx: RunContext[Any], task_id: str) -> str:
-        """Get a task's status, result, question or error."""
+        """Get a task's status and result."""
         record = self._own(ctx, task_id)
         if record is None:
             return self._unknown(ctx, task_id)
@@ -173,14 +185,14 @@ class SubagentTools:
         return reply
 
     async def list_active_tasks(self, ctx: RunContext[Any]) -> str:
-        """List your unfinished tasks."""
+        """List your live tasks."""
         records = self.manager.list(scope_of(ctx), active_only=True)
         if not records:
             return 'No active tasks.'
         return '\n'.join(list_line(r) for r in records)
 
     async def soft_cancel_task(self, ctx: RunContext[Any], task_id: str) -> str:
-        """Ask a task to stop and return its partial result."""
+        """Stop a task, keeping its partial result."""
         record = self._own(ctx, task_id)
         if record is None:
             return self._unknown(ctx, task_id)
@@ -197,7 +209,7 @@ class SubagentTools:
         )
 
     async def hard_cancel_task(self, ctx: RunContext[Any], task_id: str) -> str:
-        """Stop a task and its own tasks now; no partial result."""
+        """Stop a task now; no partial result."""
         manager = self.manager
         record = self._own(ctx, task_id)
         if record is None:
@@ -217,13 +229,7 @@ class SubagentTools:
         return manager.describe(record, self.owner.max_result_chars)
 
     async def answer_subagent(self, ctx: RunContext[Any], task_id: str, answer: str) -> str:
-        """Reply to a question from one of your tasks; not to answer the user.
-
-        Args:
-            ctx: The parent run.
-            task_id: The task that asked.
-            answer: Your reply.
-        """
+        """Reply to a question from one of your tasks; not to answer the user."""
         record = self._own(ctx, task_id)
         if record is None:
             if self._pruned(ctx, task_id) or self.manager.list(scope_of(ctx), active_only=True):
@@ -242,16 +248,10 @@ class SubagentTools:
             return await self._until_settled_or_asked(record, answered=True)
         return f'Answer delivered; task {task_id} goes on in the background. {_wait_hint(task_id)}'
 
-    async def wait_tasks(  # noqa: D417 (task_ids needs no words)
+    async def wait_tasks(
         self, ctx: RunContext[Any], task_ids: list[str], mode: Literal['all', 'any'] = 'all', timeout: float = 60
     ) -> str:
-        """Wait until tasks finish or ask something; returns results.
-
-        Args:
-            ctx: The parent run.
-            mode: all, or the first.
-            timeout: In seconds.
-        """
+        """Wait for tasks to finish or ask something; returns results. timeout: seconds."""
         if not task_ids:
             raise ModelRetry('task_ids is empty: pass the IDs of the tasks to wait for.')
         own: list[str] = []
@@ -272,6 +272,10 @@ class SubagentTools:
             if any(not r.is_terminal and r.status is not TaskStatus.WAITING_FOR_ANSWER for r in records):
                 lines.append('Tasks still running: wait again, or cancel them.')
         return '\n'.join(lines)
+
+    async def message_task(self, ctx: RunContext[Any], task_id: str, message: str) -> str:
+        """Tell a running task something new."""
+        return await steer_reply(self, ctx, task_id, message)
 
     # ----------------------------------------------------------------- helpers
 

@@ -10,8 +10,9 @@ Rules it keeps:
 - All state changes happen on the manager's event loop. The application entry points
   ([`soft_cancel`][pydantic_ai_subagents.TaskManager.soft_cancel],
   [`hard_cancel`][pydantic_ai_subagents.TaskManager.hard_cancel],
-  [`answer`][pydantic_ai_subagents.TaskManager.answer]) may be called from any thread: off the loop they hand the
-  call to it and wait for its answer.
+  [`answer`][pydantic_ai_subagents.TaskManager.answer],
+  [`message_task`][pydantic_ai_subagents.TaskManager.message_task]) may be called from any thread: off the loop
+  they hand the call to it and wait for its answer.
 """
 
 from __future__ import annotations
@@ -40,9 +41,12 @@ from .._notices import TaskNotice
 from .._run import Outcome
 from .._state import TaskMode, TaskRecord, TaskStatus, TaskStore
 from .._text import describe_record
+from ._continuing import conversation_to_continue
 from ._feed import task_events
+from ._hooks import AfterTaskHook, BeforeTaskHook, HookedExecutor, before, configured
 from ._lifecycle import Host, check_duration
 from ._parts import Parts
+from ._steering import Steering
 from ._waiting import WaitMode
 
 __all__ = ('OnRunEnd', 'TaskManager', 'WaitMode')
@@ -84,6 +88,8 @@ class TaskManager:
         forward_subagent_events: bool = False,
         store: TaskStore | None = None,
         bus: MessageBus | None = None,
+        before_task: BeforeTaskHook | None = None,
+        after_task: AfterTaskHook | None = None,
     ) -> None:
         """Create a manager.
 
@@ -107,6 +113,12 @@ class TaskManager:
                 and the parent's event stream. Off by default: it streams every model response of every subagent.
             store: Where records live; the in-memory store by default.
             bus: The message bus; the in-memory bus by default.
+            before_task: Called before each task starts, with its [`TaskRequest`][pydantic_ai_subagents.TaskRequest]:
+                return `None` to allow it, [`RefuseTask`][pydantic_ai_subagents.RefuseTask] to refuse it (the
+                parent's model reads the reason), or a changed request to rewrite it. Plain or `async`.
+            after_task: Called when each task's run ends, before anyone can read the result, with its
+                [`TaskEnd`][pydantic_ai_subagents.TaskEnd]: return `None` to keep it or a changed one to replace the
+                result (redact it). Plain or `async`. A hook that raises refuses (before) or fails (after) that task.
 
         Raises:
             ValueError: a limit or a duration is out of range (durations must be finite numbers).
@@ -130,6 +142,10 @@ class TaskManager:
         self.default_timeout = default_timeout
         self.hard_cancel_wait = hard_cancel_wait
         self.forward_subagent_events = forward_subagent_events
+        self.before_task = before_task
+        """The application's hook before each task starts (see `__init__`)."""
+        self.after_task = after_task
+        """The application's hook when each task's run ends (see `__init__`)."""
         self.store: TaskStore = (
             store
             if store is not None
@@ -158,6 +174,7 @@ class TaskManager:
         self._waiting, self._sharing, self._cancelling = parts.waiting, parts.sharing, parts.cancelling
         self._running, self._starter = parts.running, parts.starter
         self._inbox = parts.inbox(self._get_bus, self.participant)
+        self._steering = Steering(settler=parts.settler)
         settler = parts.settler
         self._host = Host(
             serve=self._serve,
@@ -261,6 +278,7 @@ class TaskManager:
         parent_limits: UsageLimits | None = None,
         agent: Agent[Any, Any] | None = None,
         ledger: Ledger | None = None,
+        continue_task_id: str | None = None,
     ) -> TaskRecord:
         """Create a task for `config` and start it in the background (or queue it); return its first snapshot.
 
@@ -276,12 +294,28 @@ class TaskManager:
             parent_limits: The parent's limits; the task's own budget is lowered to what they have left.
             agent: The agent to run, if already built.
             ledger: The request budget of the parent run (the toolset passes it); inside a subagent, its task's.
+            continue_task_id: A completed task of the same scope and subagent to follow up on: the new task's run
+                starts from that task's conversation, and its record links to it
+                ([`continued_from`][pydantic_ai_subagents.TaskRecord.continued_from]).
 
         Raises:
             TaskLimitError: the nesting depth or the per-scope task limit is reached.
+            TaskRefusedError: the `before_task` hook refused the task (or failed).
+            TaskNotFoundError: `continue_task_id` is not a task of this scope.
+            TaskNotContinuableError: that task is still live, failed, of another subagent, or its conversation is
+                no longer kept.
             ManagerClosedError: the manager is closed.
         """
         await self._ensure_started()
+        if self.before_task is not None:
+            request = await before(self.before_task, config, description, mode, scope, continue_task_id)
+            if request.config is not config:
+                agent = None
+            config, description, mode = configured(request), request.description, request.mode
+        history = None
+        if continue_task_id is not None:
+            messages = conversation_to_continue(self._settler, continue_task_id, scope=scope, subagent=config.name)
+            history = (continue_task_id, messages)
         runtime, record = self._starter.new_task(
             config,
             description,
@@ -293,7 +327,10 @@ class TaskManager:
             parent_limits=parent_limits,
             agent=agent,
             ledger=ledger,
+            history=history,
         )
+        if self.after_task is not None:
+            runtime.executor = HookedExecutor(runtime.executor, self.after_task, self.store.get)
         self._settler.runtimes[runtime.id] = runtime
         change = self.store.create(record)
         self._settler.changed(runtime, change)
@@ -321,7 +358,11 @@ class TaskManager:
         return self.store.list(scope, active_only=active_only)
 
     def transcript(self, task_id: str) -> list[ModelMessage] | None:
-        """The messages of a stopped or failed task's run, for the application (never shown to the parent)."""
+        """The messages of a finished task's run, where they are kept, for the application (never shown to the parent).
+
+        Kept while the record is retained, for a run in this process or in a child process of it; a completed
+        task's conversation is what a follow-up (`start(..., continue_task_id=...)`) starts from.
+        """
         return self._settler.transcripts.get(task_id)
 
     def queue_position(self, task_id: str) -> int | None:
@@ -429,3 +470,20 @@ class TaskManager:
             `False` if the task is unknown or not waiting for an answer.
         """
         return self._call(lambda: self._inbox.answer(task_id, answer))
+
+    def message_task(self, task_id: str, message: str) -> bool:
+        """Send a message into a task's running subagent (steering) without stopping it. Safe from any thread.
+
+        The subagent reads it with its next model request; if it was about to finish, it gets one more turn for
+        it. A message sent to a `PENDING` task is held and read as its run starts. Each message taken is recorded
+        on the task ([`TaskRecord.messages`][pydantic_ai_subagents.TaskRecord.messages]).
+
+        Returns:
+            Whether the message was taken: `False` for an unknown or finished task, a task being cancelled, a task
+            of another process, or a run that ended just now (its result follows).
+        """
+        return self._call(lambda: self._steering.send(task_id, message))
+
+    def steer_refusal(self, record: TaskRecord) -> str | None:
+        """Why [`message_task`][pydantic_ai_subagents.TaskManager.message_task] would refuse the task, or `None`."""
+        return self._steering.refusal(record)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .._events import run_event
+from .._events import retrying_event, run_event
+from .._otel import retry_event
 from .._run import usage_snapshot
 from .._state import TaskStatus
 from ._cancelling import Cancelling
@@ -69,3 +70,13 @@ class TaskObserver:
 
     def note(self, text: str) -> None:
         self.settler.store.update(self.runtime.id, note=text)
+
+    def retrying(self, attempt: int, error: str, delay: float) -> None:
+        settler, job = self.settler, self.runtime.job
+        record = settler.store.get(job.id)
+        if record is None or record.is_terminal:
+            return
+        record = settler.store.update(job.id, attempts=attempt, usage=usage_snapshot(job))
+        retry_event(attempt, error, delay)
+        if settler.heard(record.scope):
+            settler.dispatch(retrying_event(record, attempt, error, delay, time.monotonic()), record)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic_ai import Agent
+from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models import Model
 from pydantic_ai.usage import RunUsage, UsageLimits
 
@@ -64,8 +65,11 @@ class Starter:
         parent_limits: UsageLimits | None,
         agent: Agent[Any, Any] | None,
         ledger: Ledger | None,
+        history: tuple[str, list[ModelMessage]] | None = None,
     ) -> tuple[TaskRuntime, TaskRecord]:
         """The runtime and first record of a new task, checked against the limits.
+
+        `history` is the id and conversation of the finished task this one continues.
 
         Raises:
             TaskLimitError: the nesting depth or the per-scope task limit is reached.
@@ -93,6 +97,7 @@ class Starter:
             usage_limits=limits,
             depth=depth,
             forward_events=self.forward_events,
+            message_history=None if history is None else history[1],
         )
         job.ledger = None if ledger is None else ledger.child(job.usage, limits)
         runtime = TaskRuntime(
@@ -111,6 +116,7 @@ class Starter:
             parent_task_id=None if parent is None else parent.id,
             depth=depth,
             owner=self.owner,
+            continued_from=None if history is None else history[0],
         )
         if parent is not None:
             parent.children.append((self.cascade, task_id))

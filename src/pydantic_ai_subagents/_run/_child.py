@@ -25,7 +25,19 @@ from pydantic_core import to_jsonable_python
 
 from .._notices import soft_cancel_notice
 from ._drive import drive, outcome_of
-from ._pipe import _Answer, _Done, _Failed, _Job, _Notice, _Partial, _Progress, _Question, _RunEvent
+from ._pipe import (
+    _Answer,
+    _Done,
+    _Failed,
+    _Job,
+    _Message,
+    _Notice,
+    _Partial,
+    _Progress,
+    _Question,
+    _Retrying,
+    _RunEvent,
+)
 from ._protocol import TaskJob, current_task
 from ._support import SOFT_CANCEL_NOTICE, partial_from_messages, safe_error, task_agent
 
@@ -84,6 +96,7 @@ class _ChildSide:
             depth=job.depth,
             observer=self,
             forward_events=job.forward_events,
+            message_history=job.message_history,
         )
         # What the parent sent while this process was starting (a soft notice) counts from the run's first request.
         while self.conn.poll() and (message := self._receive()) is not None:
@@ -98,12 +111,14 @@ class _ChildSide:
             outcome = outcome_of(e)
             last = _Failed(error=outcome.error or safe_error(e), usage=usage)
         else:
-            last = _Done(output=output, usage=usage)
+            messages = None if self.run_ is None else self.run_.all_messages()
+            last = _Done(output=output, usage=usage, messages=messages)
         with contextlib.suppress(OSError):  # the parent is gone
             try:
                 self._send(last)
             except (pickle.PicklingError, TypeError, AttributeError):
-                # An output that cannot be pickled (it holds a live object): its JSON form still carries the data.
+                # An output (or a tool result in the conversation) that cannot be pickled holds a live object: its
+                # JSON form still carries the data; the conversation is left out.
                 assert isinstance(last, _Done)
                 self._send(_Done(output=to_jsonable_python(last.output, fallback=repr), usage=usage))
 
@@ -140,6 +155,9 @@ class _ChildSide:
     def note(self, text: str) -> None:
         pass
 
+    def retrying(self, attempt: int, error: str, delay: float) -> None:
+        self._send(_Retrying(attempt=attempt, error=error, delay=delay))
+
     # RunControl
 
     def stop(self) -> None:
@@ -157,6 +175,15 @@ class _ChildSide:
 
     def answer(self, answer: str) -> bool | None:
         return None
+
+    def message(self, text: str) -> bool:
+        if self.run_ is None:
+            return False
+        try:
+            self.run_.enqueue(text, priority='asap')
+        except UserError:
+            return False  # the run has ended
+        return True
 
     # The pipe.
 
@@ -184,6 +211,8 @@ class _ChildSide:
                 answer.set_result(message.answer)
         elif isinstance(message, _Notice) and self.task is not None:
             self.task.request_notice()
+        elif isinstance(message, _Message) and self.task is not None:
+            self.task.request_message(message.text)
 
     def _read_parent(self) -> None:
         """Runs in a thread of its own, so that it works even while a tool blocks the event loop."""

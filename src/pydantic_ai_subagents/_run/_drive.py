@@ -18,6 +18,7 @@ from pydantic_ai.run import AgentRun
 from pydantic_ai.toolsets import AbstractToolset
 
 from ._protocol import Outcome, TaskJob
+from ._retry import Retry
 from ._support import (
     ASK_PARENT_TOOLSET,
     TaskTracker,
@@ -37,7 +38,27 @@ async def drive(
     on_run: Callable[[AgentRun[Any, Any]], None],
     after_response: Callable[[], None] | None = None,
 ) -> Any:
-    """Run the job's agent to its end and return its output; `on_run` gets the live run as soon as it exists."""
+    """Run the job's agent to its end and return its output; `on_run` gets the live run as soon as it exists.
+
+    A transient model failure is tried again as the config allows (`model_retries`, see `_retry`).
+    """
+    retry = Retry(job)
+    while True:
+        try:
+            return await _drive_once(job, retry, token=token, on_run=on_run, after_response=after_response)
+        except Exception as error:
+            if not await retry.again(error):
+                raise
+
+
+async def _drive_once(
+    job: TaskJob,
+    retry: Retry,
+    *,
+    token: CancellationToken | None,
+    on_run: Callable[[AgentRun[Any, Any]], None],
+    after_response: Callable[[], None] | None,
+) -> Any:
     observer = job.observer
     toolsets: list[AbstractToolset[Any]] = [ASK_PARENT_TOOLSET] if needs_ask_toolset(job) else []
     capabilities: list[AbstractCapability[Any]] = []
@@ -46,7 +67,8 @@ async def drive(
         tools = sync_tool_names(job.agent.toolsets) if ready_agent else frozenset[str]()
         capabilities.append(TaskTracker(job, tools))
     async with job.agent.iter(
-        job.prompt,
+        retry.prompt,
+        message_history=retry.history,
         model=job.model,
         deps=job.deps,
         usage=job.usage,

@@ -2,8 +2,10 @@
 
 A stop fires the run's [`CancellationToken`][pydantic_ai.CancellationToken]: Pydantic AI then stops the run and
 raises `RunCancelled` with its partial transcript. The soft-cancel notice is enqueued into the live run with
-priority `asap`, as a [`SoftCancelNotice`][pydantic_ai_subagents.SoftCancelNotice]. Whatever the run raises,
-`BaseException` included, becomes this task's outcome; only the caller's own cancellation propagates.
+priority `asap`, as a [`SoftCancelNotice`][pydantic_ai_subagents.SoftCancelNotice], and so is a message from the
+parent (steering): Pydantic AI delivers it with the run's next model request, or gives the run one more turn for it
+if it was about to end; once the run has ended it refuses it. Whatever the run raises, `BaseException` included,
+becomes this task's outcome; only the caller's own cancellation propagates.
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ class InProcessExecutor:
         finally:
             job.detach()
             current_task.reset(reset)
-        return Outcome(kind='completed', output=output)
+        # The conversation is kept, so that a follow-up task can continue it.
+        transcript = None if control.run is None else control.run.all_messages()
+        return Outcome(kind='completed', output=output, transcript=transcript)
 
 
 class _Control:
@@ -76,3 +80,12 @@ class _Control:
 
     def answer(self, answer: str) -> bool | None:
         return None
+
+    def message(self, text: str) -> bool:
+        if self.run is None:
+            return False
+        try:
+            self.run.enqueue(text, priority='asap')
+        except UserError:
+            return False  # the run has ended: its queue is closed
+        return True

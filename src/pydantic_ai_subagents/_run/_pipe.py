@@ -5,12 +5,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models import Model
 from pydantic_ai.usage import RunUsage, UsageLimits
 
 from .._config import SubAgentConfig
 
-__all__ = ('_Answer', '_Done', '_Failed', '_Job', '_Notice', '_Partial', '_Progress', '_Question', '_RunEvent')
+__all__ = (
+    '_Answer',
+    '_Done',
+    '_Failed',
+    '_Job',
+    '_Message',
+    '_Notice',
+    '_Partial',
+    '_Progress',
+    '_Question',
+    '_Retrying',
+    '_RunEvent',
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,6 +39,7 @@ class _Job:
     usage_limits: UsageLimits | None
     can_ask_questions: bool
     forward_events: bool
+    message_history: list[ModelMessage] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,11 +75,22 @@ class _RunEvent:
 
 
 @dataclass(frozen=True, kw_only=True)
+class _Retrying:
+    """Child to parent: a try of the run failed on a transient model error; the next one starts after `delay`."""
+
+    attempt: int
+    error: str
+    delay: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class _Done:
     """Child to parent, last message: the run returned."""
 
     output: Any
     usage: RunUsage
+    messages: list[ModelMessage] | None = None
+    """The run's conversation, for a follow-up task (`None` if it could not be sent)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,3 +112,10 @@ class _Answer:
 @dataclass(frozen=True, kw_only=True)
 class _Notice:
     """Parent to child: put the soft-cancel notice into the run."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Message:
+    """Parent to child: put the parent's message into the run (steering)."""
+
+    text: str

@@ -39,7 +39,19 @@ import anyio.to_thread
 from pydantic_ai.usage import RunUsage
 
 from ._child import _child_main
-from ._pipe import _Answer, _Done, _Failed, _Job, _Notice, _Partial, _Progress, _Question, _RunEvent
+from ._pipe import (
+    _Answer,
+    _Done,
+    _Failed,
+    _Job,
+    _Message,
+    _Notice,
+    _Partial,
+    _Progress,
+    _Question,
+    _Retrying,
+    _RunEvent,
+)
 from ._protocol import Outcome, RunObserver, TaskJob
 from ._support import safe_error
 
@@ -84,6 +96,7 @@ class ProcessExecutor:
             usage_limits=job.usage_limits,
             can_ask_questions=job.config.can_ask_questions,
             forward_events=job.forward_events,
+            message_history=job.message_history,
         )
         try:
             payload = _pickle_job(spec)
@@ -173,6 +186,11 @@ class _ChildProcess:
     def answer(self, answer: str) -> bool | None:
         return None
 
+    def message(self, text: str) -> bool:
+        # Taken if the child is still there to read it; one that arrives as its run ends is refused there, and
+        # the task's result follows.
+        return not self.exited.is_set() and self._send(_Message(text=text))
+
     # The run.
 
     async def serve(self) -> _Done | _Failed | None:
@@ -204,6 +222,8 @@ class _ChildProcess:
                 tg.start_soon(self._relay_question, message)
             elif isinstance(message, _RunEvent):
                 observer.run_event(message.event)
+            elif isinstance(message, _Retrying):
+                observer.retrying(message.attempt, message.error, message.delay)
 
     async def _next_message(self) -> Any:
         """The child's next message; `None` once it has exited and everything it sent is read."""
@@ -293,7 +313,7 @@ class _ChildProcess:
         job = self.job
         if isinstance(end, _Done):
             _copy_usage(job.usage, end.usage)
-            return Outcome(kind='completed', output=end.output)
+            return Outcome(kind='completed', output=end.output, transcript=end.messages)
         if isinstance(end, _Failed):
             if end.usage is not None:
                 _copy_usage(job.usage, end.usage)
@@ -306,10 +326,13 @@ class _ChildProcess:
             return Outcome(kind='stopped', partial=self.partial, note=note)
         return Outcome(kind='failed', error=_describe_exit(self.exitcode))
 
-    def _send(self, message: _Answer | _Notice) -> None:
+    def _send(self, message: _Answer | _Notice | _Message) -> bool:
         # A child that is gone cannot be told anything; its exit is reported on its own.
-        with contextlib.suppress(OSError):
+        try:
             self.conn.send(message)
+        except OSError:
+            return False
+        return True
 
 
 def _describe_exit(code: int | None) -> str:

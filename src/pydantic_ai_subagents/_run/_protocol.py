@@ -5,13 +5,14 @@ this event loop, in a child process, or on a worker) and hands back one
 [`Outcome`][pydantic_ai_subagents._run.Outcome]: completed, failed, or stopped. While it runs, it reports through a
 [`RunObserver`][pydantic_ai_subagents._run.RunObserver] (the run started, a model turn began, a question, an event)
 and lets the manager reach the run through a [`RunControl`][pydantic_ai_subagents._run.RunControl] it attaches to
-the job (stop now, deliver the soft-cancel notice, pass an answer on).
+the job (stop now, deliver the soft-cancel notice, pass an answer on, put a message into the run).
 
 Rules it keeps:
 
 - Run code never decides a task's terminal state: it says what happened; the manager settles it, once.
-- A stop or a notice asked for before the run can take it (it is still being set up) is held on the job and applied
-  the moment a control is attached, so no request is lost to timing.
+- A stop, a notice or a message asked for before the run can take it (it is still being set up) is held on the job
+  and applied the moment a control is attached, so no request is lost to timing.
+- A message reaches the run or is refused, never lost in between: once the run has ended, a control refuses it.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class Outcome:
     partial: str | None = None
     """What a stopped run leaves behind (its last text and tool results)."""
     transcript: list[ModelMessage] | None = None
-    """The messages of a run that did not complete, for the application."""
+    """The messages of the run, where they are known: what a follow-up task continues, or what the application
+    reads of a run that did not complete."""
     note: str | None = None
     """A remark on how it ended (a thread left running, a process killed, a worker's note)."""
 
@@ -86,6 +88,10 @@ class RunObserver(Protocol):
         """Something the application should read on the task's record (a retry on another worker)."""
         ...
 
+    def retrying(self, attempt: int, error: str, delay: float) -> None:
+        """A try of the run failed on a transient model error: try number `attempt` starts in `delay` seconds."""
+        ...
+
 
 class RunControl(Protocol):
     """How the manager reaches a running task; attached to its job by the executor."""
@@ -102,6 +108,14 @@ class RunControl(Protocol):
         """Pass an answer on to a question asked elsewhere; `None` when the question is this process's own."""
         ...
 
+    def message(self, text: str) -> bool:
+        """Put a message from the parent into the live run, read at its next model turn (steering).
+
+        Returns:
+            Whether the run took it: `False` once the run has ended (or where runs cannot be reached).
+        """
+        ...
+
 
 @dataclass(kw_only=True, eq=False, slots=True)
 class TaskJob:
@@ -115,6 +129,8 @@ class TaskJob:
     deps: Any
     usage_limits: UsageLimits | None
     depth: int
+    message_history: list[ModelMessage] | None = None
+    """The conversation of the finished task this one continues: the run starts from it."""
     usage: RunUsage = field(default_factory=RunUsage)
     """The task's own usage: its budget is its own, and it is rolled up into the parent's when the task ends."""
     ledger: Ledger | None = None
@@ -129,6 +145,8 @@ class TaskJob:
     _control: RunControl | None = None
     _stop: bool = False
     _notice: bool = False
+    _messages: list[str] = field(default_factory=list[str])
+    _ended: bool = False
 
     def attach(self, control: RunControl) -> None:
         """The run exists: requests from now on go to `control`; those made while it was being set up go now."""
@@ -138,10 +156,14 @@ class TaskJob:
         if self._notice:
             self._notice = False
             control.soft_notice()
+        held, self._messages = self._messages, []
+        for text in held:
+            control.message(text)
 
     def detach(self) -> None:
-        """The run is over."""
+        """The run is over: a message sent from now on is refused."""
         self._control = None
+        self._ended = True
 
     def request_stop(self) -> None:
         """Stop the run now, or as soon as it exists."""
@@ -159,6 +181,19 @@ class TaskJob:
     def answer(self, answer: str) -> bool | None:
         """Pass an answer to a question asked elsewhere; `None` when it is not this control's to pass."""
         return None if self._control is None else self._control.answer(answer)
+
+    def request_message(self, text: str) -> bool:
+        """Put a message into the run now, or hold it until the run exists.
+
+        Returns:
+            Whether it was taken (or held): `False` once the run has ended.
+        """
+        if self._control is not None:
+            return self._control.message(text)
+        if self._ended:
+            return False
+        self._messages.append(text)
+        return True
 
     @property
     def stop_requested(self) -> bool:

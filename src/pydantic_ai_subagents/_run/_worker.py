@@ -199,6 +199,10 @@ class _WorkerRun:
             Answer(sender=self.executor.participant, recipient=self.worker, task_id=self.job.id, answer=answer)
         )
 
+    def message(self, text: str) -> bool:
+        """Steering a task on a worker is not supported: the message is refused."""
+        return False
+
     def _cancel(self, kind: Any) -> None:
         assert self.worker is not None
         self.executor.send(

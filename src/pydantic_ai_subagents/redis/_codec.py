@@ -37,6 +37,7 @@ from .._events import (
     TaskEventMessage,
     TaskFailed,
     TaskQuestionAsked,
+    TaskRetrying,
     TaskRunEvent,
     TaskStarted,
 )
@@ -134,6 +135,7 @@ _EVENT_CLASSES: dict[str, type[TaskEvent]] = {
         TaskFailed,
         TaskCancelled,
         TaskRunEvent,
+        TaskRetrying,
     )
 }
 _EVENT_ADAPTERS: dict[type[TaskEvent], TypeAdapter[Any]] = {cls: TypeAdapter(cls) for cls in _EVENT_CLASSES.values()}

@@ -152,6 +152,12 @@ class TaskView(_Model):
     """Seconds since the task started running (or was created), until it finished or now."""
     history: list[StatusView]
     """Every state entered, oldest first."""
+    messages: list[str] = []
+    """Messages sent into the running subagent (steering), oldest first."""
+    attempts: int = 1
+    """How many times the subagent's run was started: 1, plus one per retry after a transient model failure."""
+    continued_from: str | None = None
+    """The finished task whose conversation this one continues (a follow-up), if any."""
 
     @classmethod
     def from_record(
@@ -193,6 +199,9 @@ class TaskView(_Model):
             live_subtasks=live_subtasks,
             created_at=record.created_at,
             elapsed_seconds=round(record.elapsed(), 3),
+            messages=list(record.messages),
+            attempts=record.attempts,
+            continued_from=record.continued_from,
             history=history,
         )
 
@@ -273,6 +282,25 @@ class AnswerTaskResult(_Model):
 
     accepted: bool
     """Whether the answer was delivered: `false` when the task was not waiting for one."""
+    task: TaskView
+    """The task right after the request."""
+
+
+class MessageTaskBody(_Model):
+    """The body of `POST /tasks/{task_id}/message`."""
+
+    model_config = ConfigDict(extra='forbid', regex_engine='python-re')
+
+    message: Annotated[str, Field(min_length=1, max_length=MAX_ANSWER_CHARS, pattern=NOT_BLANK)]
+    """New information or a correction for the running subagent; it must hold more than whitespace."""
+
+
+class MessageTaskResult(_Model):
+    """The answer to `POST /tasks/{task_id}/message`."""
+
+    accepted: bool
+    """Whether the message went into the run (or is held until a queued task starts): `false` when the task is
+    being cancelled, runs in another process, or its run ended just now."""
     task: TaskView
     """The task right after the request."""
 

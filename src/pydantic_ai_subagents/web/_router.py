@@ -7,12 +7,14 @@ Status codes, for every route:
 - `413`: a control route's body is larger than `max_body_bytes`; it is refused while it arrives, never held whole.
 - `404`: the task is unknown, was pruned, or (when `?scope=` is given) belongs to another scope; the reply is the
   same in every case, so a scope filter never reveals that an id exists elsewhere.
-- `409`: `POST .../cancel` on a task that has already finished (A2A's "task not cancelable").
+- `409`: `POST .../cancel` or `POST .../message` on a task that has already finished (A2A's "task not
+  cancelable").
 - `422`: a malformed request: a bad body, an unknown `state`, a blank answer, or a body that is not JSON (or not
   sent as `application/json`).
 
-A cancel that repeats an earlier one (or is weaker than it) and an answer to a task that is not waiting for one are
-not errors: they reply `200` with `accepted: false` and the task as it is.
+A cancel that repeats an earlier one (or is weaker than it), an answer to a task that is not waiting for one and a
+message to a task that cannot take it now (being cancelled, in another process) are not errors: they reply `200`
+with `accepted: false` and the task as it is.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from ._models import (
     CancelTaskBody,
     CancelTaskResult,
     ErrorDetail,
+    MessageTaskBody,
+    MessageTaskResult,
     TaskList,
     TaskView,
     task_views,
@@ -315,5 +319,33 @@ def create_router(
         if record.status is TaskStatus.WAITING_FOR_ANSWER:
             accepted = await anyio.to_thread.run_sync(manager.answer, task_id, body.answer)
         return AnswerTaskResult(accepted=accepted, task=view(current(record)))
+
+    @router.post(
+        '/tasks/{task_id}/message',
+        name='subagents_message_task',
+        summary='Send a running task a message',
+        openapi_extra=request_body_openapi(MessageTaskBody),
+        responses={
+            **posting,
+            409: {'model': ErrorDetail, 'description': 'The task has already finished'},
+        },
+    )
+    async def message_task(  # pyright: ignore[reportUnusedFunction]
+        task_id: str, request: Request, scope: ScopeQuery = None
+    ) -> MessageTaskResult:
+        """Send new information or a correction into a task's running subagent (steering), without stopping it.
+
+        The subagent reads it at its next model turn; a queued task reads it as it starts. Each message taken is
+        listed in the task's `messages`. A task that has already finished answers `409`.
+        """
+        body = await read_json_body(request, MessageTaskBody, max_bytes=max_body_bytes)
+        record = find(task_id, scope)
+        if record.is_terminal:
+            raise HTTPException(409, f'task {task_id!r} is already {record.status.value}')
+        accepted = await anyio.to_thread.run_sync(manager.message_task, task_id, body.message)
+        record = current(record)
+        if not accepted and record.is_terminal:
+            raise HTTPException(409, f'task {task_id!r} is already {record.status.value}')
+        return MessageTaskResult(accepted=accepted, task=TaskView.from_record(record))
 
     return router

@@ -1,0 +1,49 @@
+"""Steering: a message from the parent (its model or the application) into a task's live run.
+
+Rules it keeps:
+
+- A message goes into the run itself (Pydantic AI's `enqueue`): the subagent reads it with its next model request,
+  or, if it was about to finish, gets one more turn for it. A message sent before the run exists is held and goes in
+  as the run starts.
+- A message is taken or refused, never lost in between: a finished task, a task being cancelled, a task of another
+  process and a run that has just ended refuse it. Each message taken is recorded on the task (`messages`).
+"""
+
+from __future__ import annotations
+
+from .._state import TaskRecord
+from ._settle import Settler
+
+__all__ = ('STEER_PREFIX', 'Steering')
+
+STEER_PREFIX = 'Message from the agent that gave you this task: '
+"""How a steering message is introduced to the subagent, so it can tell it from its own task's text."""
+
+
+class Steering:
+    """Sends the parent's messages into this manager's running tasks."""
+
+    def __init__(self, *, settler: Settler) -> None:
+        self.settler = settler
+
+    def refusal(self, record: TaskRecord) -> str | None:
+        """Why a message to this task would be refused, in a few words; `None` when it can be sent."""
+        if record.is_terminal:
+            return f'it has already finished ({record.status.value})'
+        if record.cancel is not None:
+            return f'it is being cancelled ({record.cancel.kind})'
+        if record.id not in self.settler.runtimes:
+            return 'it runs in another process, which only its own manager can reach'
+        return None
+
+    def send(self, task_id: str, text: str) -> bool:
+        """Put `text` into the task's run (or hold it until the run starts); whether it was taken."""
+        store = self.settler.store
+        record = store.get(task_id)
+        if record is None or self.refusal(record) is not None:
+            return False
+        runtime = self.settler.runtimes[task_id]
+        if not runtime.job.request_message(STEER_PREFIX + text):
+            return False
+        store.update(task_id, messages=(*record.messages, text))
+        return True

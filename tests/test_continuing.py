@@ -1,0 +1,155 @@
+"""Continuing a finished task: a follow-up on the same subagent that starts from the earlier conversation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic_ai import Agent
+from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+from pydantic_ai_subagents import (
+    SubAgentConfig,
+    TaskManager,
+    TaskNotContinuableError,
+    TaskNotFoundError,
+    TaskStatus,
+    create_subagent_toolset,
+)
+
+from .conftest import Gate, Script, call, task_id_from
+
+pytestmark = pytest.mark.anyio
+
+
+def prompts_of(messages: list[ModelMessage]) -> list[str]:
+    return [
+        p.content
+        for m in messages
+        if isinstance(m, ModelRequest)
+        for p in m.parts
+        if isinstance(p, UserPromptPart) and isinstance(p.content, str)
+    ]
+
+
+def remembering(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    """Answers with every prompt of its conversation, so a test sees what it remembers."""
+    return ModelResponse(parts=[TextPart(' | '.join(prompts_of(messages)))])
+
+
+REMEMBERING = FunctionModel(remembering)
+
+
+def worker(model: Any = REMEMBERING, name: str = 'worker', **kw: Any) -> SubAgentConfig:
+    return SubAgentConfig(name=name, instructions='You work.', model=model, **kw)
+
+
+async def model_says(toolset: Any, *calls: Any) -> list[str]:
+    script = Script([list(calls)])
+    await Agent(script.model(), toolsets=[toolset]).run('go', conversation_id='c1')
+    return script.replies[1]
+
+
+async def test_the_model_continues_a_finished_task_with_its_conversation() -> None:
+    toolset = create_subagent_toolset([worker()])
+    async with toolset:
+        (first,) = await model_says(toolset, call('task', description='list the files', subagent_type='worker'))
+        (old,) = toolset.manager.list()
+        (follow_up,) = await model_says(
+            toolset,
+            call('task', description='now count them', subagent_type='worker', continue_task_id=old.id),
+        )
+        records = toolset.manager.list()
+    assert first == 'list the files'
+    assert follow_up == 'list the files | now count them'
+    new = records[-1]
+    assert new.continued_from == old.id and new.status is TaskStatus.COMPLETED
+    assert old.continued_from is None
+
+
+async def test_a_follow_up_of_a_follow_up_has_the_whole_conversation() -> None:
+    async with TaskManager() as manager:
+        config = worker()
+        first = await manager.wait_for((await manager.start(config, 'one', scope='s')).id)
+        second = await manager.start(config, 'two', scope='s', continue_task_id=first.id)
+        second = await manager.wait_for(second.id)
+        third = await manager.start(config, 'three', scope='s', continue_task_id=second.id)
+        third = await manager.wait_for(third.id)
+        transcript = manager.transcript(third.id)
+    assert third.result == 'one | two | three'
+    assert third.continued_from == second.id and second.continued_from == first.id
+    assert transcript is not None and prompts_of(transcript) == ['one', 'two', 'three']
+
+
+async def test_replies_when_a_task_cannot_be_continued() -> None:
+    gate = Gate()
+    failing = FunctionModel(lambda m, i: (_ for _ in ()).throw(RuntimeError('model down')))
+    toolset = create_subagent_toolset([worker(), worker(gate.model(), name='slow'), worker(failing, name='broken')])
+    async with toolset:
+        manager = toolset.manager
+        await model_says(toolset, call('task', description='a', subagent_type='worker'))
+        await model_says(toolset, call('task', description='b', subagent_type='broken'))
+        (done, failed) = manager.list()
+        (started,) = await model_says(toolset, call('task', description='c', subagent_type='slow', mode='async'))
+        live = task_id_from(started)
+        replies = await model_says(
+            toolset,
+            call('task', description='x', subagent_type='worker', continue_task_id='nope'),
+            call('task', description='x', subagent_type='slow', continue_task_id=live),
+            call('task', description='x', subagent_type='slow', continue_task_id=done.id),
+            call('task', description='x', subagent_type='broken', continue_task_id=failed.id),
+        )
+        gate.release.set()
+        await manager.wait_for(live)
+    assert failed.status is TaskStatus.FAILED
+    assert replies == [
+        "No task with ID 'nope' in this conversation. Use list_active_tasks to see yours.",
+        f'Task not started: task {live!r} cannot be continued: it has not finished (running); send it a message '
+        'with message_task instead.',
+        f"Task not started: task {done.id!r} cannot be continued: it was a task of 'worker', not of 'slow'.",
+        f'Task not started: task {failed.id!r} cannot be continued: it ended failed, not completed; start a new task.',
+    ]
+
+
+async def test_continue_a_task_that_is_being_pruned_gets_a_clear_reply() -> None:
+    """Retention drops the old task as the follow-up asks for it: a clear refusal, never a fresh task."""
+    toolset = create_subagent_toolset([worker()], max_retained=1)
+    async with toolset:
+        manager = toolset.manager
+        await model_says(toolset, call('task', description='old work', subagent_type='worker'))
+        (old,) = manager.list()
+        # The next task to finish pushes the old one out of retention, in the same step that settles it.
+        script = Script(
+            [
+                [call('task', description='other work', subagent_type='worker')],
+                [call('task', description='follow up', subagent_type='worker', continue_task_id=old.id)],
+            ]
+        )
+        await Agent(script.model(), toolsets=[toolset]).run('go', conversation_id='c1')
+        replies = [script.replies[1][0], script.replies[2][0]]
+        with pytest.raises(TaskNotContinuableError, match='no longer kept'):
+            await manager.start(worker(), 'again', scope='c1', continue_task_id=old.id)
+        with pytest.raises(TaskNotFoundError):
+            await manager.start(worker(), 'again', scope='another conversation', continue_task_id=old.id)
+    assert replies[0] == 'other work'
+    assert replies[1] == (
+        f'Task not started: task {old.id!r} cannot be continued: it finished long ago and its conversation is no '
+        'longer kept.'
+    )
+    assert manager.transcript(old.id) is None
+
+
+def _remembering_in_child(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    return ModelResponse(parts=[TextPart(' | '.join(prompts_of(messages)))])
+
+
+async def test_a_task_in_its_own_process_is_continued_in_another(tmp_path: Path) -> None:
+    config = worker(FunctionModel(_remembering_in_child), isolation='process')
+    async with TaskManager() as manager:
+        first = await manager.wait_for((await manager.start(config, 'one', scope='s')).id, timeout=30)
+        second = await manager.start(config, 'two', scope='s', continue_task_id=first.id)
+        second = await manager.wait_for(second.id, timeout=30)
+    assert first.status is TaskStatus.COMPLETED, first.error
+    assert second.result == 'one | two'
