@@ -391,7 +391,9 @@ async def test_dashboard_explains_a_task_in_chromium(tmp_path: Path) -> None:
                 'completed',
             ]
             await expect(drawer.locator('.usage-table tbody tr')).to_have_count(1)
-            await expect(drawer.locator('.tools-note')).to_contain_text('transcripts are kept for stopped and failed')
+            # A completed task keeps its transcript: the writer answered without a tool, on an unpriced model.
+            await expect(drawer.locator('.tools-note')).to_have_text('No tool calls.')
+            await expect(drawer.locator('.cost')).to_contain_text('no price known')
             await drawer.locator('.copy-id').click()
             await expect(page.locator('#toast')).to_contain_text('Copied the task id')
             assert await page.evaluate('navigator.clipboard.readText()') == writer_id

@@ -37,6 +37,7 @@ async def test_a_testmodel_parent_delegates_to_a_configured_subagent() -> None:
             'check_task',
             'hard_cancel_task',
             'list_active_tasks',
+            'message_task',
             'soft_cancel_task',
             'task',
             'wait_tasks',

@@ -1137,6 +1137,8 @@ async def test_activity_shows_the_last_tool_calls_and_what_is_priced() -> None:
         gate.release.set()
         await manager.wait_for(live_id, timeout=5)
         finished = (await client.get(f'/tasks/{live_id}/activity')).json()
-        assert finished['transcript_available'] is False  # a completed task keeps no transcript
+        # A completed task keeps its transcript too (a follow-up starts from it): its one request, unpriced.
+        assert finished['transcript_available'] is True
+        assert finished['tool_calls'] == [] and finished['cost']['unpriced_requests'] == 1
         assert (await client.get('/tasks/nope/activity')).status_code == 404
         assert (await client.get(f'/tasks/{reader.id}/activity', params={'scope': 'c2'})).status_code == 404

@@ -1,7 +1,7 @@
-"""What a stopped or failed task's transcript tells: its last tool calls, and what its model requests cost.
+"""What a finished task's transcript tells: its last tool calls, and what its model requests cost.
 
-A task's manager keeps its transcript once it has been stopped or has failed (see
-[`TaskManager.transcript`][pydantic_ai_subagents.TaskManager.transcript]); a live or completed task has none. Costs
+A task's manager keeps its transcript once it has ended, completed, stopped or failed, while its record is kept (see
+[`TaskManager.transcript`][pydantic_ai_subagents.TaskManager.transcript]); a live task has none yet. Costs
 come from Pydantic AI's price data (`ModelResponse.cost()`, backed by `genai-prices`): a response of a model it has
 no price for (a scripted or local model) is counted as unpriced, never guessed.
 """
@@ -59,7 +59,7 @@ class TaskActivity(_Model):
     task_id: str
     """The task."""
     transcript_available: bool
-    """Whether the task's transcript is kept: once it has been stopped or has failed, until it is pruned."""
+    """Whether the task's transcript is kept: once it has ended, until it is pruned."""
     tool_calls: list[ToolCallView]
     """The last tool calls (at most `MAX_TOOL_CALLS`), oldest first."""
     tool_calls_total: int
@@ -88,7 +88,7 @@ def _cost(responses: Sequence[ModelResponse]) -> CostView:
 
 
 def task_activity(record: TaskRecord, transcript: Sequence[ModelMessage] | None) -> TaskActivity:
-    """The activity view of `record`, from its transcript (`None` while it runs, once it completed, or once pruned)."""
+    """The activity view of `record`, from its transcript (`None` while it runs, or once pruned)."""
     if transcript is None:
         return TaskActivity(task_id=record.id, transcript_available=False, tool_calls=[], tool_calls_total=0, cost=None)
     returns: dict[str, str] = {}

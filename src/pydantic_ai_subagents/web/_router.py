@@ -260,7 +260,7 @@ def create_router(
     async def task_activity_route(  # pyright: ignore[reportUnusedFunction]
         task_id: str, scope: ScopeQuery = None
     ) -> TaskActivity:
-        """A task's last tool calls and the cost of its requests, from its transcript (once stopped or failed)."""
+        """A task's last tool calls and the cost of its requests, from its transcript (once it has ended)."""
         record = find(task_id, scope)
         return task_activity(record, manager.transcript(task_id))
 

@@ -468,8 +468,8 @@
     }
     if (!activity.transcript_available) {
       const why = TERMINAL.has(state)
-        ? 'no transcript is kept for this task: transcripts are kept for stopped and failed tasks'
-        : 'shown once the task has stopped or failed, from the transcript kept then';
+        ? 'no transcript is kept for this task any more'
+        : 'shown once the task has ended, from the transcript kept then';
       cost.textContent = 'Cost: ' + why + '.';
       note.textContent = why.charAt(0).toUpperCase() + why.slice(1) + '.';
       return;
