@@ -1204,6 +1204,7 @@ SUBAGENT_TOOLS = [
     'check_task',
     'hard_cancel_task',
     'list_active_tasks',
+    'message_task',
     'soft_cancel_task',
     'task',
     'wait_tasks',
