@@ -1,4 +1,4 @@
-"""The seven tools the parent's model gets, as methods: check the arguments, call the manager, phrase the reply.
+"""The tools the parent's model gets, as methods: check the arguments, call the manager, phrase the reply.
 
 Bad input never crashes the parent run: an unknown subagent or a malformed argument raises
 [`ModelRetry`][pydantic_ai.ModelRetry] naming the valid choices; an unknown, foreign or finished task id gets a plain
@@ -90,7 +90,7 @@ class SubagentTools:
         return self.owner.subagents
 
     def toolset(self) -> FunctionToolset[Any]:
-        """The seven tools as a function toolset, with the toolset's instructions.
+        """The eight tools as a function toolset, with the toolset's instructions.
 
         `subagent_type` is an enum of the configured names in `task`'s schema, so a model (or `TestModel`) can only
         pick a valid one; a name outside it still gets a `ModelRetry` listing the valid ones.

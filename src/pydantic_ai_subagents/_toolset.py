@@ -1,4 +1,4 @@
-"""The subagent toolset: the seven tools, and the per-run registration for notices and `on_run_end`."""
+"""The subagent toolset: the eight tools, and the per-run registration for notices and `on_run_end`."""
 
 from __future__ import annotations
 
