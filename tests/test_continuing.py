@@ -105,7 +105,7 @@ async def test_replies_when_a_task_cannot_be_continued() -> None:
         await manager.wait_for(live)
     assert failed.status is TaskStatus.FAILED
     assert replies == [
-        "No task with ID 'nope' in this conversation. Use list_active_tasks to see yours.",
+        f"No task with ID 'nope' in this conversation. Your active tasks: {live} (slow, running).",
         f'Task not started: task {live!r} cannot be continued: it has not finished (running); send it a message '
         'with message_task instead.',
         f"Task not started: task {done.id!r} cannot be continued: it was a task of 'worker', not of 'slow'.",

@@ -128,8 +128,8 @@ async def test_replies_follow_the_states_table() -> None:
         finished = await model_says(toolset, call('message_task', task_id=tid, message='hi'))
         empty = Script([[call('message_task', task_id=tid, message='  ')]])
         await Agent(empty.model(), toolsets=[toolset]).run('go', conversation_id='c1')
-    assert unknown == ["No task with ID 'nope' in this conversation. Use list_active_tasks to see yours."]
-    assert foreign == [f'No task with ID {tid!r} in this conversation. Use list_active_tasks to see yours.']
+    assert unknown == [f"No task with ID 'nope' in this conversation. Your active tasks: {tid} (worker, running)."]
+    assert foreign == [f'No task with ID {tid!r} in this conversation. You have no active tasks: start one with task.']
     assert cancelling == [f'Message not sent to task {tid}: it is being cancelled (soft).']
     assert record.status is TaskStatus.CANCELLED
     assert finished == [
