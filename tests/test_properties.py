@@ -13,6 +13,7 @@ async work of a step with `portal.call`.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import defaultdict
 from typing import Any
 
@@ -213,10 +214,10 @@ class ManagerMachine(RuleBasedStateMachine):
         if listing != 'No active tasks.':
             assert {line.split(' ', 1)[0] for line in listing.splitlines()} <= own
         if probe not in own:
-            assert (
-                checked
-                == f"No task with ID '{probe}' in this conversation. You have no active tasks: start one with task."
-            )
+            # The reply is the same for a foreign id as for an unknown one; it names only this scope's own live tasks.
+            assert checked.startswith(f"No task with ID '{probe}' in this conversation. "), checked
+            named = set(re.findall(r'\b[0-9a-f]{24}\b', checked.split(' in this conversation. ', 1)[1]))
+            assert named <= own, checked
         else:
             assert checked.startswith(f'Task {probe} '), checked
 

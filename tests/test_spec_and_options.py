@@ -115,6 +115,7 @@ async def test_an_agent_built_from_a_spec_delegates(source: str, tmp_path: Path)
         'check_task',
         'hard_cancel_task',
         'list_active_tasks',
+        'message_task',
         'soft_cancel_task',
         'task',
         'wait_tasks',
@@ -175,7 +176,7 @@ def test_a_bad_spec_is_refused_when_the_agent_is_built(capability: dict[str, Any
 def test_from_spec_takes_every_option_that_is_a_plain_value() -> None:
     spec_options = set(inspect.signature(SubAgents.from_spec).parameters)
     options = set(inspect.signature(SubAgents).parameters) - {'manager', 'manager_options'}
-    plain_manager_options = ManagerOptions.__optional_keys__ - {'store', 'bus'}
+    plain_manager_options = ManagerOptions.__optional_keys__ - {'store', 'bus', 'before_task', 'after_task'}
     assert spec_options == options | plain_manager_options
     assert set(SubAgentSpec.model_fields) == {
         f
@@ -212,8 +213,8 @@ def test_a_misspelt_option_is_a_type_error_naming_the_closest(build: Any, where:
     with pytest.raises(TypeError) as excinfo:
         build(colour='blue')
     assert str(excinfo.value) == (
-        f"{where} got an unknown option 'colour'; the manager options are bus, default_timeout, "
-        'forward_subagent_events, hard_cancel_wait, max_concurrent_tasks, max_nesting_depth, max_retained, '
+        f"{where} got an unknown option 'colour'; the manager options are after_task, before_task, bus, "
+        'default_timeout, forward_subagent_events, hard_cancel_wait, max_concurrent_tasks, max_nesting_depth, max_retained, '
         'max_tasks_per_scope, question_timeout, retention_seconds, soft_cancel_grace, soft_cancel_grace_turns, store'
     )
 

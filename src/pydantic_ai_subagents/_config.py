@@ -285,6 +285,12 @@ class SubAgentSpec(BaseModel, extra='forbid', use_attribute_docstrings=True):
     """Run this subagent's tasks on workers serving this queue."""
     retries: int = 0
     """How many times a task on a worker is started again when its worker dies."""
+    model_retries: int = 0
+    """How many times a run is tried again after a transient model failure."""
+    retry_backoff: float = 1.0
+    """Seconds before the first retry after a transient model failure."""
+    max_retry_backoff: float = 30.0
+    """The longest wait between two retries."""
 
     def to_config(self, label: str) -> SubAgentConfig:
         """The config, checked as one built in code is; `label` names this entry in an error."""

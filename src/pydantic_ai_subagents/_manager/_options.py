@@ -8,6 +8,7 @@ from typing import TypedDict
 
 from .._bus import MessageBus
 from .._state import TaskStore
+from ._hooks import AfterTaskHook, BeforeTaskHook
 
 __all__ = ('ManagerOptions', 'check_manager_options')
 
@@ -45,6 +46,10 @@ class ManagerOptions(TypedDict, total=False):
     """Where records live."""
     bus: MessageBus | None
     """The message bus."""
+    before_task: BeforeTaskHook | None
+    """Called before each task starts: allow, refuse or rewrite it."""
+    after_task: AfterTaskHook | None
+    """Called when each task's run ends, before anyone reads the result."""
 
 
 def check_manager_options(options: Mapping[str, object], *, where: str, also: Iterable[str] = ()) -> None:
