@@ -17,6 +17,11 @@ from functools import partial
 import anyio
 import anyio.abc
 
+try:
+    from sniffio import current_async_library_cvar
+except ImportError:  # pragma: no cover - anyio works without sniffio
+    current_async_library_cvar = None
+
 from .._otel import end_attributes, task_span
 from .._run import Executor, Outcome, safe_error
 from .._run._support import is_real_cancel
@@ -61,7 +66,12 @@ class Running:
         assert tg is not None
         # A fresh context: the task must not inherit the parent run's deadline or other run-scoped state;
         # how long it may run is its own `timeout`, and a sync task stops with its parent through a hard cancel.
-        contextvars.Context().run(partial(tg.start_soon, name=f'subagent task {runtime.id}'), self._run, runtime)
+        context = contextvars.Context()
+        if current_async_library_cvar is not None and (library := current_async_library_cvar.get()) is not None:
+            # Keep the name of the async library: without it, every anyio call of the run (dozens per model turn)
+            # looks the library up the slow way.
+            context.run(current_async_library_cvar.set, library)
+        context.run(partial(tg.start_soon, name=f'subagent task {runtime.id}'), self._run, runtime)
 
     async def _run(self, runtime: TaskRuntime) -> None:
         """Run one task and settle it. Raises nothing but the manager's own cancellation."""
@@ -89,9 +99,8 @@ class Running:
 
     def end(self, runtime: TaskRuntime) -> None:
         """The task is over here: wake who waits for its stop, forget it, and give its slot on."""
-        if runtime.stopped.is_set():
+        if not runtime.end():
             return
-        runtime.stopped.set()
         self.settler.runtimes.pop(runtime.id, None)
         self._forget(runtime.id)
         following = self.slots.release(runtime.depth)
@@ -107,7 +116,7 @@ class Running:
             if record is not None:
                 with task_span(record, runtime.trace_context, start_time=record.created_at) as span:
                     end_attributes(span, record)
-            runtime.stopped.set()
+            runtime.end()
             self.settler.runtimes.pop(runtime.id, None)
             self._forget(runtime.id)
         else:
@@ -119,7 +128,8 @@ class Running:
         for runtime in list(runtimes.values()):
             hard_cancel(runtime)
         for runtime in list(runtimes.values()):
-            with anyio.move_on_after(grace):
-                await runtime.stopped.wait()
+            if not runtime.ended:
+                with anyio.move_on_after(grace):
+                    await runtime.stopped.wait()
         for runtime in list(runtimes.values()):
             runtime.cancel_scope.cancel()

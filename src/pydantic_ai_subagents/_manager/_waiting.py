@@ -94,7 +94,7 @@ class Waiting:
             if found is None:
                 found = watches[task_id] = _Watch(task_id, waiter)
             if (runtime := held.get(task_id)) is not None:
-                runtime.watchers.append(found)
+                runtime.watch(found)
             elif self.shared:
                 self.remote.setdefault(task_id, []).append(found)
 
@@ -126,8 +126,7 @@ class Waiting:
             for task_id in unsettled:
                 found = watches[task_id]
                 if (runtime := held.get(task_id)) is not None:
-                    with contextlib.suppress(ValueError):
-                        runtime.watchers.remove(found)
+                    runtime.unwatch(found)
                 else:
                     self._forget_remote(task_id, found)
         return snapshot()
