@@ -314,3 +314,34 @@ async def test_a_task_makes_its_end_event_only_for_who_waits_on_it() -> None:
         assert runtime._stopped is None  # pyright: ignore[reportPrivateUsage]
         with anyio.fail_after(1):
             await runtime.stopped.wait()
+
+
+async def test_a_hard_cancel_allocates_little_and_keeps_no_transcript_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The call itself makes a handful of objects for the collector (the new record and its cancel request here;
+    Pydantic AI's token makes the rest to stop the run: a set, a dict, a closure, the loop's handle), so that a
+    collection seldom lands in it. At the run's exit the status is written without reading the transcript for a
+    partial result, which a hard cancel does not keep."""
+    read: list[int] = []
+    real = _settle.partial_from_messages
+
+    def counted(messages: Any) -> Any:
+        read.append(len(messages))
+        return real(messages)
+
+    monkeypatch.setattr(_settle, 'partial_from_messages', counted)
+    gate = Gate()
+    async with TaskManager() as manager:
+        task_id = (await manager.start(SubAgentConfig(name='b', model=gate.model()), 'b', scope='s')).id
+        await gate.entered.wait()
+        gc.collect()
+        gc.disable()
+        try:
+            before = gc.get_count()[0]
+            assert manager.hard_cancel(task_id)
+            allocated = gc.get_count()[0] - before
+        finally:
+            gc.enable()
+        record = await manager.wait_for(task_id)
+    assert record.status is TaskStatus.CANCELLED and record.partial_result is None
+    assert read == []
+    assert allocated <= 12, allocated

@@ -86,6 +86,9 @@ class Running:
             try:
                 with runtime.cancel_scope:
                     outcome = await executor.execute(runtime.job, self._observer(runtime))
+                    # Settled the moment the run is over, before the scope's own exit: the status says how the
+                    # task ended as soon as its run has exited.
+                    self.settler.settle(runtime, outcome)
             except BaseException as e:
                 if is_real_cancel(e):
                     raise
