@@ -22,7 +22,7 @@ try:
 except ImportError:  # pragma: no cover - anyio works without sniffio
     current_async_library_cvar = None
 
-from .._otel import end_attributes, task_span
+from .._otel import end_attributes, task_span, tracing
 from .._run import Executor, Outcome, safe_error
 from .._run._support import is_real_cancel
 from ._observer import TaskObserver
@@ -80,25 +80,33 @@ class Running:
         if record is None or record.is_terminal:
             self.end(runtime)  # cancelled between its spawn and its start
             return
-        outcome: Outcome | None = None
-        executor: Executor = runtime.executor
+        if not tracing():
+            await self._execute(runtime)  # no span to open, make current and end
+            return
         with task_span(record, runtime.trace_context, start_time=record.created_at) as span:
             try:
-                with runtime.cancel_scope:
-                    outcome = await executor.execute(runtime.job, self._observer(runtime))
-                    # Settled the moment the run is over, before the scope's own exit: the status says how the
-                    # task ended as soon as its run has exited.
-                    self.settler.settle(runtime, outcome)
-            except BaseException as e:
-                if is_real_cancel(e):
-                    raise
-                outcome = Outcome(kind='failed', error=safe_error(e))
+                await self._execute(runtime)
             finally:
-                self.settler.settle(runtime, outcome or Outcome(kind='stopped', note=CLOSED_NOTE))
                 final = store.get(runtime.id) or runtime.final
                 if final is not None:
                     end_attributes(span, final)
-                self.end(runtime)
+
+    async def _execute(self, runtime: TaskRuntime) -> None:
+        outcome: Outcome | None = None
+        executor: Executor = runtime.executor
+        try:
+            with runtime.cancel_scope:
+                outcome = await executor.execute(runtime.job, self._observer(runtime))
+                # Settled the moment the run is over, before the scope's own exit: the status says how the task
+                # ended as soon as its run has exited.
+                self.settler.settle(runtime, outcome)
+        except BaseException as e:
+            if is_real_cancel(e):
+                raise
+            outcome = Outcome(kind='failed', error=safe_error(e))
+        finally:
+            self.settler.settle(runtime, outcome or Outcome(kind='stopped', note=CLOSED_NOTE))
+            self.end(runtime)
 
     def end(self, runtime: TaskRuntime) -> None:
         """The task is over here: wake who waits for its stop, forget it, and give its slot on."""

@@ -103,10 +103,11 @@ class Waiting:
         try:
             for task_id in unsettled:
                 watch(task_id)
-            with anyio.move_on_after(timeout):
+
+            async def until_wanted() -> None:
+                nonlocal wanted
                 while wanted > 0:
                     await waiter.event.wait()
-                    waiter.event = anyio.Event()
                     changed, waiter.changed = waiter.changed, []
                     for task_id in changed:
                         if task_id not in unsettled:
@@ -120,6 +121,15 @@ class Waiting:
                                 held.pop(task_id, None)
                         else:
                             watch(task_id)
+                    if wanted > 0:
+                        waiter.event = anyio.Event()
+
+            if wanted > 0:
+                if timeout is None:
+                    await until_wanted()  # no cancel scope to make, enter and leave
+                else:
+                    with anyio.move_on_after(timeout):
+                        await until_wanted()
         finally:
             for runtime in direct_runtimes:
                 runtime.direct_waiters -= 1
