@@ -53,12 +53,18 @@ def sleeping_child(seconds: float) -> FunctionModel:
     return FunctionModel(answer)
 
 
-def blocked_child(on_enter: Callable[[], None], seconds: float = 3600.0) -> FunctionModel:
-    """A child that calls `on_enter` and then blocks in its model call (until cancelled)."""
+def blocked_child(
+    on_enter: Callable[[], None], seconds: float = 3600.0, on_exit: Callable[[], None] | None = None
+) -> FunctionModel:
+    """A child that calls `on_enter` and then blocks in its model call (until cancelled); `on_exit` as it leaves."""
 
     async def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         on_enter()
-        await anyio.sleep(seconds)
+        try:
+            await anyio.sleep(seconds)
+        finally:
+            if on_exit is not None:
+                on_exit()
         return ModelResponse(parts=[TextPart('too late')])
 
     return FunctionModel(answer)

@@ -63,6 +63,9 @@ class HardCancelSample:
     clean_us: list[float] = field(default_factory=list[float])
     """Latencies of the samples during which no full garbage collection ran."""
     call_us: list[float] = field(default_factory=list[float])
+    exit_to_status_us: list[float] = field(default_factory=list[float])
+    """From the child's model call leaving (cancelled) to the status saying CANCELLED (ours) or the run having
+    exited (floor): Pydantic AI's own unwinding of the run, plus, in ours, the settle point."""
     premature_terminal: int = 0
     """Status already terminal when `hard_cancel` returned (before the run exited)."""
     not_terminal_after_stop: int = 0
@@ -85,7 +88,9 @@ SampleFn = Callable[[random.Random, HardCancelSample, _GcWatch], Awaitable[None]
 async def ours_population(live: int) -> AsyncIterator[SampleFn]:
     """`live` tasks of a `TaskManager`, each blocked in its child's model call."""
     entered = Entered()
-    config = SubAgentConfig(name='worker', instructions=CHILD_INSTRUCTIONS, model=blocked_child(entered.enter))
+    exits: list[float] = []
+    model = blocked_child(entered.enter, on_exit=lambda: exits.append(time.monotonic()))
+    config = SubAgentConfig(name='worker', instructions=CHILD_INSTRUCTIONS, model=model)
     async with TaskManager(max_concurrent_tasks=None, max_tasks_per_scope=live + 1) as manager:
         ids = [(await manager.start(config, f'Job {i}.', scope='bench')).id for i in range(live)]
         await entered.wait_for(live)
@@ -110,6 +115,9 @@ async def ours_population(live: int) -> AsyncIterator[SampleFn]:
                 out.not_terminal_after_stop += 1
             elif final.status is not TaskStatus.CANCELLED:
                 out.wrong_final_status += 1
+            if final is not None and final.finished_at is not None and exits:
+                # The store stamps each transition on the monotonic clock: the status says CANCELLED from then on.
+                out.exit_to_status_us.append((final.finished_at - exits[-1]) * 1e6)
             out.add(started, returned, stopped, clean=watch.full == full_gcs)
             ids[index] = (await manager.start(config, 'Replacement job.', scope='bench')).id
             await entered.wait_for(entered.count + 1)
@@ -121,19 +129,25 @@ async def ours_population(live: int) -> AsyncIterator[SampleFn]:
 class _Slot:
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     stopped: anyio.Event = field(default_factory=anyio.Event)
+    exit_to_stop_us: float | None = None
 
 
 @asynccontextmanager
 async def floor_population(live: int) -> AsyncIterator[SampleFn]:
     """`live` plain `child.run` tasks, each in its own cancel scope and blocked in its model call."""
     entered = Entered()
-    child = Agent(blocked_child(entered.enter), instructions=CHILD_INSTRUCTIONS)
+    exits: list[float] = []
+    child = Agent(
+        blocked_child(entered.enter, on_exit=lambda: exits.append(time.monotonic())), instructions=CHILD_INSTRUCTIONS
+    )
 
     async def one(slot: _Slot, prompt: str) -> None:
         try:
             with slot.scope:
                 await child.run(prompt)
         finally:
+            if exits:
+                slot.exit_to_stop_us = (time.monotonic() - exits[-1]) * 1e6
             slot.stopped.set()
 
     async with anyio.create_task_group() as tg:
@@ -152,6 +166,8 @@ async def floor_population(live: int) -> AsyncIterator[SampleFn]:
             await slot.stopped.wait()
             stopped = time.perf_counter()
             out.add(started, returned, stopped, clean=watch.full == full_gcs)
+            if slot.exit_to_stop_us is not None:
+                out.exit_to_status_us.append(slot.exit_to_stop_us)
             slots[index] = _Slot()
             tg.start_soon(one, slots[index], 'Replacement job.')
             await entered.wait_for(entered.count + 1)
@@ -310,6 +326,21 @@ def run(settings: Settings) -> WorkloadResult:
             )
         )
         result.add(Metric('  hard_cancel() call itself', 'us', latency(ours.call_us)))
+        if ours.exit_to_status_us and floor.exit_to_status_us:
+            oe, fe = latency(ours.exit_to_status_us), latency(floor.exit_to_status_us)
+            result.add(
+                Metric(
+                    '  model call left -> CANCELLED (floor: run exited)',
+                    'us',
+                    oe,
+                    fe,
+                    ratio(oe['p50'], fe['p50']),
+                    note=f'ours says CANCELLED {abs(oe["p50"] - fe["p50"]):.0f} us (p50) '
+                    f"{'before' if oe['p50'] < fe['p50'] else 'after'} the floor's run has even exited; both "
+                    'figures are mostly Pydantic AI unwinding the run',
+                )
+            )
+            result.series[f'exit_to_status_{live}_live'] = {'ours': oe, 'floor': fe}
         result.series[f'hard_cancel_{live}_live'] = {'ours': o, 'floor': f, 'ours_no_gc': oc, 'floor_no_gc': fc}
         checks[str(live)] = {
             'premature_terminal': ours.premature_terminal,

@@ -19,12 +19,17 @@ from opentelemetry import trace
 
 from ._state import TaskRecord
 
-__all__ = ('TRACER_NAME', 'capture_context', 'end_attributes', 'retry_event', 'task_span')
+__all__ = ('TRACER_NAME', 'capture_context', 'end_attributes', 'retry_event', 'task_span', 'tracing')
 
 TRACER_NAME = 'pydantic-ai-subagents'
 """The instrumentation scope name of this library's spans."""
 
 _tracer = trace.get_tracer(TRACER_NAME)
+
+
+def tracing() -> bool:
+    """Whether a tracer provider is configured; if not, a span would be a no-op, and so would making it current."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
 def capture_context() -> otel_context.Context:
@@ -40,8 +45,7 @@ def task_span(
 
     `start_time`: when the task was created, for a span opened later (a task that waited in the queue).
     """
-    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-        # No tracer provider is configured (yet): the span would be a no-op, and so would making it current.
+    if not tracing():
         yield trace.INVALID_SPAN
         return
     attributes: dict[str, Any] = {

@@ -17,7 +17,12 @@ from functools import partial
 import anyio
 import anyio.abc
 
-from .._otel import end_attributes, task_span
+try:
+    from sniffio import current_async_library_cvar
+except ImportError:  # pragma: no cover - anyio works without sniffio
+    current_async_library_cvar = None
+
+from .._otel import end_attributes, task_span, tracing
 from .._run import Executor, Outcome, safe_error
 from .._run._support import is_real_cancel
 from ._observer import TaskObserver
@@ -61,7 +66,12 @@ class Running:
         assert tg is not None
         # A fresh context: the task must not inherit the parent run's deadline or other run-scoped state;
         # how long it may run is its own `timeout`, and a sync task stops with its parent through a hard cancel.
-        contextvars.Context().run(partial(tg.start_soon, name=f'subagent task {runtime.id}'), self._run, runtime)
+        context = contextvars.Context()
+        if current_async_library_cvar is not None and (library := current_async_library_cvar.get()) is not None:
+            # Keep the name of the async library: without it, every anyio call of the run (dozens per model turn)
+            # looks the library up the slow way.
+            context.run(current_async_library_cvar.set, library)
+        context.run(partial(tg.start_soon, name=f'subagent task {runtime.id}'), self._run, runtime)
 
     async def _run(self, runtime: TaskRuntime) -> None:
         """Run one task and settle it. Raises nothing but the manager's own cancellation."""
@@ -70,28 +80,38 @@ class Running:
         if record is None or record.is_terminal:
             self.end(runtime)  # cancelled between its spawn and its start
             return
-        outcome: Outcome | None = None
-        executor: Executor = runtime.executor
+        if not tracing():
+            await self._execute(runtime)  # no span to open, make current and end
+            return
         with task_span(record, runtime.trace_context, start_time=record.created_at) as span:
             try:
-                with runtime.cancel_scope:
-                    outcome = await executor.execute(runtime.job, self._observer(runtime))
-            except BaseException as e:
-                if is_real_cancel(e):
-                    raise
-                outcome = Outcome(kind='failed', error=safe_error(e))
+                await self._execute(runtime)
             finally:
-                self.settler.settle(runtime, outcome or Outcome(kind='stopped', note=CLOSED_NOTE))
                 final = store.get(runtime.id) or runtime.final
                 if final is not None:
                     end_attributes(span, final)
-                self.end(runtime)
+
+    async def _execute(self, runtime: TaskRuntime) -> None:
+        outcome: Outcome | None = None
+        executor: Executor = runtime.executor
+        try:
+            with runtime.cancel_scope:
+                outcome = await executor.execute(runtime.job, self._observer(runtime))
+                # Settled the moment the run is over, before the scope's own exit: the status says how the task
+                # ended as soon as its run has exited.
+                self.settler.settle(runtime, outcome)
+        except BaseException as e:
+            if is_real_cancel(e):
+                raise
+            outcome = Outcome(kind='failed', error=safe_error(e))
+        finally:
+            self.settler.settle(runtime, outcome or Outcome(kind='stopped', note=CLOSED_NOTE))
+            self.end(runtime)
 
     def end(self, runtime: TaskRuntime) -> None:
         """The task is over here: wake who waits for its stop, forget it, and give its slot on."""
-        if runtime.stopped.is_set():
+        if not runtime.end():
             return
-        runtime.stopped.set()
         self.settler.runtimes.pop(runtime.id, None)
         self._forget(runtime.id)
         following = self.slots.release(runtime.depth)
@@ -107,7 +127,7 @@ class Running:
             if record is not None:
                 with task_span(record, runtime.trace_context, start_time=record.created_at) as span:
                     end_attributes(span, record)
-            runtime.stopped.set()
+            runtime.end()
             self.settler.runtimes.pop(runtime.id, None)
             self._forget(runtime.id)
         else:
@@ -119,7 +139,8 @@ class Running:
         for runtime in list(runtimes.values()):
             hard_cancel(runtime)
         for runtime in list(runtimes.values()):
-            with anyio.move_on_after(grace):
-                await runtime.stopped.wait()
+            if not runtime.ended:
+                with anyio.move_on_after(grace):
+                    await runtime.stopped.wait()
         for runtime in list(runtimes.values()):
             runtime.cancel_scope.cancel()

@@ -33,10 +33,8 @@ class TaskRuntime:
     parent_usage: RunUsage | None = None
     trace_context: Context = field(default_factory=Context)
     """The tracing context of the tool call that created the task."""
-    stopped: anyio.Event = field(default_factory=anyio.Event)
-    """Set once the task has ended (its run exited, or it never started)."""
-    watchers: list[Watcher] = field(default_factory=list['Watcher'])
-    """Set at the task's next status change, then dropped (waiters register here)."""
+    watchers: list[Watcher] | None = None
+    """Set at the task's next status change, then dropped (waiters register here; `None`: nobody watches)."""
     soft_requested_turn: int | None = None
     timed_out: bool = False
     thread_note: str | None = None
@@ -45,8 +43,12 @@ class TaskRuntime:
     direct_waiters: int = 0
     """Tool calls of the parent waiting on this task right now; they report its outcome, so no notice is sent."""
     settled: bool = False
-    # Made when first needed: a queued task does without it (many queued tasks are many objects for the GC).
+    ended: bool = False
+    """Whether the task has ended (its run exited, or it never started)."""
+    # Made when first needed: a queued task does without them, and most tasks never need an event for their end
+    # (many tasks are many objects for the garbage collector to walk).
     _cancel_scope: anyio.CancelScope | None = field(default=None, init=False, repr=False)
+    _stopped: anyio.Event | None = field(default=None, init=False, repr=False)
 
     @property
     def id(self) -> str:
@@ -65,8 +67,42 @@ class TaskRuntime:
             self._cancel_scope = anyio.CancelScope()
         return self._cancel_scope
 
+    @property
+    def stopped(self) -> anyio.Event:
+        """Set once the task has ended (its run exited, or it never started); made when first asked for."""
+        if self._stopped is None:
+            self._stopped = anyio.Event()
+            if self.ended:
+                self._stopped.set()
+        return self._stopped
+
+    def end(self) -> bool:
+        """Mark the task ended and wake who waits for it; `False` if it had already ended."""
+        if self.ended:
+            return False
+        self.ended = True
+        if self._stopped is not None:
+            self._stopped.set()
+        return True
+
+    def watch(self, watcher: Watcher) -> None:
+        """Wake `watcher` at the task's next status change."""
+        if self.watchers is None:
+            self.watchers = [watcher]
+        else:
+            self.watchers.append(watcher)
+
+    def unwatch(self, watcher: Watcher) -> None:
+        """Take back a watch that is no longer needed."""
+        watchers = self.watchers
+        if watchers is not None and watcher in watchers:
+            watchers.remove(watcher)
+
     def notify(self) -> None:
         """Wake whoever watches the task's next change."""
-        watchers, self.watchers = self.watchers, []
+        watchers = self.watchers
+        if watchers is None:
+            return
+        self.watchers = None
         for watcher in watchers:
             watcher.set()

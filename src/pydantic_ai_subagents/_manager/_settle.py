@@ -22,7 +22,7 @@ from .._bus import InMemoryMessageBus, MessageBus
 from .._delivery import Delivery
 from .._errors import TaskAlreadyFinishedError, TaskNotFoundError
 from .._events import EVENTS_TOPIC, TaskEvent, TaskEventMessage, event_for_change
-from .._run import Outcome, render_output, usage_snapshot
+from .._run import Outcome, partial_from_messages, render_output, usage_snapshot
 from .._state import StatusChange, TaskRecord, TaskStatus, TaskStore
 from ._runtime import TaskRuntime
 
@@ -186,4 +186,9 @@ def _terminal(record: TaskRecord, runtime: TaskRuntime, outcome: Outcome) -> tup
     # A hard cancel that was accepted wins over a timeout. A stop nobody here asked for (a worker draining) keeps
     # what the run left; a hard cancel keeps nothing, unless it is an overdue soft cancel.
     keeps_partial = cancel is None or cancel.kind == 'soft' or cancel.requested_by == 'escalation'
-    return TaskStatus.CANCELLED, {'partial_result': outcome.partial if keeps_partial else None}
+    if not keeps_partial:
+        return TaskStatus.CANCELLED, {'partial_result': None}
+    partial = outcome.partial
+    if partial is None and outcome.transcript is not None:
+        partial = partial_from_messages(outcome.transcript)
+    return TaskStatus.CANCELLED, {'partial_result': partial}

@@ -17,10 +17,15 @@ from .._config import SubAgentConfig
 from .._errors import TaskLimitError
 from .._otel import capture_context
 from .._run import Cascade, Executor, TaskJob, current_task, task_agent
-from .._state import TaskMode, TaskRecord
+from .._state import TaskMode, TaskRecord, TaskUsage
 from ._runtime import TaskRuntime
 
 __all__ = ('Starter',)
+
+_NO_USAGE = TaskUsage()
+"""The usage of every new record: one immutable object shared by all of them rather than one each."""
+_DEFAULT_LIMITS = UsageLimits()
+"""The limits of a task with none of its own and no parent's to respect; nothing changes a job's limits."""
 
 
 class Starter:
@@ -86,7 +91,10 @@ class Starter:
         elif ledger is None and parent_usage is not None:
             ledger = Ledger(parent_usage, parent_limits)
         task_id = secrets.token_hex(12)
-        limits = bounded_limits(config.usage_limits, parent_limits, parent_usage)
+        if config.usage_limits is None and (parent_limits is None or parent_usage is None):
+            limits = _DEFAULT_LIMITS
+        else:
+            limits = bounded_limits(config.usage_limits, parent_limits, parent_usage)
         job = TaskJob(
             id=task_id,
             config=config,
@@ -117,6 +125,7 @@ class Starter:
             depth=depth,
             owner=self.owner,
             continued_from=None if history is None else history[0],
+            usage=_NO_USAGE,
         )
         if parent is not None:
             parent.children.append((self.cascade, task_id))

@@ -94,7 +94,7 @@ class Waiting:
             if found is None:
                 found = watches[task_id] = _Watch(task_id, waiter)
             if (runtime := held.get(task_id)) is not None:
-                runtime.watchers.append(found)
+                runtime.watch(found)
             elif self.shared:
                 self.remote.setdefault(task_id, []).append(found)
 
@@ -103,10 +103,11 @@ class Waiting:
         try:
             for task_id in unsettled:
                 watch(task_id)
-            with anyio.move_on_after(timeout):
+
+            async def until_wanted() -> None:
+                nonlocal wanted
                 while wanted > 0:
                     await waiter.event.wait()
-                    waiter.event = anyio.Event()
                     changed, waiter.changed = waiter.changed, []
                     for task_id in changed:
                         if task_id not in unsettled:
@@ -120,14 +121,22 @@ class Waiting:
                                 held.pop(task_id, None)
                         else:
                             watch(task_id)
+                    if wanted > 0:
+                        waiter.event = anyio.Event()
+
+            if wanted > 0:
+                if timeout is None:
+                    await until_wanted()  # no cancel scope to make, enter and leave
+                else:
+                    with anyio.move_on_after(timeout):
+                        await until_wanted()
         finally:
             for runtime in direct_runtimes:
                 runtime.direct_waiters -= 1
             for task_id in unsettled:
                 found = watches[task_id]
                 if (runtime := held.get(task_id)) is not None:
-                    with contextlib.suppress(ValueError):
-                        runtime.watchers.remove(found)
+                    runtime.unwatch(found)
                 else:
                     self._forget_remote(task_id, found)
         return snapshot()

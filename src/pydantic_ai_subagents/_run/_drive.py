@@ -23,7 +23,6 @@ from ._support import (
     ASK_PARENT_TOOLSET,
     TaskTracker,
     needs_ask_toolset,
-    partial_from_messages,
     safe_error,
     sync_tool_names,
 )
@@ -96,8 +95,9 @@ async def _drive_once(
 def outcome_of(error: BaseException) -> Outcome:
     """The outcome of a run that raised `error` (not the caller's own cancellation: that propagates)."""
     if isinstance(error, RunCancelled):
-        transcript = error.all_messages()
-        return Outcome(kind='stopped', partial=partial_from_messages(transcript), transcript=transcript)
+        # The partial result is read from the transcript by the settle point, only when the task keeps one (a hard
+        # cancel keeps none): the status is written sooner after the run exits.
+        return Outcome(kind='stopped', transcript=error.all_messages())
     transcript = _conversation(error)
     if isinstance(error, UsageLimitExceeded):
         return Outcome(kind='failed', error=f'usage limit reached: {error}', transcript=transcript)
