@@ -85,8 +85,9 @@ class RedisMessageBus(LocalBus):
     * **One process per participant.** A participant's mailbox should be open in one process at a time; two
       processes opening the same name would both read its messages.
     * **The outbox.** Writes wait in a local outbox of at most `max_outbox` messages; when Redis is slow or gone
-      and it fills up, `send` and `publish` raise [`MailboxFullError`][pydantic_ai_subagents.MailboxFullError]
-      (recipient `'<redis outbox>'`) rather than block. Failed writes are retried, so a message may be written
+      and it fills up, `send` raises [`MailboxFullError`][pydantic_ai_subagents.MailboxFullError] (recipient
+      `'<redis outbox>'`) rather than block, and `publish` still reaches this process's subscriptions (the copy
+      for other processes is dropped and counted in `unpublished`). Failed writes are retried, so a message may be written
       twice after a connection error.
     """
 
@@ -258,6 +259,7 @@ class RedisMessageBus(LocalBus):
             received=self._receiver.received,
             undecodable=self._receiver.undecodable,
             local_only=self._outbox.local_only,
+            unpublished=self._outbox.unpublished,
             refused=self._receiver.refused,
             outbox=len(self._outbox),
             write_errors=self._outbox.pump.errors,
@@ -389,6 +391,10 @@ class RedisMessageBus(LocalBus):
     def publish(self, message: Message) -> int:
         """Deliver `message` to every subscription of its topic (and of `'*'`), in every process.
 
+        The subscriptions of this process get it at once, whatever state Redis is in; other processes get it once
+        it leaves the outbox. When the outbox is full (Redis slow or gone), the copy for other processes is dropped
+        and counted in `unpublished`: a publish never fails for Redis.
+
         Returns:
             How many subscriptions of this process received it.
 
@@ -397,7 +403,7 @@ class RedisMessageBus(LocalBus):
             BusError: The bus was not started.
             ValueError: The message has no topic, or its topic is the wildcard `'*'`.
             MailboxFullError: A local subscription was full and uses the `'error'` policy (the others, local and
-                remote, still get the message), or the outbox is full.
+                remote, still get the message).
         """
         self._check_usable()
         topic = message.topic
@@ -405,8 +411,10 @@ class RedisMessageBus(LocalBus):
             raise ValueError(f'{type(message).__name__} has no topic; set `topic` to publish it')
         if topic == WILDCARD_TOPIC:
             raise ValueError(f'{WILDCARD_TOPIC!r} only works for subscribing; publish under a concrete topic')
-        self._outbox.put_published(self._keys.topic(topic), message, origin=self.instance_id)
-        return self._deliver_published(message, topic)
+        try:
+            return self._deliver_published(message, topic)
+        finally:
+            self._outbox.put_published(self._keys.topic(topic), message, origin=self.instance_id)
 
     # -- request / reply --
 

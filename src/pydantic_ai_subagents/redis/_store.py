@@ -136,8 +136,10 @@ class RedisTaskStore(InMemoryTaskStore):
             lease_seconds: How long a manager's lease lasts without renewal: how soon the tasks of a dead process
                 are marked `FAILED`. Must exceed `heartbeat_interval`.
             heartbeat_interval: Seconds between renewals of this process's leases (and checks for orphans).
-            max_pending_writes: Changes that may wait to be written to Redis; past it, a write raises
-                [`SubagentsError`][pydantic_ai_subagents.SubagentsError] rather than use unbounded memory.
+            max_pending_writes: Tasks whose changes may wait to be written to Redis; past it, creating a task
+                raises [`SubagentsError`][pydantic_ai_subagents.SubagentsError] (before anything is added) rather
+                than use unbounded memory. Changes to tasks already here are never refused: the task's newest
+                snapshot replaces the one waiting.
         """
         if heartbeat_interval <= 0 or lease_seconds <= heartbeat_interval:
             raise ValueError('heartbeat_interval must be positive and lease_seconds larger than it')
@@ -265,33 +267,49 @@ class RedisTaskStore(InMemoryTaskStore):
 
     # -- writes: in memory at once, to Redis by the pump --
 
-    def _written(self, record: TaskRecord) -> TaskRecord:
+    def _check_open(self, *, new: bool = False) -> None:
+        """Refuse a write before it changes anything: the store is closed, or (for a new task) too much waits.
+
+        Only a new task is refused for the backlog: a change to a task already here replaces its pending snapshot
+        (one per task), so it costs no more memory, and refusing it would leave the task changed here but not
+        settled.
+        """
         if self._closed:
             raise SubagentsError('the Redis task store is closed')
-        if record.id not in self._pending and len(self._pending) >= self.max_pending_writes:
+        if new and len(self._pending) >= self.max_pending_writes:
             raise SubagentsError(f'{len(self._pending)} task changes are waiting to be written to Redis')
+
+    def _written(self, record: TaskRecord) -> TaskRecord:
         self._pending[record.id] = record
         self._writer.wake()
         return record
 
     def create(self, record: TaskRecord) -> StatusChange:
-        """Add a new task (as the in-memory store does), and write it to Redis."""
+        """Add a new task (as the in-memory store does), and write it to Redis.
+
+        Raises:
+            SubagentsError: The store is closed, or `max_pending_writes` changes wait for Redis; nothing was added.
+        """
+        self._check_open(new=True)
         change = super().create(record)
         self._written(change.record)
         return change
 
     def transition(self, task_id: str, to: TaskStatus, **fields: Any) -> StatusChange:
         """Move a task to a new state (as the in-memory store does), and write it to Redis."""
+        self._check_open()
         change = super().transition(task_id, to, **fields)
         self._written(change.record)
         return change
 
     def update(self, task_id: str, **fields: Any) -> TaskRecord:
         """Change fields without a state change (as the in-memory store does), and write it to Redis."""
+        self._check_open()
         return self._written(super().update(task_id, **fields))
 
     def request_cancel(self, task_id: str, kind: CancelKind, requested_by: str) -> TaskRecord:
         """Record a cancel request (as the in-memory store does), and write it to Redis."""
+        self._check_open()
         before = self.get(task_id)
         record = super().request_cancel(task_id, kind, requested_by)
         if record is not before:

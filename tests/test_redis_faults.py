@@ -1,0 +1,137 @@
+"""Redis faults with a real `redis-server` of each test's own, killed and started again: outages, restarts with and
+without the data, and what a process must keep doing meanwhile."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import anyio
+import pytest
+from pydantic_ai import Agent
+from pydantic_ai.messages import ModelMessage, ModelResponse
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+from pydantic_ai_subagents import (
+    SubAgentConfig,
+    SubagentsError,
+    TaskCompleted,
+    TaskEvent,
+    TaskManager,
+    TaskStatus,
+    create_subagent_toolset,
+)
+from pydantic_ai_subagents.redis import RedisTaskStore, redis_task_manager
+
+from . import redis_server
+from .conftest import Script, call, child_text
+
+pytestmark = pytest.mark.anyio
+
+redis_proc = redis_server.redis_proc
+
+FAST_BUS: dict[str, Any] = {'refresh_interval': 0.05, 'lease_seconds': 2.0, 'read_block': 0.2}
+FAST: dict[str, Any] = {'lease_seconds': 1.0, 'heartbeat_interval': 0.1}
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f'fault-{uuid.uuid4().hex[:12]}'
+
+
+async def blocked(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    await anyio.sleep_forever()
+    raise AssertionError('unreachable')
+
+
+async def stored(url: str, namespace: str) -> dict[str, Any]:
+    """What Redis holds for the namespace, read by a fresh store."""
+    async with RedisTaskStore(url, namespace=namespace) as store:
+        return {record.id: record for record in store.list()}
+
+
+async def test_a_task_that_finishes_while_redis_is_down_reaches_its_parent_at_once_and_redis_later(
+    redis_proc: redis_server.RedisServer, namespace: str
+) -> None:
+    """Redis gone and the bus's outbox full: the sync `task` call still returns the result, events and waiters
+    still hear of every change, and once Redis is back it holds every record in its final state."""
+    helper = SubAgentConfig(name='helper', instructions='Help.', model=child_text('the answer is 42'))
+    script = Script(
+        [
+            [call('task', description='look it up', subagent_type='helper', mode='sync')],
+            [call('task', description='look it up again', subagent_type='helper', mode='sync')],
+        ]
+    )
+    heard: list[TaskEvent] = []
+    async with redis_task_manager(
+        redis_proc.url, namespace=namespace, bus_options={**FAST_BUS, 'max_outbox': 1}, **FAST
+    ) as manager:
+        toolset = create_subagent_toolset([helper], manager=manager, general_purpose=False)
+        events = manager.events()
+
+        async def listen() -> None:
+            async for event in events:
+                heard.append(event)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listen)
+            redis_proc.kill()
+            with anyio.fail_after(10):
+                await Agent(script.model(), toolsets=[toolset]).run('go', conversation_id='conv')
+                more = [await manager.start(helper, f'more {i}', scope='conv') for i in range(3)]
+                for record in more:
+                    assert (await manager.wait_for(record.id, timeout=5)).status is TaskStatus.COMPLETED
+                while sum(isinstance(e, TaskCompleted) for e in heard) < 5:
+                    await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+        await events.aclose()
+        assert script.replies[1] == ['the answer is 42']
+        assert script.replies[2] == ['the answer is 42']
+        records = manager.list('conv')
+        assert len(records) == 5 and all(r.status is TaskStatus.COMPLETED for r in records)
+        assert sorted(e.task_id for e in heard if isinstance(e, TaskCompleted)) == sorted(r.id for r in records)
+        assert manager.bus.stats().unpublished > 0  # type: ignore[attr-defined]
+
+        redis_proc.restart(keep_data=False)
+        with anyio.fail_after(10):
+            await manager.store.flush()  # type: ignore[attr-defined]
+        in_redis = await stored(redis_proc.url, namespace)
+        assert {i: r.status for i, r in in_redis.items()} == {r.id: TaskStatus.COMPLETED for r in records}
+        assert all(in_redis[r.id].result == 'the answer is 42' for r in records)
+
+
+async def test_a_start_the_store_refuses_leaves_nothing_behind_and_counts_toward_no_limit(
+    redis_proc: redis_server.RedisServer, namespace: str
+) -> None:
+    config = SubAgentConfig(name='worker', instructions='Work.', model=FunctionModel(blocked))
+    async with (
+        RedisTaskStore(redis_proc.url, namespace=namespace, max_pending_writes=1, **FAST) as store,
+        TaskManager(store=store, max_tasks_per_scope=2) as manager,
+    ):
+        redis_proc.kill()
+        first = await manager.start(config, 'one', scope='conv')
+        for _ in range(3):
+            with pytest.raises(SubagentsError, match='waiting to be written'):
+                await manager.start(config, 'refused', scope='conv')
+        assert [r.id for r in manager.list('conv')] == [first.id]
+
+        redis_proc.restart(keep_data=True)
+        with anyio.fail_after(10):
+            await store.flush()
+        second = await manager.start(config, 'two', scope='conv')  # the limit is 2: the refused ones never counted
+        assert {r.id for r in manager.list('conv')} == {first.id, second.id}
+        manager.hard_cancel(first.id)
+        manager.hard_cancel(second.id)
+
+
+async def test_a_listener_that_refuses_an_event_costs_the_task_nothing(namespace: str) -> None:
+    """A full `'error'` subscription makes the bus raise on publish: the task still settles and wakes its waiter."""
+    async with TaskManager() as manager:
+        manager.bus.subscribe('subagents.events', max_buffer=1, overflow='error')
+        config = SubAgentConfig(name='helper', instructions='Help.', model=child_text('done'))
+        records = [await manager.start(config, f'job {i}', scope='conv') for i in range(3)]
+        with anyio.fail_after(5):
+            for record in records:
+                finished = await manager.wait_for(record.id, timeout=5)
+                assert finished.status is TaskStatus.COMPLETED
+        assert manager._settler.live_per_scope == {}  # pyright: ignore[reportPrivateUsage]
