@@ -117,8 +117,10 @@ class RedisServer:
             raise RuntimeError('redis-server is not on PATH (on Debian/Ubuntu: apt-get install -y redis-server)')
         directory = self.workdir.name
         self.process = subprocess.Popen(
-            [binary, '--port', str(self.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'yes']
-            + ['--appendfsync', 'always', '--dir', directory, '--logfile', str(Path(directory) / 'redis.log')],
+            [
+                *(binary, '--port', str(self.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'yes'),
+                *('--appendfsync', 'always', '--dir', directory, '--logfile', str(Path(directory) / 'redis.log')),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

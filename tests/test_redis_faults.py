@@ -8,8 +8,9 @@ from typing import Any
 
 import anyio
 import pytest
+import redis.asyncio as aioredis
 from pydantic_ai import Agent
-from pydantic_ai.messages import ModelMessage, ModelResponse
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from pydantic_ai_subagents import (
@@ -21,10 +22,10 @@ from pydantic_ai_subagents import (
     TaskStatus,
     create_subagent_toolset,
 )
-from pydantic_ai_subagents.redis import RedisTaskStore, redis_task_manager
+from pydantic_ai_subagents.redis import RedisMessageBus, RedisTaskStore, Worker, redis_task_manager
 
 from . import redis_server
-from .conftest import Script, call, child_text
+from .conftest import Gate, Script, call, child_text
 
 pytestmark = pytest.mark.anyio
 
@@ -42,6 +43,12 @@ def namespace() -> str:
 async def blocked(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
     await anyio.sleep_forever()
     raise AssertionError('unreachable')
+
+
+async def until(predicate: Any, timeout: float = 10.0) -> None:
+    with anyio.fail_after(timeout):
+        while not predicate():
+            await anyio.sleep(0.01)
 
 
 async def stored(url: str, namespace: str) -> dict[str, Any]:
@@ -135,3 +142,132 @@ async def test_a_listener_that_refuses_an_event_costs_the_task_nothing(namespace
                 finished = await manager.wait_for(record.id, timeout=5)
                 assert finished.status is TaskStatus.COMPLETED
         assert manager._settler.live_per_scope == {}  # pyright: ignore[reportPrivateUsage]
+
+
+# ---------------------------------------------------------------- leases across a restart of Redis
+
+
+async def test_a_peers_sweep_fails_no_live_task_when_redis_restarts_without_its_data(
+    redis_proc: redis_server.RedisServer, namespace: str
+) -> None:
+    """The owner renews its lease every 0.5 s, its peer sweeps every 0.05 s: right after an empty restart the peer
+    sees no lease for the owner, and must still wait a full lease of its own looking before it judges."""
+    gate = Gate(answer='finished after the restart')
+    config = SubAgentConfig(name='worker', instructions='Work.', model=gate.model())
+    async with (
+        redis_task_manager(
+            redis_proc.url, namespace=namespace, lease_seconds=3.0, heartbeat_interval=0.5, bus_options=FAST_BUS
+        ) as owner,
+        redis_task_manager(
+            redis_proc.url, namespace=namespace, lease_seconds=3.0, heartbeat_interval=0.05, bus_options=FAST_BUS
+        ) as peer,
+    ):
+        records = [await owner.start(config, f'job {i}', scope='conv') for i in range(3)]
+        await gate.entered.wait()
+        await until(lambda: all((r := peer.get(x.id)) is not None and r.status is TaskStatus.RUNNING for x in records))
+        for keep_data in (False, True):
+            redis_proc.restart(keep_data=keep_data)
+            await anyio.sleep(4.0)  # more than a lease of the peer's own looking
+            assert [owner.get(r.id).status for r in records] == [TaskStatus.RUNNING] * 3  # type: ignore[union-attr]
+            assert [peer.get(r.id).status for r in records] == [TaskStatus.RUNNING] * 3  # type: ignore[union-attr]
+        gate.release.set()
+        for record in records:
+            final = await owner.wait_for(record.id, timeout=10)
+            assert final.status is TaskStatus.COMPLETED and final.result == 'finished after the restart'
+        await until(lambda: all(peer.get(r.id).status is TaskStatus.COMPLETED for r in records))  # type: ignore[union-attr]
+
+
+async def test_a_dead_owner_is_still_found_once_its_lease_has_been_missing_a_full_lease(
+    redis_proc: redis_server.RedisServer, namespace: str
+) -> None:
+    config = SubAgentConfig(name='worker', instructions='Work.', model=FunctionModel(blocked))
+    async with redis_task_manager(redis_proc.url, namespace=namespace, **FAST, bus_options=FAST_BUS) as peer:
+        owner_cm = redis_task_manager(redis_proc.url, namespace=namespace, **FAST, bus_options=FAST_BUS)
+        owner = await owner_cm.__aenter__()
+        record = await owner.start(config, 'work', scope='conv')
+        await owner.store.flush()  # type: ignore[attr-defined]
+        await until(lambda: peer.get(record.id) is not None)
+        # The owner's process "dies": its lease is no longer renewed (and is deleted), its task stays live.
+        leases = owner.store._leases  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue, reportUnknownMemberType]
+        leases.here.clear()  # pyright: ignore[reportUnknownMemberType]
+        async with RedisTaskStore(redis_proc.url, namespace=namespace) as raw:
+            await raw._client.delete(f'{namespace}:owner:{owner.participant}')  # type: ignore[union-attr]  # pyright: ignore[reportPrivateUsage, reportOptionalMemberAccess, reportUnknownMemberType]
+        await until(lambda: peer.get(record.id).status is TaskStatus.FAILED, timeout=10)  # type: ignore[union-attr]
+        assert 'lease' in (peer.get(record.id).error or '')  # type: ignore[union-attr]
+        owner.hard_cancel(record.id)
+        await owner_cm.__aexit__(None, None, None)
+
+
+# ---------------------------------------------------------------- reconnecting
+
+
+async def quick(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    prompt = next(
+        p.content for m in messages for p in getattr(m, 'parts', []) if getattr(p, 'part_kind', '') == 'user-prompt'
+    )
+    return ModelResponse(parts=[TextPart(f'done: {prompt}')])
+
+
+async def test_a_worker_keeps_serving_across_redis_restarts_with_and_without_data(
+    redis_proc: redis_server.RedisServer, namespace: str
+) -> None:
+    on_parent = SubAgentConfig(name='remote', description='Works elsewhere.', worker_queue='q1')
+    on_worker = SubAgentConfig(name='remote', instructions='Work.', model=FunctionModel(quick))
+    worker = Worker(
+        [on_worker],
+        url=redis_proc.url,
+        namespace=namespace,
+        queue='q1',
+        lease_seconds=3.0,
+        heartbeat_interval=0.1,
+        bus_options=FAST_BUS,
+    )
+    ended: list[str] = []
+
+    async def run_worker() -> None:
+        await worker.run()
+        ended.append('returned')
+
+    async with (
+        anyio.create_task_group() as tg,
+        redis_task_manager(
+            redis_proc.url, namespace=namespace, lease_seconds=3.0, heartbeat_interval=0.1, bus_options=FAST_BUS
+        ) as parent,
+    ):
+        tg.start_soon(run_worker)
+        await worker.wait_ready()
+        for round_no, keep_data in enumerate((None, False, True, False)):
+            if keep_data is not None:
+                redis_proc.restart(keep_data=keep_data)
+                await anyio.sleep(0.5)
+            assert not ended
+            started = await parent.start(on_parent, f'job {round_no}', scope='conv')
+            final = await parent.wait_for(started.id, timeout=20)
+            assert final.status is TaskStatus.COMPLETED, final
+            assert final.result == f'done: job {round_no}'
+        assert worker.jobs_done == 4
+        worker.stop()
+    assert ended == ['returned']
+
+
+async def test_a_ready_client_and_a_connection_pool_are_used_as_given_and_left_open(
+    redis_proc: redis_server.RedisServer, namespace: str
+) -> None:
+    client = aioredis.Redis.from_url(redis_proc.url)
+    pool = aioredis.ConnectionPool.from_url(redis_proc.url)
+    config = SubAgentConfig(name='helper', instructions='Help.', model=child_text('from a given connection'))
+    try:
+        async with (
+            RedisMessageBus(pool, namespace=namespace, **FAST_BUS) as bus,
+            RedisTaskStore(client, namespace=namespace, **FAST) as store,
+            TaskManager(bus=bus, store=store) as manager,
+        ):
+            record = await manager.start(config, 'go', scope='conv')
+            assert (await manager.wait_for(record.id, timeout=5)).result == 'from a given connection'
+            await store.flush()
+        assert await client.ping()  # pyright: ignore[reportUnknownMemberType]
+        assert await aioredis.Redis(connection_pool=pool).ping()  # pyright: ignore[reportUnknownMemberType]
+        assert record.id in await stored(redis_proc.url, namespace)
+    finally:
+        await client.aclose()
+        await pool.aclose()

@@ -67,7 +67,7 @@ class Outbox:
         """Published messages whose copy for other processes was dropped because the outbox was full."""
         self._dropping = False
         self._warned_local_only: set[type[Message]] = set()
-        self.pump = WritePump[list[Op]](what='messages', take=self._take, write=self._write, put_back=self._put_back)
+        self.pump = WritePump[list[Op]](what='messages', take=self._take, write=self._write)
         """The pump that writes the queued operations; run it with `pump.run()`."""
 
     def __len__(self) -> int:
@@ -125,26 +125,23 @@ class Outbox:
         self._ops.clear()
         return batch
 
-    def _put_back(self, batch: list[Op]) -> None:
-        self._ops.extendleft(reversed(batch))
-
     async def _write(self, batch: list[Op]) -> None:
         client = self.client
         assert client is not None
-        pipe = client.pipeline(transaction=False)  # pyright: ignore[reportUnknownMemberType]
         ttl = max(1, int(self._stream_ttl))
         participants = self._keys.participants
-        for kind, key, payload in batch:
-            if kind == 'xadd':
-                pipe.xadd(key, {'m': payload}, maxlen=self._stream_max_len, approximate=True)  # pyright: ignore[reportUnknownMemberType]
-                pipe.expire(key, ttl)  # pyright: ignore[reportUnknownMemberType]
-            elif kind == 'publish':
-                pipe.publish(key, payload)  # pyright: ignore[reportUnknownMemberType]
-            elif kind == 'lease':
-                pipe.zadd(participants, {key: time.time() + self._lease_seconds})  # pyright: ignore[reportUnknownMemberType]
-            else:
-                pipe.zrem(participants, key)  # pyright: ignore[reportUnknownMemberType]
-        await pipe.execute()  # pyright: ignore[reportUnknownMemberType]
+        async with client.pipeline(transaction=False) as pipe:  # pyright: ignore[reportUnknownMemberType]
+            for kind, key, payload in batch:
+                if kind == 'xadd':
+                    pipe.xadd(key, {'m': payload}, maxlen=self._stream_max_len, approximate=True)  # pyright: ignore[reportUnknownMemberType]
+                    pipe.expire(key, ttl)  # pyright: ignore[reportUnknownMemberType]
+                elif kind == 'publish':
+                    pipe.publish(key, payload)  # pyright: ignore[reportUnknownMemberType]
+                elif kind == 'lease':
+                    pipe.zadd(participants, {key: time.time() + self._lease_seconds})  # pyright: ignore[reportUnknownMemberType]
+                else:
+                    pipe.zrem(participants, key)  # pyright: ignore[reportUnknownMemberType]
+            await pipe.execute()  # pyright: ignore[reportUnknownMemberType]
         sent = sum(1 for op in batch if op[0] in ('xadd', 'publish'))
         self.written += sent
         self._messages -= sent

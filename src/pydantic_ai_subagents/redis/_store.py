@@ -45,10 +45,11 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         'pydantic_ai_subagents.redis needs the redis package: install pydantic-ai-subagents[redis]'
     ) from exc
 
+from ._connect import Connection, RedisSource, open_connection
 from ._jobs import WorkerQueues
 from ._keys import StoreKeys
 from ._leases import OwnerLeases
-from ._pump import WritePump, open_client
+from ._pump import WritePump
 
 __all__ = ('RedisTaskStore',)
 
@@ -117,7 +118,7 @@ class RedisTaskStore(InMemoryTaskStore):
 
     def __init__(
         self,
-        url: str = 'redis://localhost:6379/0',
+        url: RedisSource = 'redis://localhost:6379/0',
         *,
         namespace: str = 'subagents',
         max_retained: int = 1000,
@@ -129,7 +130,9 @@ class RedisTaskStore(InMemoryTaskStore):
         """Describe the store; nothing connects until `async with`.
 
         Args:
-            url: The Redis server, as a `redis://` (or `rediss://`, `unix://`) URL.
+            url: The Redis server: a `redis://` (or `rediss://`, `unix://`) URL, or a ready `redis.asyncio` client
+                or connection pool (a Sentinel's `master_for(...)` client included), used as given and left open.
+                A client made from a URL retries each command on a connection error with jittered backoff.
             namespace: Prefix of every key; use the same as the bus's.
             max_retained: Finished tasks kept (in Redis and in each process), the oldest dropped first.
             retention_seconds: Finished tasks older than this are dropped; `None`: only `max_retained` applies.
@@ -147,7 +150,7 @@ class RedisTaskStore(InMemoryTaskStore):
             raise ValueError('max_pending_writes must be at least 1')
         super().__init__(max_retained=max_retained, retention_seconds=retention_seconds)
         self.url = url
-        """The Redis server."""
+        """The Redis server (a URL, or the client or pool given)."""
         self.namespace = namespace
         """Prefix of every key."""
         self.lease_seconds = lease_seconds
@@ -161,6 +164,7 @@ class RedisTaskStore(InMemoryTaskStore):
         )
         self._queues = WorkerQueues(self._keys)
         self._client: aioredis.Redis | None = None
+        self._connection: Connection | None = None
         self._script: Any = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._pump_scope = anyio.CancelScope()
@@ -169,7 +173,7 @@ class RedisTaskStore(InMemoryTaskStore):
         self._pending: dict[str, TaskRecord] = {}
         self._jobs_out: list[tuple[str, str]] = []
         self._writer = WritePump[tuple[list[TaskRecord], list[tuple[str, str]]]](
-            what='task records', take=self._take_writes, write=self._write_batch, put_back=self._put_back_writes
+            what='task records', take=self._take_writes, write=self._write_batch
         )
         self._closed = False
         self._refreshed_at = time.time()
@@ -179,8 +183,8 @@ class RedisTaskStore(InMemoryTaskStore):
     async def __aenter__(self) -> Self:
         if self._client is not None or self._closed:
             raise SubagentsError('a RedisTaskStore can be entered once')
-        client = await open_client(self.url, self._load)
-        self._client = client
+        self._connection = await open_connection(self.url, self._load)
+        client = self._client = self._connection.client
         self._script = client.register_script(_WRITE_SCRIPT)  # pyright: ignore[reportUnknownMemberType]
         tg = anyio.create_task_group()
         await tg.__aenter__()
@@ -219,12 +223,13 @@ class RedisTaskStore(InMemoryTaskStore):
             if client is not None:
                 with anyio.move_on_after(_CLOSE_FLUSH_TIMEOUT):
                     await self._wait_written()
-                await self._leases.give_up_all(client)
+                with anyio.move_on_after(_CLOSE_FLUSH_TIMEOUT):
+                    await self._leases.give_up_all(client)
             self._pump_scope.cancel()
             if self._tg is not None:
                 await self._pumps_done.wait()
-            if client is not None:
-                await client.aclose()
+            if self._connection is not None:
+                await self._connection.aclose()
 
     async def _load(self, client: aioredis.Redis) -> None:
         """Read every record Redis still holds for the namespace into this process's copy."""
@@ -250,10 +255,10 @@ class RedisTaskStore(InMemoryTaskStore):
         """
         for start in range(0, len(ids), _LOAD_BATCH):
             chunk = ids[start : start + _LOAD_BATCH]
-            pipe = client.pipeline(transaction=False)  # pyright: ignore[reportUnknownMemberType]
-            for task_id in chunk:
-                pipe.hget(self._keys.task(task_id), 'data')  # pyright: ignore[reportUnknownMemberType]
-            values = cast('list[bytes | None]', await pipe.execute())  # pyright: ignore[reportUnknownMemberType]
+            async with client.pipeline(transaction=False) as pipe:  # pyright: ignore[reportUnknownMemberType]
+                for task_id in chunk:
+                    pipe.hget(self._keys.task(task_id), 'data')  # pyright: ignore[reportUnknownMemberType]
+                values = cast('list[bytes | None]', await pipe.execute())  # pyright: ignore[reportUnknownMemberType]
             for task_id, raw in zip(chunk, values, strict=True):
                 if raw is None:
                     yield task_id, None
@@ -341,44 +346,36 @@ class RedisTaskStore(InMemoryTaskStore):
         jobs, self._jobs_out = self._jobs_out, []
         return batch, jobs
 
-    def _put_back_writes(self, writes: tuple[list[TaskRecord], list[tuple[str, str]]]) -> None:
-        batch, jobs = writes
-        for record in batch:
-            newer = self._pending.get(record.id)
-            if newer is None or newer.revision < record.revision:
-                self._pending[record.id] = record
-        self._jobs_out[:0] = jobs
-
     async def _write_batch(self, writes: tuple[list[TaskRecord], list[tuple[str, str]]]) -> None:
         client = self._client
         assert client is not None
         batch, jobs = writes
         for key in {key for key, _ in jobs}:
             await self._queues.ensure_group(client, key)
-        pipe = client.pipeline(transaction=False)  # pyright: ignore[reportUnknownMemberType]
         now = time.time()
         retention_ms = 0 if self.retention_seconds is None else max(1, int(self.retention_seconds * 1000))
         prefix = self._keys.task_prefix
-        for record in batch:
-            await self._script(
-                keys=[self._keys.task(record.id), self._keys.tasks, self._keys.finished],
-                args=[
-                    record.id,
-                    record.revision,
-                    record.status.value,
-                    1 if record.is_terminal else 0,
-                    _RECORD.dump_json(record),
-                    record.created_at.timestamp(),
-                    now,
-                    retention_ms,
-                    self.max_retained,
-                    prefix,
-                ],
-                client=pipe,
-            )
-        for key, job in jobs:
-            pipe.xadd(key, {'job': job})  # pyright: ignore[reportUnknownMemberType]
-        await pipe.execute()  # pyright: ignore[reportUnknownMemberType]
+        async with client.pipeline(transaction=False) as pipe:  # pyright: ignore[reportUnknownMemberType]
+            for record in batch:
+                await self._script(
+                    keys=[self._keys.task(record.id), self._keys.tasks, self._keys.finished],
+                    args=[
+                        record.id,
+                        record.revision,
+                        record.status.value,
+                        1 if record.is_terminal else 0,
+                        _RECORD.dump_json(record),
+                        record.created_at.timestamp(),
+                        now,
+                        retention_ms,
+                        self.max_retained,
+                        prefix,
+                    ],
+                    client=pipe,
+                )
+            for key, job in jobs:
+                pipe.xadd(key, {'job': job})  # pyright: ignore[reportUnknownMemberType]
+            await pipe.execute()  # pyright: ignore[reportUnknownMemberType]
 
     # -- sharing --
 
@@ -396,9 +393,11 @@ class RedisTaskStore(InMemoryTaskStore):
         return self._client
 
     async def owners_alive(self, owners: set[str]) -> set[str]:
-        """Which of `owners` hold a lease right now (managers of this process always do).
+        """Which of `owners` are not known to be dead (managers of this process always live).
 
-        Answers are cached for half a heartbeat, and one query runs at a time: many tasks watching their workers
+        An owner is dead once its lease has been missing for `lease_seconds` of this process's observation: a lease
+        missing for a moment (Redis restarted without its data, before the owner's next renewal) fails nobody's
+        tasks. Answers are cached for half a heartbeat, and one query runs at a time: many tasks watching their workers
         cost one round trip per half heartbeat, not one each.
         """
         return await self._leases.alive(self._require_client(), owners)
