@@ -4,6 +4,7 @@ without the data, and what a process must keep doing meanwhile."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -271,3 +272,51 @@ async def test_a_ready_client_and_a_connection_pool_are_used_as_given_and_left_o
     finally:
         await client.aclose()
         await pool.aclose()
+
+
+# ---------------------------------------------------------------- wall-clock times
+
+
+async def test_records_and_events_carry_utc_wall_clock_times_through_redis_and_the_web_views(
+    redis_proc: redis_server.RedisServer, namespace: str
+) -> None:
+    from pydantic_ai_subagents import TaskEventMessage
+    from pydantic_ai_subagents.redis._codec import decode, encode
+    from pydantic_ai_subagents.web import TaskView, event_to_json
+
+    config = SubAgentConfig(name='helper', instructions='Help.', model=child_text('done'))
+    before = datetime.now(UTC)
+    async with redis_task_manager(redis_proc.url, namespace=namespace, **FAST, bus_options=FAST_BUS) as manager:
+        heard: list[TaskEvent] = []
+        events = manager.events()
+        listening = anyio.Event()
+
+        async def listen() -> None:
+            listening.set()
+            async for event in events:
+                heard.append(event)
+                if isinstance(event, TaskCompleted):
+                    break
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listen)
+            await listening.wait()
+            await anyio.sleep(0.05)
+            record = await manager.start(config, 'go', scope='conv')
+            final = await manager.wait_for(record.id, timeout=5)
+        await events.aclose()
+        await manager.store.flush()  # type: ignore[attr-defined]
+    after = datetime.now(UTC)
+    stamps = [t.timestamp for t in final.history]
+    assert all(s.tzinfo is UTC and before <= s <= after for s in stamps) and stamps == sorted(stamps)
+    assert [e.timestamp for e in heard if e.task_id == record.id][-1] == stamps[-1]
+    # Through Redis: the stored record and an event's envelope keep the same moments.
+    again = (await stored(redis_proc.url, namespace))[record.id]
+    assert [t.timestamp for t in again.history] == stamps
+    message = TaskEventMessage(sender='x', topic='subagents.events', event=heard[-1], record=final)
+    decoded = decode(encode(message, origin='o')).message
+    assert isinstance(decoded, TaskEventMessage) and decoded.event.timestamp == stamps[-1]
+    # The web views read them as they are, whoever's clock made them.
+    view = TaskView.from_record(again)
+    assert [h.timestamp for h in view.history] == stamps
+    assert event_to_json(heard[-1])['timestamp'] == stamps[-1].isoformat()
