@@ -41,6 +41,10 @@ class WorkerQueues:
         self._keys = keys
         self._groups: set[str] = set()
 
+    def forget_groups(self) -> None:
+        """Redis lost its data: make each queue's group again before the next write or take."""
+        self._groups.clear()
+
     async def ensure_group(self, client: aioredis.Redis, key: str) -> None:
         """Create the consumer group of the queue stream `key` (and the stream) unless this process already did."""
         if key in self._groups:

@@ -100,6 +100,10 @@ class OwnerLeases:
             if self.here:
                 await retrying(partial(self._renew, client), what=f'renewing the leases of {len(self.here)} owners')
 
+    async def renew(self, client: aioredis.Redis) -> None:
+        """Renew this process's leases now."""
+        await self._renew(client)
+
     async def _renew(self, client: aioredis.Redis) -> None:
         lease_ms = int(self._lease_seconds * 1000)
         async with client.pipeline(transaction=False) as pipe:  # pyright: ignore[reportUnknownMemberType]

@@ -16,6 +16,9 @@ Redis keys, all under the store's `namespace`:
   deleted.
 * `{namespace}:owner:{owner}`: one key per live manager, renewed every `heartbeat_interval` and expiring after
   `lease_seconds`: while it exists, the manager's tasks are not orphans.
+* `{namespace}:marker:{store}`: kept set by each store while it is open; when a store finds its own missing, Redis
+  lost its data (it restarted without it), and the store writes again every record it holds and the jobs of its
+  live tasks.
 * `{namespace}:orphan:{id}`: taken (`SET NX`) by the one process that marks an orphaned task `FAILED`.
 * `{namespace}:queue:{queue}`: a stream of jobs for the workers serving `queue`, read by the consumer group
   `workers`; a job is deleted once a worker acknowledges it.
@@ -23,6 +26,7 @@ Redis keys, all under the store's `namespace`:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -40,6 +44,7 @@ from .._state import CancelKind, StatusChange, TaskRecord, TaskStatus
 
 try:
     import redis.asyncio as aioredis
+    from redis.exceptions import RedisError
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         'pydantic_ai_subagents.redis needs the redis package: install pydantic-ai-subagents[redis]'
@@ -172,6 +177,9 @@ class RedisTaskStore(InMemoryTaskStore):
         # Written in order by the pump: the newest snapshot of each changed record, then the jobs queued after it.
         self._pending: dict[str, TaskRecord] = {}
         self._jobs_out: list[tuple[str, str]] = []
+        # The last job submitted for each live task: written again if Redis loses its data.
+        self._jobs_live: dict[str, tuple[str, str]] = {}
+        self._marker_ms = int(lease_seconds * 10_000)
         self._writer = WritePump[tuple[list[TaskRecord], list[tuple[str, str]]]](
             what='task records', take=self._take_writes, write=self._write_batch
         )
@@ -206,9 +214,34 @@ class RedisTaskStore(InMemoryTaskStore):
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._writer.run)
                     tg.start_soon(self._leases.run, client)
+                    tg.start_soon(self._watch_data, client)
         finally:
             self._pumps_done.set()
             self._writer.notify()
+
+    async def _watch_data(self, client: aioredis.Redis) -> None:
+        """Every heartbeat, check that Redis still holds the namespace's data; if it lost it, write it all again.
+
+        A Redis restarted without its data has forgotten every record, lease and job: this process writes again
+        every record it holds (the revision check keeps the newest when several processes do) and the jobs of its
+        live tasks (a worker's claim of a job already running is refused by its owner), and takes its leases again.
+        """
+        while True:
+            await anyio.sleep(self.heartbeat_interval)
+            try:
+                before = await client.set(self._keys.marker(self._claim_id), 1, px=self._marker_ms, get=True)  # pyright: ignore[reportUnknownMemberType]
+            except RedisError:
+                continue
+            if before is not None:
+                continue
+            logger.warning('Redis lost the data of namespace %r (a restart?); writing it again', self.namespace)
+            for record in self:
+                self._pending.setdefault(record.id, record)
+            self._jobs_out.extend(self._jobs_live.values())
+            self._queues.forget_groups()
+            self._writer.wake()
+            with contextlib.suppress(RedisError):
+                await self._leases.renew(client)
 
     async def aclose(self) -> None:
         """Write what is pending (for a few seconds at most), give up this process's leases, and disconnect.
@@ -233,6 +266,7 @@ class RedisTaskStore(InMemoryTaskStore):
 
     async def _load(self, client: aioredis.Redis) -> None:
         """Read every record Redis still holds for the namespace into this process's copy."""
+        await client.set(self._keys.marker(self._claim_id), 1, px=self._marker_ms)  # pyright: ignore[reportUnknownMemberType]
         tasks_key = self._keys.tasks
         if self.retention_seconds is not None:
             cutoff = time.time() - self.retention_seconds
@@ -286,6 +320,8 @@ class RedisTaskStore(InMemoryTaskStore):
 
     def _written(self, record: TaskRecord) -> TaskRecord:
         self._pending[record.id] = record
+        if record.is_terminal:
+            self._jobs_live.pop(record.id, None)
         self._writer.wake()
         return record
 
@@ -413,7 +449,11 @@ class RedisTaskStore(InMemoryTaskStore):
         self._require_client()
         if len(self._jobs_out) >= self.max_pending_writes:
             raise SubagentsError(f'{len(self._jobs_out)} jobs are waiting to be written to Redis')
-        self._jobs_out.append((self._keys.queue(queue), json.dumps(dict(job))))
+        entry = (self._keys.queue(queue), json.dumps(dict(job)))
+        self._jobs_out.append(entry)
+        task_id = job.get('task_id')
+        if isinstance(task_id, str):
+            self._jobs_live[task_id] = entry
         self._writer.wake()
 
     async def take(

@@ -41,6 +41,8 @@ logger = logging.getLogger('pydantic_ai_subagents.redis')
 WORKER_PREFIX = 'worker:'
 """A worker's participant name on the bus (and the holder of its lease) is this prefix and a random id."""
 
+_CLAIM_TIMEOUT = 5.0
+"""Seconds a worker waits for the owner's answer to a claim before it asks again (if the owner still lives)."""
 _REPORTS_FLUSH_TIMEOUT = 5.0
 """Seconds a stopping worker waits for its last reports to leave."""
 
@@ -265,12 +267,7 @@ class Worker:
             return False
         claim = TaskClaim(sender=self.participant, recipient=job.owner, task_id=job.task_id, attempt=job.attempt)
         try:
-            try:
-                reply = await bus.ask(claim, timeout=10.0)
-            except UnknownRecipientError:
-                # An owner that started a moment ago may not be in this process's copy of the participants yet.
-                await bus.wait_for_participant(job.owner, timeout=self.lease_seconds)
-                reply = await bus.ask(claim, timeout=10.0)
+            reply = await self._claim(bus, store, claim)
         except (SubagentsError, ReplyTimeoutError, TimeoutError):
             # The owner is gone (or too slow to answer): its tasks are failed by the orphan sweep.
             await self._ack(store, entry_id)
@@ -306,6 +303,21 @@ class Worker:
         self._jobs[job.task_id] = entry
         self._by_local[record.id] = entry
         return True
+
+    async def _claim(self, bus: RedisMessageBus, store: RedisTaskStore, claim: TaskClaim) -> Any:
+        """Ask the owner for the job; ask again while the owner lives but its reply was lost (Redis restarted).
+
+        The owner accepts the same claim from the same worker again, so asking twice never runs a task twice.
+        """
+        while True:
+            try:
+                return await bus.ask(claim, timeout=_CLAIM_TIMEOUT)
+            except UnknownRecipientError:
+                # An owner that started a moment ago may not be in this process's copy of the participants yet.
+                await bus.wait_for_participant(claim.recipient or '', timeout=self.lease_seconds)
+            except ReplyTimeoutError:
+                if not await self._owner_lives(bus, store, claim.recipient or ''):
+                    raise
 
     async def _ack(self, store: RedisTaskStore, entry_id: str) -> None:
         try:
