@@ -77,6 +77,10 @@ bench-larger: install ## Fan-out to 100,000 tasks point by point, and a 100,000-
 bench-redis: install system-deps ## Across processes on Redis: cancel latency from another process, worker round trip and throughput
 	@$(UV) run --frozen python bench/redis_bench.py
 
+.PHONY: chaos
+chaos: install system-deps ## Redis killed and restarted (with and without data), a worker and a manager killed, during 400 tasks (PASS/FAIL)
+	@$(UV) run --frozen python -m tests.chaos --tasks 400
+
 .PHONY: eval
 eval: install ## Delegation evals: the parent model SUBAGENTS_EVAL_MODEL (default: scripted stand-in) on 13 cases (docs/evals.md)
 	@$(UV) run --frozen python -m evals $(EVAL_ARGS)

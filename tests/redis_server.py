@@ -2,6 +2,9 @@
 
 Nothing is mocked: the fixture runs the `redis-server` binary (Debian package `redis-server`) with persistence
 off, bound to 127.0.0.1. Without the binary the fixture fails, so a missing server cannot pass for green tests.
+
+`RedisServer` (and the `redis_proc` fixture) is a server of a test's own that the test may kill and start again on
+the same port, with its data (an append-only file synced on every write) or without it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -85,3 +89,80 @@ def redis_url() -> Iterator[str]:
             process.kill()
             process.wait()
         workdir.cleanup()
+
+
+@dataclass
+class RedisServer:
+    """A `redis-server` of one test (or one chaos run): killed and started again at will, on the same port.
+
+    Its data lives in an append-only file synced on every write, so a restart with `keep_data=True` comes back with
+    everything acknowledged before the kill; `keep_data=False` starts from an empty database.
+    """
+
+    port: int = field(default_factory=_free_port)
+    workdir: tempfile.TemporaryDirectory[str] = field(
+        default_factory=lambda: tempfile.TemporaryDirectory(prefix='redis-chaos-')
+    )
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The server's URL (the same across restarts)."""
+        return f'redis://127.0.0.1:{self.port}/0'
+
+    def start(self) -> None:
+        """Start the server and wait until it answers."""
+        binary = shutil.which('redis-server')
+        if binary is None:
+            raise RuntimeError('redis-server is not on PATH (on Debian/Ubuntu: apt-get install -y redis-server)')
+        directory = self.workdir.name
+        self.process = subprocess.Popen(
+            [
+                *(binary, '--port', str(self.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'yes'),
+                *('--appendfsync', 'always', '--dir', directory, '--logfile', str(Path(directory) / 'redis.log')),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not _answers_ping(self.port):
+            if self.process.poll() is not None:
+                raise RuntimeError(f'redis-server exited with code {self.process.returncode}')
+            if time.monotonic() > deadline:
+                raise RuntimeError(f'redis-server did not answer PING within {STARTUP_TIMEOUT:g} s')
+            time.sleep(0.01)
+
+    def kill(self) -> None:
+        """Kill the server at once (SIGKILL), as a crash would."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def restart(self, *, keep_data: bool) -> None:
+        """Kill the server and start it again, with its data or from an empty database."""
+        self.kill()
+        if not keep_data:
+            for path in Path(self.workdir.name).iterdir():
+                if path.name != 'redis.log':
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+        self.start()
+
+    def close(self) -> None:
+        """Stop the server and remove its files."""
+        self.kill()
+        self.workdir.cleanup()
+
+
+@pytest.fixture
+def redis_proc() -> Iterator[RedisServer]:
+    """A server of this test's own, which the test may kill and restart."""
+    if shutil.which('redis-server') is None:
+        pytest.fail('redis-server is not on PATH; the Redis fault tests need a real server', pytrace=False)
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()

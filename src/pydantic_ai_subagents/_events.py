@@ -11,7 +11,8 @@ Every state change of a task produces exactly one event, and every task ends wit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic_ai.messages import CapabilityEvent
@@ -53,7 +54,9 @@ class TaskEvent(CapabilityEvent, namespace='subagents', abstract=True):
     status: TaskStatus = TaskStatus.PENDING
     """The task's status after the event."""
     at: float = 0.0
-    """When it happened, on the `time.monotonic()` clock."""
+    """When it happened, on the `time.monotonic()` clock of the process that made it: for durations on that host."""
+    timestamp: datetime = field(default_factory=lambda: datetime.now(UTC), compare=False)
+    """When it happened, as a UTC wall-clock time (as Pydantic AI's messages carry it): the same on every host."""
 
     @property
     def is_terminal(self) -> bool:
@@ -165,8 +168,8 @@ def run_event(record: TaskRecord, event: Any, at: float) -> TaskRunEvent:
     return TaskRunEvent(event=event, **_common(record, at))
 
 
-def _common(record: TaskRecord, at: float) -> dict[str, Any]:
-    return {
+def _common(record: TaskRecord, at: float, timestamp: datetime | None = None) -> dict[str, Any]:
+    common: dict[str, Any] = {
         'task_id': record.id,
         'subagent': record.subagent,
         'scope': record.scope,
@@ -174,12 +177,16 @@ def _common(record: TaskRecord, at: float) -> dict[str, Any]:
         'status': record.status,
         'at': at,
     }
+    if timestamp is not None:
+        common['timestamp'] = timestamp
+    return common
 
 
 def event_for_change(change: StatusChange) -> TaskEvent:
     """The one event that reports a status change."""
     record = change.record
-    common = _common(record, record.history[-1].at if record.history else 0.0)
+    last = record.history[-1] if record.history else None
+    common = _common(record, 0.0, None) if last is None else _common(record, last.at, last.timestamp)
     new = change.new
     if change.old is None:
         return TaskCreated(description=record.description, mode=record.mode, **common)
@@ -206,6 +213,7 @@ def created_event(record: TaskRecord) -> TaskCreated:
         parent_task_id=record.parent_task_id,
         status=record.status,
         at=record.history[-1].at if record.history else 0.0,
+        timestamp=record.history[-1].timestamp if record.history else record.created_at,
         description=record.description,
         mode=record.mode,
     )
@@ -215,7 +223,9 @@ def cancel_requested_event(record: TaskRecord) -> TaskCancelRequested:
     """The event reporting a cancel request recorded on `record`."""
     assert record.cancel is not None
     return TaskCancelRequested(
-        cancel_kind=record.cancel.kind, requested_by=record.cancel.requested_by, **_common(record, record.cancel.at)
+        cancel_kind=record.cancel.kind,
+        requested_by=record.cancel.requested_by,
+        **_common(record, record.cancel.at, record.cancel.timestamp),
     )
 
 

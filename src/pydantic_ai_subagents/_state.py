@@ -94,7 +94,9 @@ class Transition:
     status: TaskStatus
     """The state entered."""
     at: float
-    """When, on the `time.monotonic()` clock."""
+    """When, on the `time.monotonic()` clock of the process that made the change: for durations on that host."""
+    timestamp: datetime = field(default_factory=lambda: datetime.now(UTC), compare=False)
+    """When, as a UTC wall-clock time: the same on every host that reads the record."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -106,7 +108,9 @@ class CancelRequest:
     requested_by: str
     """Who asked: `'model'`, `'application'`, `'timeout'`, `'parent'`, `'escalation'`, ..."""
     at: float
-    """When, on the `time.monotonic()` clock."""
+    """When, on the `time.monotonic()` clock of the process that recorded it: for durations on that host."""
+    timestamp: datetime = field(default_factory=lambda: datetime.now(UTC), compare=False)
+    """When, as a UTC wall-clock time."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -331,12 +331,10 @@ class TaskManager:
         )
         if self.after_task is not None:
             runtime.executor = HookedExecutor(runtime.executor, self.after_task, self.store.get)
-        self._settler.runtimes[runtime.id] = runtime
-        change = self.store.create(record)
-        self._settler.changed(runtime, change)
+        first = self._settler.begin(runtime, record)
         self._running.admit(runtime)
         self._settler.prune()
-        return change.record
+        return first
 
     def cascade_hard_cancel(self, task_id: str) -> None:
         """Hard-cancel a task because the task that started it ended (the cascade)."""

@@ -20,7 +20,7 @@ from pydantic_ai.messages import ModelMessage
 
 from .._bus import InMemoryMessageBus, MessageBus
 from .._delivery import Delivery
-from .._errors import TaskAlreadyFinishedError, TaskNotFoundError
+from .._errors import SubagentsError, TaskAlreadyFinishedError, TaskNotFoundError
 from .._events import EVENTS_TOPIC, TaskEvent, TaskEventMessage, event_for_change
 from .._run import Outcome, partial_from_messages, render_output, usage_snapshot
 from .._state import StatusChange, TaskRecord, TaskStatus, TaskStore
@@ -54,6 +54,19 @@ class Settler:
         self.transcripts: dict[str, list[ModelMessage]] = {}
         self.runtimes: dict[str, TaskRuntime] = {}
         """The live tasks of this manager, by id."""
+
+    # ----------------------------------------------------------------- the start
+
+    def begin(self, runtime: TaskRuntime, record: TaskRecord) -> TaskRecord:
+        """Record a new task and keep what follows its first status; return its first snapshot.
+
+        A store that refuses the record (closed, full) raises here and leaves nothing behind: no record, no
+        runtime, nothing counted toward the conversation's limit.
+        """
+        change = self.store.create(record)
+        self.runtimes[runtime.id] = runtime
+        self.changed(runtime, change)
+        return change.record
 
     # ----------------------------------------------------------------- the end
 
@@ -151,10 +164,18 @@ class Settler:
         return self.delivery.forwards(scope)
 
     def dispatch(self, event: TaskEvent, record: TaskRecord | None) -> None:
-        """Publish a task event on the bus and forward it into the attached runs of its scope."""
+        """Publish a task event on the bus and forward it into the attached runs of its scope.
+
+        A bus that refuses the event (a full subscription with the `'error'` policy, a backend that is gone) costs
+        that listener the event, never the task its status change: the waiters, the parent's runs and the notice
+        do not depend on it.
+        """
         bus = self._bus()
         if not bus.closed:
-            bus.publish(TaskEventMessage(sender=self.participant, topic=EVENTS_TOPIC, event=event, record=record))
+            try:
+                bus.publish(TaskEventMessage(sender=self.participant, topic=EVENTS_TOPIC, event=event, record=record))
+            except SubagentsError as exc:
+                logger.warning('the %s of task %s was not published: %s', type(event).__name__, event.task_id, exc)
         self.delivery.forward(event)
 
     def prune(self) -> None:

@@ -145,6 +145,8 @@ class _WorkerRun:
         return True
 
     def accept(self, claim: TaskClaim) -> bool:
+        if self.outcome is None and self.worker == claim.sender and claim.attempt == self.attempt:
+            return True  # the same claim again: its worker did not get the reply (Redis restarted meanwhile)
         if self.outcome is not None or self.worker is not None or claim.attempt != self.attempt:
             return False
         if self.job.stop_requested:

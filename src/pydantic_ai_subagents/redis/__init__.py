@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from ._bus import RedisMessageBus
 from ._codec import MessageCodecError, register_message_type
-from ._connect import redis_task_manager
+from ._setup import redis_task_manager
 from ._stats import RedisBusStats
 from ._store import RedisTaskStore
 from ._worker import Worker

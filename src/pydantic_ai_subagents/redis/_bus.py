@@ -25,6 +25,7 @@ import anyio.lowlevel
 
 try:
     import redis.asyncio as aioredis
+    from redis.exceptions import RedisError
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         'pydantic_ai_subagents.redis needs the redis package: install pydantic-ai-subagents[redis]'
@@ -34,10 +35,11 @@ from .._bus import DEFAULT_MAX_BUFFER, WILDCARD_TOPIC, Inbox, Mailbox, Message, 
 from .._bus._local import LocalBus
 from .._errors import BusClosedError, BusError, UnknownRecipientError
 from ._codec import encode
+from ._connect import Connection, RedisSource, open_connection
 from ._keys import BusKeys
 from ._outbox import Outbox
 from ._participants import Participants
-from ._pump import Pumps, open_client
+from ._pump import Pumps
 from ._receive import Receiver
 from ._stats import RedisBusStats
 
@@ -85,14 +87,15 @@ class RedisMessageBus(LocalBus):
     * **One process per participant.** A participant's mailbox should be open in one process at a time; two
       processes opening the same name would both read its messages.
     * **The outbox.** Writes wait in a local outbox of at most `max_outbox` messages; when Redis is slow or gone
-      and it fills up, `send` and `publish` raise [`MailboxFullError`][pydantic_ai_subagents.MailboxFullError]
-      (recipient `'<redis outbox>'`) rather than block. Failed writes are retried, so a message may be written
-      twice after a connection error.
+      and it fills up, `send` raises [`MailboxFullError`][pydantic_ai_subagents.MailboxFullError] (recipient
+      `'<redis outbox>'`) rather than block, and `publish` still reaches this process's subscriptions (the copy
+      for other processes is dropped and counted in `unpublished`). Failed writes are retried, so a message may be
+      written twice after a connection error.
     """
 
     def __init__(
         self,
-        url: str = 'redis://localhost:6379/0',
+        url: RedisSource = 'redis://localhost:6379/0',
         *,
         namespace: str = 'subagents',
         refresh_interval: float = 0.5,
@@ -105,7 +108,9 @@ class RedisMessageBus(LocalBus):
         """Describe the bus; nothing connects until `async with`.
 
         Args:
-            url: The Redis server, as a `redis://` (or `rediss://`, `unix://`) URL.
+            url: The Redis server: a `redis://` (or `rediss://`, `unix://`) URL, or a ready `redis.asyncio` client
+                or connection pool (a Sentinel's `master_for(...)` client included), used as given and left open.
+                A client made from a URL retries each command on a connection error with jittered backoff.
             namespace: Prefix of every key and channel; buses share messages only within one namespace.
             refresh_interval: Seconds between refreshes of the local copy of the participants set (and renewals
                 of this process's leases).
@@ -124,7 +129,7 @@ class RedisMessageBus(LocalBus):
             raise ValueError('max_outbox, stream_max_len, stream_ttl and read_block must be positive')
         super().__init__()
         self.url = url
-        """The Redis server."""
+        """The Redis server (a URL, or the client or pool given)."""
         self.namespace = namespace
         """Prefix of every key and channel."""
         self.instance_id = uuid.uuid4().hex
@@ -158,6 +163,7 @@ class RedisMessageBus(LocalBus):
         )
 
         self._client: aioredis.Redis | None = None
+        self._connection: Connection | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._started = False
         self._finished = False
@@ -173,8 +179,8 @@ class RedisMessageBus(LocalBus):
             raise BusClosedError('the message bus is closed')
         if self._started:
             raise BusError('this RedisMessageBus was already started')
-        client = await open_client(self.url, self._receiver.subscribe)
-        self._client = self._outbox.client = client
+        self._connection = await open_connection(self.url, self._receiver.subscribe)
+        client = self._client = self._outbox.client = self._connection.client
         self._token = anyio.lowlevel.current_token()
         self._loop_thread = threading.get_ident()
         await self._participants.refresh(client)
@@ -234,9 +240,9 @@ class RedisMessageBus(LocalBus):
                     await self._wait_flushed()
             self._pumps.stop()
             await self._pumps.wait_idle()
-            if not self._finished and self._client is not None:
+            if not self._finished and self._connection is not None:
                 self._finished = True
-                await self._client.aclose()
+                await self._connection.aclose()
             self._finished = True
 
     # -- loop binding --
@@ -258,6 +264,7 @@ class RedisMessageBus(LocalBus):
             received=self._receiver.received,
             undecodable=self._receiver.undecodable,
             local_only=self._outbox.local_only,
+            unpublished=self._outbox.unpublished,
             refused=self._receiver.refused,
             outbox=len(self._outbox),
             write_errors=self._outbox.pump.errors,
@@ -337,11 +344,18 @@ class RedisMessageBus(LocalBus):
                     if self._participants.is_listed(participant):
                         await self.flush()
                         return
-                elif await self._participants.lookup(self._client, participant):
+                elif await self._lookup(participant):
                     return
                 await anyio.sleep(0.01)
                 self._check_open()
         raise TimeoutError(f'participant {participant!r} did not open a mailbox within {timeout:g} s')
+
+    async def _lookup(self, participant: str) -> bool:
+        assert self._client is not None
+        try:
+            return await self._participants.lookup(self._client, participant)
+        except RedisError:
+            return False  # Redis is away: ask again on the next round
 
     async def flush(self) -> None:
         """Wait until everything sent, published or replied so far has been written to Redis.
@@ -389,6 +403,10 @@ class RedisMessageBus(LocalBus):
     def publish(self, message: Message) -> int:
         """Deliver `message` to every subscription of its topic (and of `'*'`), in every process.
 
+        The subscriptions of this process get it at once, whatever state Redis is in; other processes get it once
+        it leaves the outbox. When the outbox is full (Redis slow or gone), the copy for other processes is dropped
+        and counted in `unpublished`: a publish never fails for Redis.
+
         Returns:
             How many subscriptions of this process received it.
 
@@ -397,7 +415,7 @@ class RedisMessageBus(LocalBus):
             BusError: The bus was not started.
             ValueError: The message has no topic, or its topic is the wildcard `'*'`.
             MailboxFullError: A local subscription was full and uses the `'error'` policy (the others, local and
-                remote, still get the message), or the outbox is full.
+                remote, still get the message).
         """
         self._check_usable()
         topic = message.topic
@@ -405,8 +423,10 @@ class RedisMessageBus(LocalBus):
             raise ValueError(f'{type(message).__name__} has no topic; set `topic` to publish it')
         if topic == WILDCARD_TOPIC:
             raise ValueError(f'{WILDCARD_TOPIC!r} only works for subscribing; publish under a concrete topic')
-        self._outbox.put_published(self._keys.topic(topic), message, origin=self.instance_id)
-        return self._deliver_published(message, topic)
+        try:
+            return self._deliver_published(message, topic)
+        finally:
+            self._outbox.put_published(self._keys.topic(topic), message, origin=self.instance_id)
 
     # -- request / reply --
 

@@ -4,6 +4,8 @@ A queue is a Redis stream read by the consumer group `workers`. The rules it kee
 
 * **One worker per job.** The consumer group hands each job to one worker; the job stays pending until that worker
   acknowledges it, and a worker that died before acknowledging leaves it to be taken over (`min_idle`).
+* **A lost group is made again.** A Redis restarted without its data has no consumer group: the next take makes
+  it again, reading the stream from its start.
 * **Nothing malformed reaches a worker.** A job that is not a JSON object is logged, acknowledged and dropped.
 
 Jobs are written by the store's write pump, after the record changes made before them (see `RedisTaskStore.submit`).
@@ -39,6 +41,10 @@ class WorkerQueues:
         self._keys = keys
         self._groups: set[str] = set()
 
+    def forget_groups(self) -> None:
+        """Redis lost its data: make each queue's group again before the next write or take."""
+        self._groups.clear()
+
     async def ensure_group(self, client: aioredis.Redis, key: str) -> None:
         """Create the consumer group of the queue stream `key` (and the stream) unless this process already did."""
         if key in self._groups:
@@ -57,19 +63,15 @@ class WorkerQueues:
         """Take up to `count` jobs from `queue` for `consumer`; see `RedisTaskStore.take`."""
         key = self._keys.queue(queue)
         await self.ensure_group(client, key)
-        if min_idle is not None:
-            reply: list[Any] = await client.xautoclaim(  # pyright: ignore[reportUnknownMemberType]
-                key, _WORKERS_GROUP, consumer, min_idle_time=int(min_idle * 1000), start_id='0-0', count=count
-            )
-            entries = cast('list[tuple[bytes, dict[bytes, bytes] | None]]', reply[1])
-        else:
-            result = cast(
-                'list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes] | None]]]] | None',
-                await client.xreadgroup(  # pyright: ignore[reportUnknownMemberType]
-                    _WORKERS_GROUP, consumer, {key: '>'}, count=count, block=max(1, int(block * 1000))
-                ),
-            )
-            entries = [entry for _stream, batch in result or () for entry in batch]
+        try:
+            entries = await self._read(client, key, consumer, count=count, block=block, min_idle=min_idle)
+        except ResponseError as exc:
+            if 'NOGROUP' not in str(exc):
+                raise
+            # Redis lost the group (it restarted without its data): make it again, from the stream's start.
+            self._groups.discard(key)
+            await self.ensure_group(client, key)
+            entries = await self._read(client, key, consumer, count=count, block=block, min_idle=min_idle)
         jobs: list[tuple[str, dict[str, Any]]] = []
         for entry_id, entry in entries:
             raw = None if entry is None else entry.get(b'job')
@@ -84,10 +86,28 @@ class WorkerQueues:
             jobs.append((entry_id.decode(), cast('dict[str, Any]', job)))
         return jobs
 
+    async def _read(
+        self, client: aioredis.Redis, key: str, consumer: str, *, count: int, block: float, min_idle: float | None
+    ) -> list[tuple[bytes, dict[bytes, bytes] | None]]:
+        if min_idle is not None:
+            reply: list[Any] = await client.xautoclaim(  # pyright: ignore[reportUnknownMemberType]
+                key, _WORKERS_GROUP, consumer, min_idle_time=int(min_idle * 1000), start_id='0-0', count=count
+            )
+            entries = cast('list[tuple[bytes, dict[bytes, bytes] | None]]', reply[1])
+        else:
+            result = cast(
+                'list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes] | None]]]] | None',
+                await client.xreadgroup(  # pyright: ignore[reportUnknownMemberType]
+                    _WORKERS_GROUP, consumer, {key: '>'}, count=count, block=max(1, int(block * 1000))
+                ),
+            )
+            entries = [entry for _stream, batch in result or () for entry in batch]
+        return entries
+
     async def ack(self, client: aioredis.Redis, queue: str, entry_id: str) -> None:
         """Acknowledge a job taken with `take`: it leaves the queue for good."""
         key = self._keys.queue(queue)
-        pipe = client.pipeline(transaction=False)  # pyright: ignore[reportUnknownMemberType]
-        pipe.xack(key, _WORKERS_GROUP, entry_id)  # pyright: ignore[reportUnknownMemberType]
-        pipe.xdel(key, entry_id)  # pyright: ignore[reportUnknownMemberType]
-        await pipe.execute()  # pyright: ignore[reportUnknownMemberType]
+        async with client.pipeline(transaction=False) as pipe:  # pyright: ignore[reportUnknownMemberType]
+            pipe.xack(key, _WORKERS_GROUP, entry_id)  # pyright: ignore[reportUnknownMemberType]
+            pipe.xdel(key, entry_id)  # pyright: ignore[reportUnknownMemberType]
+            await pipe.execute()  # pyright: ignore[reportUnknownMemberType]

@@ -78,6 +78,10 @@ class StoreKeys:
         """The lease of a manager or worker: it exists while its owner lives."""
         return f'{self.namespace}:owner:{owner}'
 
+    def marker(self, store: str) -> str:
+        """A key each store keeps set: when it finds its own missing, Redis lost its data (a restart)."""
+        return f'{self.namespace}:marker:{store}'
+
     def orphan(self, task_id: str) -> str:
         """Taken by the one process that marks an orphaned task `FAILED`."""
         return f'{self.namespace}:orphan:{task_id}'

@@ -2,9 +2,12 @@
 
 `send`, `publish` and `reply` never wait for Redis: they queue an operation here and return. The rules it keeps:
 
-* **Bounded.** At most `max_messages` messages wait; one more raises
+* **Bounded.** At most `max_messages` messages wait; one more sent to a mailbox raises
   [`MailboxFullError`][pydantic_ai_subagents.MailboxFullError] (recipient `'<redis outbox>'`) rather than block or
   grow without end. Lease renewals are not messages: they are never refused.
+* **A publish never fails for Redis.** Its local subscribers have it before the outbox is asked; when the outbox is
+  full, the copy for other processes is dropped and counted in `unpublished` (pub/sub reaches other processes at most
+  once anyway, and they read the records again from the store), and one warning is logged per outage.
 * **In order.** Operations reach Redis in the order they were queued (see `WritePump`).
 * **Only what others can read.** A published message of a class not registered for Redis stays in this process
   (counted in `local_only`, logged once per class) rather than reach other processes as something they cannot
@@ -60,8 +63,11 @@ class Outbox:
         """Messages written to Redis (mailbox appends, publishes and replies)."""
         self.local_only = 0
         """Published messages of an unregistered class: delivered in this process only."""
+        self.unpublished = 0
+        """Published messages whose copy for other processes was dropped because the outbox was full."""
+        self._dropping = False
         self._warned_local_only: set[type[Message]] = set()
-        self.pump = WritePump[list[Op]](what='messages', take=self._take, write=self._write, put_back=self._put_back)
+        self.pump = WritePump[list[Op]](what='messages', take=self._take, write=self._write)
         """The pump that writes the queued operations; run it with `pump.run()`."""
 
     def __len__(self) -> int:
@@ -86,12 +92,18 @@ class Outbox:
         self.pump.wake()
 
     def put_published(self, channel: str, message: Message, *, origin: str) -> None:
-        """Queue the publishing of `message` on `channel`, if its class can cross processes.
-
-        Raises:
-            MailboxFullError: `max_messages` messages are waiting already.
-        """
+        """Queue the publishing of `message` on `channel`, if its class can cross processes and there is room."""
         if is_registered(type(message)):
+            if self._messages >= self._max_messages:
+                self.unpublished += 1
+                if not self._dropping:
+                    self._dropping = True
+                    logger.warning(
+                        'the Redis outbox is full (%d messages): published messages reach this process only until '
+                        'Redis takes writes again',
+                        self._max_messages,
+                    )
+                return
             self.put(('publish', channel, encode(message, origin=origin)))
             return
         self.local_only += 1
@@ -113,26 +125,24 @@ class Outbox:
         self._ops.clear()
         return batch
 
-    def _put_back(self, batch: list[Op]) -> None:
-        self._ops.extendleft(reversed(batch))
-
     async def _write(self, batch: list[Op]) -> None:
         client = self.client
         assert client is not None
-        pipe = client.pipeline(transaction=False)  # pyright: ignore[reportUnknownMemberType]
         ttl = max(1, int(self._stream_ttl))
         participants = self._keys.participants
-        for kind, key, payload in batch:
-            if kind == 'xadd':
-                pipe.xadd(key, {'m': payload}, maxlen=self._stream_max_len, approximate=True)  # pyright: ignore[reportUnknownMemberType]
-                pipe.expire(key, ttl)  # pyright: ignore[reportUnknownMemberType]
-            elif kind == 'publish':
-                pipe.publish(key, payload)  # pyright: ignore[reportUnknownMemberType]
-            elif kind == 'lease':
-                pipe.zadd(participants, {key: time.time() + self._lease_seconds})  # pyright: ignore[reportUnknownMemberType]
-            else:
-                pipe.zrem(participants, key)  # pyright: ignore[reportUnknownMemberType]
-        await pipe.execute()  # pyright: ignore[reportUnknownMemberType]
+        async with client.pipeline(transaction=False) as pipe:  # pyright: ignore[reportUnknownMemberType]
+            for kind, key, payload in batch:
+                if kind == 'xadd':
+                    pipe.xadd(key, {'m': payload}, maxlen=self._stream_max_len, approximate=True)  # pyright: ignore[reportUnknownMemberType]
+                    pipe.expire(key, ttl)  # pyright: ignore[reportUnknownMemberType]
+                elif kind == 'publish':
+                    pipe.publish(key, payload)  # pyright: ignore[reportUnknownMemberType]
+                elif kind == 'lease':
+                    pipe.zadd(participants, {key: time.time() + self._lease_seconds})  # pyright: ignore[reportUnknownMemberType]
+                else:
+                    pipe.zrem(participants, key)  # pyright: ignore[reportUnknownMemberType]
+            await pipe.execute()  # pyright: ignore[reportUnknownMemberType]
         sent = sum(1 for op in batch if op[0] in ('xadd', 'publish'))
         self.written += sent
         self._messages -= sent
+        self._dropping = False

@@ -1,12 +1,12 @@
-"""The ordered write pump shared by the Redis bus and store, the bus's other pumps, and how both connect.
+"""The ordered write pump shared by the Redis bus and store, and the bus's other pumps.
 
 A bus or store changes its state in memory at once and queues the write; the `WritePump` here takes what is
 queued, a batch at a time, and writes it to Redis. The rules it keeps:
 
 * **In order, one batch at a time.** A batch is taken only once the one before it is written, so Redis sees the
   writes in the order they were queued.
-* **Nothing is dropped.** A batch that fails goes back in front of what was queued meanwhile and is tried again
-  after a backoff (from 0.05 s, doubling up to 2 s). After a connection error a write may so reach Redis twice.
+* **Nothing is dropped.** A batch that fails is tried again (see `_connect.retrying`), however long Redis is gone,
+  before anything queued after it. After a connection error a write may so reach Redis twice.
 
 `Pumps` runs a bus's background loops, each under a cancel scope of its own: stopping them cancels those scopes
 only, never the task group they run in (whose scope also covers the body of `async with bus:`), and a loop that
@@ -17,64 +17,32 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.abc
 
-try:
-    import redis.asyncio as aioredis
-    from redis.exceptions import RedisError
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        'pydantic_ai_subagents.redis needs the redis package: install pydantic-ai-subagents[redis]'
-    ) from exc
+from ._connect import retrying
 
-__all__ = ('FIRST_BACKOFF', 'MAX_BACKOFF', 'Pumps', 'WritePump', 'open_client')
+__all__ = ('Pumps', 'WritePump')
 
 logger = logging.getLogger('pydantic_ai_subagents.redis')
 
-FIRST_BACKOFF = 0.05
-"""Seconds to wait before the first retry of a failed Redis call."""
-MAX_BACKOFF = 2.0
-"""The longest wait between retries: a server back after an outage is used again within this."""
-
 _B = TypeVar('_B')
-
-
-async def open_client(url: str, prepare: Callable[[aioredis.Redis], Awaitable[None]]) -> aioredis.Redis:
-    """Connect to `url`, check the server answers, and run `prepare`; on any failure close the client and raise."""
-    client = aioredis.Redis.from_url(url)  # pyright: ignore[reportUnknownMemberType]
-    try:
-        await client.ping()  # pyright: ignore[reportUnknownMemberType]
-        await prepare(client)
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await client.aclose()
-        raise
-    return client
 
 
 class WritePump(Generic[_B]):
     """Writes queued batches to Redis in order, retrying a batch that failed.
 
     The owner keeps the queue; the pump only calls back: `take` hands over everything queued as one batch (or
-    `None` when nothing is), `write` writes a batch, and `put_back` returns a failed batch to the front of the
-    queue. The owner calls `wake` after queueing.
+    `None` when nothing is) and `write` writes a batch. The owner calls `wake` after queueing.
     """
 
-    def __init__(
-        self,
-        *,
-        what: str,
-        take: Callable[[], _B | None],
-        write: Callable[[_B], Awaitable[None]],
-        put_back: Callable[[_B], None],
-    ) -> None:
+    def __init__(self, *, what: str, take: Callable[[], _B | None], write: Callable[[_B], Awaitable[None]]) -> None:
         self._what = what
         self._take = take
         self._write = write
-        self._put_back = put_back
         self._wakeup = anyio.Event()
         self._progress = anyio.Event()
         self.writing = False
@@ -98,7 +66,6 @@ class WritePump(Generic[_B]):
 
     async def run(self) -> None:
         """Write batches until cancelled."""
-        backoff = FIRST_BACKOFF
         while True:
             batch = self._take()
             if batch is None:
@@ -107,19 +74,16 @@ class WritePump(Generic[_B]):
                 continue
             self.writing = True
             try:
-                await self._write(batch)
-            except RedisError as exc:
-                self.errors += 1
-                logger.warning('writing %s to Redis failed (%s); retrying in %.2f s', self._what, exc, backoff)
-                self._put_back(batch)
+                await retrying(
+                    partial(self._write, batch), what=f'writing {self._what} to Redis', on_failure=self._failed
+                )
+            finally:
                 self.writing = False
                 self._progress.set()
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
-                continue
-            backoff = FIRST_BACKOFF
-            self.writing = False
-            self._progress.set()
+
+    def _failed(self, error: Exception) -> None:
+        self.errors += 1
+        self._progress.set()
 
 
 class Pumps:

@@ -15,13 +15,13 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Final, cast
 
 import anyio
 
 try:
     import redis.asyncio as aioredis
-    from redis.exceptions import RedisError
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         'pydantic_ai_subagents.redis needs the redis package: install pydantic-ai-subagents[redis]'
@@ -30,8 +30,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from .._bus import Mailbox, Message
 from .._errors import MailboxFullError
 from ._codec import Envelope, MessageCodecError, decode
+from ._connect import retrying
 from ._keys import BusKeys
-from ._pump import FIRST_BACKOFF, MAX_BACKOFF
 
 __all__ = ('MAX_REPLY_ROUTES', 'Receiver')
 
@@ -88,33 +88,19 @@ class Receiver:
     async def read_mailbox(self, client: aioredis.Redis, box: Mailbox) -> None:
         """Feed one local mailbox from its stream until the mailbox closes (which cancels this pump)."""
         key = self._keys.mailbox(box.name)
-        backoff = FIRST_BACKOFF
-        while True:
-            try:
-                # Start after whatever the stream already holds (left from an earlier owner of the name), and
-                # only then list the participant: everything sent by someone who saw the listing is read.
-                last = cast('list[tuple[bytes, Any]]', await client.xrevrange(key, count=1))  # pyright: ignore[reportUnknownMemberType]
-                break
-            except RedisError as exc:
-                logger.warning('reading mailbox %r from Redis failed (%s); retrying', box.name, exc)
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+        what = f'reading mailbox {box.name!r} from Redis'
+        # Start after whatever the stream already holds (left from an earlier owner of the name), and only then
+        # list the participant: everything sent by someone who saw the listing is read.
+        last = cast('list[tuple[bytes, Any]]', await retrying(partial(client.xrevrange, key, count=1), what=what))  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
         last_id: bytes | str = last[0][0] if last else '0-0'
         self._on_listening(box.name)
         block_ms = max(1, int(self._read_block * 1000))
-        backoff = FIRST_BACKOFF
         while True:
-            try:
-                result = cast(
-                    'list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None',
-                    await client.xread({key: last_id}, block=block_ms, count=100),  # pyright: ignore[reportUnknownMemberType]
-                )
-            except RedisError as exc:
-                logger.warning('reading mailbox %r from Redis failed (%s); retrying', box.name, exc)
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
-                continue
-            backoff = FIRST_BACKOFF
+            # Ids grow with time, so reading on after `last_id` also works once Redis restarted without its data.
+            read = partial(client.xread, {key: last_id}, block=block_ms, count=100)  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
+            result = cast(
+                'list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None', await retrying(read, what=what)
+            )
             for _stream, entries in result or ():
                 for entry_id, fields in entries:
                     last_id = entry_id
@@ -167,17 +153,11 @@ class Receiver:
         assert pubsub is not None
         reply_channel = self._keys.reply(self._instance_id).encode()
         own_origin = f'"origin":"{self._instance_id}"'.encode()
-        backoff = FIRST_BACKOFF
+        # After a reconnect, redis-py subscribes the connection again to what it was subscribed to.
+        receive = partial(pubsub.get_message, ignore_subscribe_messages=True, timeout=self._read_block)
         try:
             while True:
-                try:
-                    item = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self._read_block)
-                except RedisError as exc:
-                    logger.warning('reading published messages from Redis failed (%s); retrying', exc)
-                    await anyio.sleep(backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF)
-                    continue
-                backoff = FIRST_BACKOFF
+                item = await retrying(receive, what='reading published messages from Redis')
                 if item is None:
                     continue
                 data = cast('dict[str, Any]', item)

@@ -30,6 +30,8 @@ class RedisBusStats(BusStats):
     """Messages read from Redis and dropped because they could not be decoded (unknown type, bad fields)."""
     local_only: int = 0
     """Published messages of an unregistered class: delivered in this process only."""
+    unpublished: int = 0
+    """Published messages that reached this process only: the outbox was full (Redis slow or gone)."""
     refused: int = 0
     """Messages from Redis refused by a full local inbox with the `'error'` policy (nobody to raise to)."""
     outbox: int = 0

@@ -16,6 +16,9 @@ Redis keys, all under the store's `namespace`:
   deleted.
 * `{namespace}:owner:{owner}`: one key per live manager, renewed every `heartbeat_interval` and expiring after
   `lease_seconds`: while it exists, the manager's tasks are not orphans.
+* `{namespace}:marker:{store}`: kept set by each store while it is open; when a store finds its own missing, Redis
+  lost its data (it restarted without it), and the store writes again every record it holds and the jobs of its
+  live tasks.
 * `{namespace}:orphan:{id}`: taken (`SET NX`) by the one process that marks an orphaned task `FAILED`.
 * `{namespace}:queue:{queue}`: a stream of jobs for the workers serving `queue`, read by the consumer group
   `workers`; a job is deleted once a worker acknowledges it.
@@ -23,6 +26,7 @@ Redis keys, all under the store's `namespace`:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -40,15 +44,17 @@ from .._state import CancelKind, StatusChange, TaskRecord, TaskStatus
 
 try:
     import redis.asyncio as aioredis
+    from redis.exceptions import RedisError
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         'pydantic_ai_subagents.redis needs the redis package: install pydantic-ai-subagents[redis]'
     ) from exc
 
+from ._connect import Connection, RedisSource, open_connection
 from ._jobs import WorkerQueues
 from ._keys import StoreKeys
 from ._leases import OwnerLeases
-from ._pump import WritePump, open_client
+from ._pump import WritePump
 
 __all__ = ('RedisTaskStore',)
 
@@ -117,7 +123,7 @@ class RedisTaskStore(InMemoryTaskStore):
 
     def __init__(
         self,
-        url: str = 'redis://localhost:6379/0',
+        url: RedisSource = 'redis://localhost:6379/0',
         *,
         namespace: str = 'subagents',
         max_retained: int = 1000,
@@ -129,15 +135,19 @@ class RedisTaskStore(InMemoryTaskStore):
         """Describe the store; nothing connects until `async with`.
 
         Args:
-            url: The Redis server, as a `redis://` (or `rediss://`, `unix://`) URL.
+            url: The Redis server: a `redis://` (or `rediss://`, `unix://`) URL, or a ready `redis.asyncio` client
+                or connection pool (a Sentinel's `master_for(...)` client included), used as given and left open.
+                A client made from a URL retries each command on a connection error with jittered backoff.
             namespace: Prefix of every key; use the same as the bus's.
             max_retained: Finished tasks kept (in Redis and in each process), the oldest dropped first.
             retention_seconds: Finished tasks older than this are dropped; `None`: only `max_retained` applies.
             lease_seconds: How long a manager's lease lasts without renewal: how soon the tasks of a dead process
                 are marked `FAILED`. Must exceed `heartbeat_interval`.
             heartbeat_interval: Seconds between renewals of this process's leases (and checks for orphans).
-            max_pending_writes: Changes that may wait to be written to Redis; past it, a write raises
-                [`SubagentsError`][pydantic_ai_subagents.SubagentsError] rather than use unbounded memory.
+            max_pending_writes: Tasks whose changes may wait to be written to Redis; past it, creating a task
+                raises [`SubagentsError`][pydantic_ai_subagents.SubagentsError] (before anything is added) rather
+                than use unbounded memory. Changes to tasks already here are never refused: the task's newest
+                snapshot replaces the one waiting.
         """
         if heartbeat_interval <= 0 or lease_seconds <= heartbeat_interval:
             raise ValueError('heartbeat_interval must be positive and lease_seconds larger than it')
@@ -145,7 +155,7 @@ class RedisTaskStore(InMemoryTaskStore):
             raise ValueError('max_pending_writes must be at least 1')
         super().__init__(max_retained=max_retained, retention_seconds=retention_seconds)
         self.url = url
-        """The Redis server."""
+        """The Redis server (a URL, or the client or pool given)."""
         self.namespace = namespace
         """Prefix of every key."""
         self.lease_seconds = lease_seconds
@@ -159,6 +169,7 @@ class RedisTaskStore(InMemoryTaskStore):
         )
         self._queues = WorkerQueues(self._keys)
         self._client: aioredis.Redis | None = None
+        self._connection: Connection | None = None
         self._script: Any = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._pump_scope = anyio.CancelScope()
@@ -166,8 +177,11 @@ class RedisTaskStore(InMemoryTaskStore):
         # Written in order by the pump: the newest snapshot of each changed record, then the jobs queued after it.
         self._pending: dict[str, TaskRecord] = {}
         self._jobs_out: list[tuple[str, str]] = []
+        # The last job submitted for each live task: written again if Redis loses its data.
+        self._jobs_live: dict[str, tuple[str, str]] = {}
+        self._marker_ms = int(lease_seconds * 10_000)
         self._writer = WritePump[tuple[list[TaskRecord], list[tuple[str, str]]]](
-            what='task records', take=self._take_writes, write=self._write_batch, put_back=self._put_back_writes
+            what='task records', take=self._take_writes, write=self._write_batch
         )
         self._closed = False
         self._refreshed_at = time.time()
@@ -177,8 +191,8 @@ class RedisTaskStore(InMemoryTaskStore):
     async def __aenter__(self) -> Self:
         if self._client is not None or self._closed:
             raise SubagentsError('a RedisTaskStore can be entered once')
-        client = await open_client(self.url, self._load)
-        self._client = client
+        self._connection = await open_connection(self.url, self._load)
+        client = self._client = self._connection.client
         self._script = client.register_script(_WRITE_SCRIPT)  # pyright: ignore[reportUnknownMemberType]
         tg = anyio.create_task_group()
         await tg.__aenter__()
@@ -200,9 +214,34 @@ class RedisTaskStore(InMemoryTaskStore):
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._writer.run)
                     tg.start_soon(self._leases.run, client)
+                    tg.start_soon(self._watch_data, client)
         finally:
             self._pumps_done.set()
             self._writer.notify()
+
+    async def _watch_data(self, client: aioredis.Redis) -> None:
+        """Every heartbeat, check that Redis still holds the namespace's data; if it lost it, write it all again.
+
+        A Redis restarted without its data has forgotten every record, lease and job: this process writes again
+        every record it holds (the revision check keeps the newest when several processes do) and the jobs of its
+        live tasks (a worker's claim of a job already running is refused by its owner), and takes its leases again.
+        """
+        while True:
+            await anyio.sleep(self.heartbeat_interval)
+            try:
+                before = await client.set(self._keys.marker(self._claim_id), 1, px=self._marker_ms, get=True)  # pyright: ignore[reportUnknownMemberType]
+            except RedisError:
+                continue
+            if before is not None:
+                continue
+            logger.warning('Redis lost the data of namespace %r (a restart?); writing it again', self.namespace)
+            for record in self:
+                self._pending.setdefault(record.id, record)
+            self._jobs_out.extend(self._jobs_live.values())
+            self._queues.forget_groups()
+            self._writer.wake()
+            with contextlib.suppress(RedisError):
+                await self._leases.renew(client)
 
     async def aclose(self) -> None:
         """Write what is pending (for a few seconds at most), give up this process's leases, and disconnect.
@@ -217,15 +256,17 @@ class RedisTaskStore(InMemoryTaskStore):
             if client is not None:
                 with anyio.move_on_after(_CLOSE_FLUSH_TIMEOUT):
                     await self._wait_written()
-                await self._leases.give_up_all(client)
+                with anyio.move_on_after(_CLOSE_FLUSH_TIMEOUT):
+                    await self._leases.give_up_all(client)
             self._pump_scope.cancel()
             if self._tg is not None:
                 await self._pumps_done.wait()
-            if client is not None:
-                await client.aclose()
+            if self._connection is not None:
+                await self._connection.aclose()
 
     async def _load(self, client: aioredis.Redis) -> None:
         """Read every record Redis still holds for the namespace into this process's copy."""
+        await client.set(self._keys.marker(self._claim_id), 1, px=self._marker_ms)  # pyright: ignore[reportUnknownMemberType]
         tasks_key = self._keys.tasks
         if self.retention_seconds is not None:
             cutoff = time.time() - self.retention_seconds
@@ -248,10 +289,10 @@ class RedisTaskStore(InMemoryTaskStore):
         """
         for start in range(0, len(ids), _LOAD_BATCH):
             chunk = ids[start : start + _LOAD_BATCH]
-            pipe = client.pipeline(transaction=False)  # pyright: ignore[reportUnknownMemberType]
-            for task_id in chunk:
-                pipe.hget(self._keys.task(task_id), 'data')  # pyright: ignore[reportUnknownMemberType]
-            values = cast('list[bytes | None]', await pipe.execute())  # pyright: ignore[reportUnknownMemberType]
+            async with client.pipeline(transaction=False) as pipe:  # pyright: ignore[reportUnknownMemberType]
+                for task_id in chunk:
+                    pipe.hget(self._keys.task(task_id), 'data')  # pyright: ignore[reportUnknownMemberType]
+                values = cast('list[bytes | None]', await pipe.execute())  # pyright: ignore[reportUnknownMemberType]
             for task_id, raw in zip(chunk, values, strict=True):
                 if raw is None:
                     yield task_id, None
@@ -265,33 +306,51 @@ class RedisTaskStore(InMemoryTaskStore):
 
     # -- writes: in memory at once, to Redis by the pump --
 
-    def _written(self, record: TaskRecord) -> TaskRecord:
+    def _check_open(self, *, new: bool = False) -> None:
+        """Refuse a write before it changes anything: the store is closed, or (for a new task) too much waits.
+
+        Only a new task is refused for the backlog: a change to a task already here replaces its pending snapshot
+        (one per task), so it costs no more memory, and refusing it would leave the task changed here but not
+        settled.
+        """
         if self._closed:
             raise SubagentsError('the Redis task store is closed')
-        if record.id not in self._pending and len(self._pending) >= self.max_pending_writes:
+        if new and len(self._pending) >= self.max_pending_writes:
             raise SubagentsError(f'{len(self._pending)} task changes are waiting to be written to Redis')
+
+    def _written(self, record: TaskRecord) -> TaskRecord:
         self._pending[record.id] = record
+        if record.is_terminal:
+            self._jobs_live.pop(record.id, None)
         self._writer.wake()
         return record
 
     def create(self, record: TaskRecord) -> StatusChange:
-        """Add a new task (as the in-memory store does), and write it to Redis."""
+        """Add a new task (as the in-memory store does), and write it to Redis.
+
+        Raises:
+            SubagentsError: The store is closed, or `max_pending_writes` changes wait for Redis; nothing was added.
+        """
+        self._check_open(new=True)
         change = super().create(record)
         self._written(change.record)
         return change
 
     def transition(self, task_id: str, to: TaskStatus, **fields: Any) -> StatusChange:
         """Move a task to a new state (as the in-memory store does), and write it to Redis."""
+        self._check_open()
         change = super().transition(task_id, to, **fields)
         self._written(change.record)
         return change
 
     def update(self, task_id: str, **fields: Any) -> TaskRecord:
         """Change fields without a state change (as the in-memory store does), and write it to Redis."""
+        self._check_open()
         return self._written(super().update(task_id, **fields))
 
     def request_cancel(self, task_id: str, kind: CancelKind, requested_by: str) -> TaskRecord:
         """Record a cancel request (as the in-memory store does), and write it to Redis."""
+        self._check_open()
         before = self.get(task_id)
         record = super().request_cancel(task_id, kind, requested_by)
         if record is not before:
@@ -323,44 +382,36 @@ class RedisTaskStore(InMemoryTaskStore):
         jobs, self._jobs_out = self._jobs_out, []
         return batch, jobs
 
-    def _put_back_writes(self, writes: tuple[list[TaskRecord], list[tuple[str, str]]]) -> None:
-        batch, jobs = writes
-        for record in batch:
-            newer = self._pending.get(record.id)
-            if newer is None or newer.revision < record.revision:
-                self._pending[record.id] = record
-        self._jobs_out[:0] = jobs
-
     async def _write_batch(self, writes: tuple[list[TaskRecord], list[tuple[str, str]]]) -> None:
         client = self._client
         assert client is not None
         batch, jobs = writes
         for key in {key for key, _ in jobs}:
             await self._queues.ensure_group(client, key)
-        pipe = client.pipeline(transaction=False)  # pyright: ignore[reportUnknownMemberType]
         now = time.time()
         retention_ms = 0 if self.retention_seconds is None else max(1, int(self.retention_seconds * 1000))
         prefix = self._keys.task_prefix
-        for record in batch:
-            await self._script(
-                keys=[self._keys.task(record.id), self._keys.tasks, self._keys.finished],
-                args=[
-                    record.id,
-                    record.revision,
-                    record.status.value,
-                    1 if record.is_terminal else 0,
-                    _RECORD.dump_json(record),
-                    record.created_at.timestamp(),
-                    now,
-                    retention_ms,
-                    self.max_retained,
-                    prefix,
-                ],
-                client=pipe,
-            )
-        for key, job in jobs:
-            pipe.xadd(key, {'job': job})  # pyright: ignore[reportUnknownMemberType]
-        await pipe.execute()  # pyright: ignore[reportUnknownMemberType]
+        async with client.pipeline(transaction=False) as pipe:  # pyright: ignore[reportUnknownMemberType]
+            for record in batch:
+                await self._script(
+                    keys=[self._keys.task(record.id), self._keys.tasks, self._keys.finished],
+                    args=[
+                        record.id,
+                        record.revision,
+                        record.status.value,
+                        1 if record.is_terminal else 0,
+                        _RECORD.dump_json(record),
+                        record.created_at.timestamp(),
+                        now,
+                        retention_ms,
+                        self.max_retained,
+                        prefix,
+                    ],
+                    client=pipe,
+                )
+            for key, job in jobs:
+                pipe.xadd(key, {'job': job})  # pyright: ignore[reportUnknownMemberType]
+            await pipe.execute()  # pyright: ignore[reportUnknownMemberType]
 
     # -- sharing --
 
@@ -378,9 +429,11 @@ class RedisTaskStore(InMemoryTaskStore):
         return self._client
 
     async def owners_alive(self, owners: set[str]) -> set[str]:
-        """Which of `owners` hold a lease right now (managers of this process always do).
+        """Which of `owners` are not known to be dead (managers of this process always live).
 
-        Answers are cached for half a heartbeat, and one query runs at a time: many tasks watching their workers
+        An owner is dead once its lease has been missing for `lease_seconds` of this process's observation: a lease
+        missing for a moment (Redis restarted without its data, before the owner's next renewal) fails nobody's
+        tasks. Answers are cached for half a heartbeat, and one query runs at a time: many tasks watching their workers
         cost one round trip per half heartbeat, not one each.
         """
         return await self._leases.alive(self._require_client(), owners)
@@ -396,7 +449,11 @@ class RedisTaskStore(InMemoryTaskStore):
         self._require_client()
         if len(self._jobs_out) >= self.max_pending_writes:
             raise SubagentsError(f'{len(self._jobs_out)} jobs are waiting to be written to Redis')
-        self._jobs_out.append((self._keys.queue(queue), json.dumps(dict(job))))
+        entry = (self._keys.queue(queue), json.dumps(dict(job)))
+        self._jobs_out.append(entry)
+        task_id = job.get('task_id')
+        if isinstance(task_id, str):
+            self._jobs_live[task_id] = entry
         self._writer.wake()
 
     async def take(

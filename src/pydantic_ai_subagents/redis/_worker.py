@@ -11,7 +11,9 @@ import dataclasses
 import logging
 import secrets
 import threading
+from collections import deque
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, Literal
 
 import anyio
@@ -19,15 +21,17 @@ import anyio.from_thread
 import anyio.lowlevel
 from pydantic_ai.models import Model
 from pydantic_ai.usage import RunUsage
+from redis.exceptions import RedisError
 
 from .._bus import Answer, CancelRequest, Mailbox
 from .._config import SubAgentConfig
-from .._errors import BusClosedError, ReplyTimeoutError, SubagentsError, UnknownRecipientError
+from .._errors import BusClosedError, MailboxFullError, ReplyTimeoutError, SubagentsError, UnknownRecipientError
 from .._events import TaskEvent
 from .._manager import TaskManager
 from .._remote import ClaimReply, TaskClaim, WorkerJob, WorkerUpdate
 from .._state import TaskRecord, TaskStatus
 from ._bus import RedisMessageBus
+from ._connect import RedisSource, retrying
 from ._store import RedisTaskStore
 
 __all__ = ('Worker',)
@@ -36,6 +40,11 @@ logger = logging.getLogger('pydantic_ai_subagents.redis')
 
 WORKER_PREFIX = 'worker:'
 """A worker's participant name on the bus (and the holder of its lease) is this prefix and a random id."""
+
+_CLAIM_TIMEOUT = 5.0
+"""Seconds a worker waits for the owner's answer to a claim before it asks again (if the owner still lives)."""
+_REPORTS_FLUSH_TIMEOUT = 5.0
+"""Seconds a stopping worker waits for its last reports to leave."""
 
 DrainMode = Literal['wait', 'cancel']
 
@@ -71,7 +80,7 @@ class Worker:
         self,
         subagents: Sequence[SubAgentConfig],
         *,
-        url: str = 'redis://localhost:6379/0',
+        url: RedisSource = 'redis://localhost:6379/0',
         namespace: str = 'subagents',
         queue: str = 'default',
         concurrency: int = 4,
@@ -87,7 +96,8 @@ class Worker:
 
         Args:
             subagents: The subagents this worker can run, found by name (their `worker_queue` is ignored here).
-            url: The Redis server.
+            url: The Redis server: a URL, or a ready `redis.asyncio` client or connection pool (a Sentinel's
+                included), shared by the worker's bus and store and left open.
             namespace: The namespace of the owners' bus and store.
             queue: The worker queue to serve (the configs' `worker_queue` in the owners' processes).
             concurrency: Tasks run at once.
@@ -129,6 +139,9 @@ class Worker:
         self._job_ended = anyio.Event()
         self._take_scope = anyio.CancelScope()
         self._taking_done = anyio.Event()
+        self._reports: deque[WorkerUpdate] = deque()
+        self._report_wake = anyio.Event()
+        self._reports_sent = anyio.Event()
 
     @property
     def stopping(self) -> bool:
@@ -177,12 +190,15 @@ class Worker:
                 tg.start_soon(self._serve_inbox, inbox, local)
                 tg.start_soon(self._watch_owners, store, local)
                 tg.start_soon(self._take_jobs, store, bus, local, slots)
+                tg.start_soon(self._report, bus, store)
                 self._ready.set()
                 logger.info('worker %s serves queue %r of namespace %r', self.participant, self.queue, self.namespace)
                 await self._stop.wait()
                 self._take_scope.cancel()
                 await self._taking_done.wait()
                 await self._drain(local)
+                with anyio.move_on_after(_REPORTS_FLUSH_TIMEOUT):
+                    await self._reports_sent.wait()
                 tg.cancel_scope.cancel()
             inbox.close()
             await events.aclose()
@@ -226,7 +242,9 @@ class Worker:
                     # Now and then, pick up jobs a dead worker took and never claimed.
                     min_idle = self.lease_seconds * 2 if rounds % 20 == 0 else None
                     rounds += 1
-                    jobs = await store.take(self.queue, self.participant, block=1.0, min_idle=min_idle)
+                    # However long Redis is away, the worker waits for it here (with jittered backoff).
+                    take = partial(store.take, self.queue, self.participant, block=1.0, min_idle=min_idle)
+                    jobs = await retrying(take, what=f'taking jobs from queue {self.queue!r}')
                 # ... never a job already taken: its owner may have accepted the claim and count on it.
                 taken = False
                 with anyio.CancelScope(shield=True):
@@ -245,21 +263,16 @@ class Worker:
             job = WorkerJob(**raw)
         except TypeError as exc:
             logger.error('dropped a malformed job from queue %r: %s', self.queue, exc)
-            await store.ack(self.queue, entry_id)
+            await self._ack(store, entry_id)
             return False
         claim = TaskClaim(sender=self.participant, recipient=job.owner, task_id=job.task_id, attempt=job.attempt)
         try:
-            try:
-                reply = await bus.ask(claim, timeout=10.0)
-            except UnknownRecipientError:
-                # An owner that started a moment ago may not be in this process's copy of the participants yet.
-                await bus.wait_for_participant(job.owner, timeout=self.lease_seconds)
-                reply = await bus.ask(claim, timeout=10.0)
+            reply = await self._claim(bus, store, claim)
         except (SubagentsError, ReplyTimeoutError, TimeoutError):
             # The owner is gone (or too slow to answer): its tasks are failed by the orphan sweep.
-            await store.ack(self.queue, entry_id)
+            await self._ack(store, entry_id)
             return False
-        await store.ack(self.queue, entry_id)
+        await self._ack(store, entry_id)
         if not (isinstance(reply, ClaimReply) and reply.accepted):
             return False
         config = self.configs.get(job.subagent)
@@ -290,6 +303,28 @@ class Worker:
         self._jobs[job.task_id] = entry
         self._by_local[record.id] = entry
         return True
+
+    async def _claim(self, bus: RedisMessageBus, store: RedisTaskStore, claim: TaskClaim) -> Any:
+        """Ask the owner for the job; ask again while the owner lives but its reply was lost (Redis restarted).
+
+        The owner accepts the same claim from the same worker again, so asking twice never runs a task twice.
+        """
+        while True:
+            try:
+                return await bus.ask(claim, timeout=_CLAIM_TIMEOUT)
+            except UnknownRecipientError:
+                # An owner that started a moment ago may not be in this process's copy of the participants yet.
+                await bus.wait_for_participant(claim.recipient or '', timeout=self.lease_seconds)
+            except ReplyTimeoutError:
+                if not await self._owner_lives(bus, store, claim.recipient or ''):
+                    raise
+
+    async def _ack(self, store: RedisTaskStore, entry_id: str) -> None:
+        try:
+            await store.ack(self.queue, entry_id)
+        except RedisError as exc:
+            # Left pending: a worker takes it over later, and its claim is refused (this attempt was claimed).
+            logger.warning('could not acknowledge job %s of queue %r: %s', entry_id, self.queue, exc)
 
     async def _relay(self, events: Any, bus: RedisMessageBus, local: TaskManager, slots: anyio.Semaphore) -> None:
         """Report each state change of a local run to the task's owner."""
@@ -323,10 +358,53 @@ class Worker:
         )
 
     def _send(self, bus: RedisMessageBus, message: WorkerUpdate) -> None:
+        """Queue a report for its owner; `_report` sends the queue in order."""
+        self._reports.append(message)
+        self._report_wake.set()
+
+    async def _report(self, bus: RedisMessageBus, store: RedisTaskStore) -> None:
+        """Send the reports to their owners in order, each until it is sent or its owner is known to be dead.
+
+        A report is what the owner settles its task from: it is never given up while the owner lives, whether Redis
+        is away (the outbox is full), or has forgotten the owner's mailbox for a moment (it restarted without its
+        data and the owner has not listed it again yet).
+        """
+        reports: deque[WorkerUpdate] = self._reports
+        while True:
+            if not reports:
+                self._reports_sent.set()
+                self._report_wake = anyio.Event()
+                await self._report_wake.wait()
+                continue
+            self._reports_sent = anyio.Event()
+            message = reports[0]
+            try:
+                bus.send(message)
+            except UnknownRecipientError:
+                if not await self._owner_lives(bus, store, message.recipient or ''):
+                    logger.warning('dropped the reports to %s: its lease ran out', message.recipient)
+                    self._reports = reports = deque[WorkerUpdate](
+                        m for m in reports if m.recipient != message.recipient
+                    )
+                continue
+            except MailboxFullError:
+                await anyio.sleep(self.heartbeat_interval / 10)  # the outbox waits for Redis
+                continue
+            except BusClosedError:
+                return
+            except SubagentsError as exc:
+                logger.warning('could not report task %s to its owner %s: %s', message.task_id, message.recipient, exc)
+            reports.popleft()
+
+    async def _owner_lives(self, bus: RedisMessageBus, store: RedisTaskStore, owner: str) -> bool:
         try:
-            bus.send(message)
-        except (SubagentsError, BusClosedError) as exc:
-            logger.warning('could not report task %s to its owner %s: %s', message.task_id, message.recipient, exc)
+            await bus.wait_for_participant(owner, timeout=self.heartbeat_interval)
+        except TimeoutError:
+            try:
+                return owner in await store.owners_alive({owner})
+            except RedisError:
+                return True  # Redis is away: ask again
+        return True
 
     async def _serve_inbox(self, inbox: Mailbox, local: TaskManager) -> None:
         """Cancel requests and answers from owners, for the local runs of their tasks."""

@@ -9,10 +9,9 @@ whoever displays it.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import fields
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -50,13 +49,6 @@ def render_text(value: Any) -> str | None:
     if isinstance(value, str):
         return value
     return to_json(value, fallback=str).decode()
-
-
-def _wall_clock(record: TaskRecord, monotonic_at: float) -> datetime:
-    """Turn a time of the record's monotonic clock into wall-clock time, anchored at the record's creation."""
-    if not record.history:
-        return record.created_at
-    return record.created_at + timedelta(seconds=monotonic_at - record.history[0].at)
 
 
 class _Model(BaseModel):
@@ -170,14 +162,14 @@ class TaskView(_Model):
             subtasks: The tasks its subagent started (its direct children), to tell its own usage from theirs.
             live_subtasks: How many tasks below it are live.
         """
-        history = [StatusView(state=t.status, timestamp=_wall_clock(record, t.at)) for t in record.history]
+        history = [StatusView(state=t.status, timestamp=t.timestamp) for t in record.history]
         status = history[-1] if history else StatusView(state=record.status, timestamp=record.created_at)
         cancel = None
         if record.cancel is not None:
             cancel = CancelView(
                 kind=record.cancel.kind,
                 requested_by=record.cancel.requested_by,
-                requested_at=_wall_clock(record, record.cancel.at),
+                requested_at=record.cancel.timestamp,
             )
         return cls(
             id=record.id,
@@ -316,7 +308,7 @@ def event_to_json(event: TaskEvent) -> dict[str, Any]:
     """A task event as a JSON-ready dict: `type` (the event class name), its fields and a wall-clock `timestamp`.
 
     Outputs are rendered as text (see [`render_text`][pydantic_ai_subagents.web.render_text]); the monotonic `at`
-    is kept as it is, and `timestamp` gives the same moment in UTC.
+    is kept as it is, and `timestamp` is the event's own UTC wall-clock time, as recorded where it happened.
     """
     data: dict[str, Any] = {'type': type(event).__name__}
     for f in fields(event):
@@ -327,7 +319,7 @@ def event_to_json(event: TaskEvent) -> dict[str, Any]:
             value = render_text(value)
         elif isinstance(value, TaskStatus):
             value = value.value
+        elif isinstance(value, datetime):
+            value = value.isoformat()
         data[f.name] = value
-    wall = datetime.now(UTC) - timedelta(seconds=max(0.0, time.monotonic() - event.at))
-    data['timestamp'] = wall.isoformat()
     return data
