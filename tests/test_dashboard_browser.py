@@ -639,6 +639,20 @@ async def test_dashboard_steers_retries_and_follow_ups_in_chromium(tmp_path: Pat
             await expect(steer.locator('.sent-message')).to_have_count(2)
             await page.unroute('**/message*')
 
+            # A task being cancelled takes no more messages: its drawer says so instead of offering the box.
+            noter_id, go = await start_noter(manager)
+            await card(page, noter_id).locator('.details').click()
+            await expect(steer.locator('.steer-form')).to_be_visible()
+            await card(page, noter_id).locator('.cancel-soft').click()
+            await expect(steer.locator('.steer-closed')).to_have_text(
+                'It is being cancelled (soft): it takes no more messages.'
+            )
+            await expect(steer.locator('.steer-form')).to_be_hidden()
+            await expect(steer.locator('.steer-reply')).to_be_hidden()  # the last reply was for another task
+            go.set()
+            await expect(row(page, noter_id)).to_have_attribute('data-state', 'cancelled')
+            await expect(steer).to_be_hidden()
+
             # A finished task that was never steered shows no steering section; a completed one says how to continue.
             writer = worker(child_text('Tide tables, <i>twice</i> a day'), 'writer')
             first_id = (await manager.start(writer, 'Write about the tides', scope='bay')).id

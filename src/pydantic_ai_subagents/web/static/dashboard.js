@@ -549,7 +549,12 @@
     const terminal = TERMINAL.has(task.status.state);
     const reply = steerReply && steerReply.id === task.id ? steerReply : null;
     drawer.querySelector('.steer-section').hidden = terminal && task.messages.length === 0 && reply === null;
-    drawer.querySelector('.steer-form').hidden = terminal;
+    // A task being cancelled refuses messages (the server would answer `accepted: false`): no box, and why.
+    const cancelling = !terminal && task.cancel !== null;
+    drawer.querySelector('.steer-form').hidden = terminal || cancelling;
+    const closed = drawer.querySelector('.steer-closed');
+    closed.hidden = !cancelling;
+    closed.textContent = cancelling ? `It is being cancelled (${task.cancel.kind}): it takes no more messages.` : '';
     const sent = drawer.querySelector('.sent-messages');
     sent.replaceChildren();
     for (const message of task.messages) item(sent, 'sent-message', [['sent-text', message]]);
