@@ -550,3 +550,168 @@ async def test_the_demo_keeps_producing_work_for_a_late_visitor(tmp_path: Path) 
             process.kill()
             process.wait()
     assert (tmp_path / 'demo.png').stat().st_size > 10_000
+
+
+class FlakyOnce:
+    """A child model that fails with a rate limit once `go` is set, then answers: one retry, two attempts."""
+
+    def __init__(self) -> None:
+        self.go = anyio.Event()
+        self.failed = False
+
+    async def fn(self, messages: list[Any], info: Any) -> Any:
+        from pydantic_ai.exceptions import ModelHTTPError
+        from pydantic_ai.messages import ModelResponse, TextPart
+
+        await self.go.wait()
+        if not self.failed:
+            self.failed = True
+            raise ModelHTTPError(429, 'flaky-model', body='rate limited')
+        return ModelResponse(parts=[TextPart('Found it on the second try')])
+
+    def config(self) -> SubAgentConfig:
+        from pydantic_ai.models.function import FunctionModel
+
+        return SubAgentConfig(
+            name='flaky',
+            instructions='You look things up.',
+            model=FunctionModel(self.fn),
+            model_retries=2,
+            retry_backoff=0.05,
+        )
+
+
+async def test_dashboard_steers_retries_and_follow_ups_in_chromium(tmp_path: Path) -> None:
+    problems: list[str] = []
+    slow = Gate(answer='Surveyed, skipping the north pool')
+    async with TaskManager() as manager, serving(manager) as url, async_playwright() as pw:
+        browser = await launch(pw)
+        try:
+            page = await browser.new_page(viewport={'width': 1400, 'height': 950})
+            page.on('console', lambda m: problems.append(m.text) if m.type in ('error', 'warning') else None)
+            page.on('pageerror', lambda error: problems.append(f'page error: {error}'))
+            await page.goto(url)
+            await expect(page.locator('#connection')).to_have_attribute('data-state', 'live')
+            drawer = page.locator('#drawer')
+
+            # Steering a live task from its drawer: the message is sent, listed, and reaches the subagent's run.
+            slow_id = (await manager.start(worker(slow.model(), 'surveyor'), 'Survey the rock pools', scope='bay')).id
+            with anyio.fail_after(10):
+                await slow.entered.wait()
+            await card(page, slow_id).locator('.details').click()
+            steer = drawer.locator('.steer-section')
+            await expect(steer).to_be_visible()
+            await expect(steer.locator('.sent-message')).to_have_count(0)
+            await steer.locator('.steer-input').fill('Skip the <b>north</b> pool')
+            await steer.locator('.steer-button').click()
+            await expect(steer.locator('.steer-reply')).to_have_text('Sent: the subagent reads it at its next turn.')
+            await expect(steer.locator('.sent-message')).to_have_text(['Skip the <b>north</b> pool'])
+            await expect(steer.locator('.steer-input')).to_have_value('')
+            await steer.locator('.steer-input').fill('And count the crabs')
+            await steer.locator('.steer-input').press('Enter')
+            await expect(steer.locator('.sent-message')).to_have_text(
+                ['Skip the <b>north</b> pool', 'And count the crabs']
+            )
+            record = manager.get(slow_id)
+            assert record is not None and record.messages == ('Skip the <b>north</b> pool', 'And count the crabs')
+            assert await page.locator('#drawer b').count() == 0
+            await page.screenshot(path=tmp_path / 'drawer-steer.png', full_page=True)
+
+            # A message sent as the task finishes: the server's 409 is shown, and the box goes.
+            async def finish_first(route: Any) -> None:
+                slow.release.set()
+                with anyio.fail_after(10):
+                    while not (r := manager.get(slow_id)) or not r.is_terminal:
+                        await anyio.sleep(0.01)
+                await route.continue_()
+
+            await page.route('**/message*', finish_first)
+            await steer.locator('.steer-input').fill('Too late')
+            await steer.locator('.steer-button').click()
+            await expect(steer.locator('.steer-reply')).to_have_text(
+                f"Not sent: task '{slow_id}' is already completed (HTTP 409)"
+            )
+            await expect(steer.locator('.steer-reply')).to_have_class(re.compile(r'\brefused\b'))
+            await expect(row(page, slow_id)).to_have_attribute('data-state', 'completed')
+            assert any('Skip the <b>north</b> pool' in p for p in slow.seen_prompts)
+            # Finished: no box to send from any more, the messages it took are still listed.
+            await expect(steer.locator('.steer-form')).to_be_hidden()
+            await expect(steer.locator('.sent-message')).to_have_count(2)
+            await page.unroute('**/message*')
+
+            # A task being cancelled takes no more messages: its drawer says so instead of offering the box.
+            noter_id, go = await start_noter(manager)
+            await card(page, noter_id).locator('.details').click()
+            await expect(steer.locator('.steer-form')).to_be_visible()
+            await card(page, noter_id).locator('.cancel-soft').click()
+            await expect(steer.locator('.steer-closed')).to_have_text(
+                'It is being cancelled (soft): it takes no more messages.'
+            )
+            await expect(steer.locator('.steer-form')).to_be_hidden()
+            await expect(steer.locator('.steer-reply')).to_be_hidden()  # the last reply was for another task
+            go.set()
+            await expect(row(page, noter_id)).to_have_attribute('data-state', 'cancelled')
+            await expect(steer).to_be_hidden()
+
+            # A finished task that was never steered shows no steering section; a completed one says how to continue.
+            writer = worker(child_text('Tide tables, <i>twice</i> a day'), 'writer')
+            first_id = (await manager.start(writer, 'Write about the tides', scope='bay')).id
+            await expect(row(page, first_id)).to_have_attribute('data-state', 'completed')
+            await card(page, first_id).locator('.details').click()
+            await expect(drawer.locator('.drawer-id .task-id')).to_have_text(first_id)
+            await expect(steer).to_be_hidden()
+            await expect(drawer.locator('.follow-up')).to_be_hidden()
+            await expect(drawer.locator('.continue-section')).to_be_visible()
+            await expect(drawer.locator('.continue-code')).to_have_text(
+                f'task(..., subagent_type="writer", continue_task_id="{first_id}")'
+            )
+            await expect(drawer.locator('.continue-gone')).to_be_hidden()  # its conversation is kept
+
+            # A follow-up: its card says so, its drawer links to the task it continues.
+            follow_id = (await manager.start(writer, 'And at night?', scope='bay', continue_task_id=first_id)).id
+            await expect(row(page, follow_id)).to_have_attribute('data-state', 'completed')
+            await expect(card(page, follow_id).locator('.follow-up-badge')).to_be_visible()
+            await expect(card(page, first_id).locator('.follow-up-badge')).to_be_hidden()
+            await card(page, follow_id).locator('.details').click()
+            await expect(drawer.locator('.follow-up')).to_be_visible()
+            await expect(drawer.locator('.follow-link')).to_have_text(first_id[:8])
+            await page.screenshot(path=tmp_path / 'drawer-follow-up.png', full_page=True)
+            await drawer.locator('.follow-link').click()
+            await expect(drawer.locator('.drawer-id .task-id')).to_have_text(first_id)
+            await expect(drawer.locator('.description')).to_have_text('Write about the tides')
+
+            # A task retried after a rate limit: a badge on its card, the attempt and the retry in its drawer.
+            flaky = FlakyOnce()
+            flaky_id = (await manager.start(flaky.config(), 'Look up the tide times', scope='bay')).id
+            await expect(row(page, flaky_id)).to_have_attribute('data-state', 'running')
+            await expect(card(page, flaky_id).locator('.attempts-badge')).to_be_hidden()
+            await card(page, flaky_id).locator('.details').click()
+            await expect(drawer.locator('.attempt')).to_be_hidden()
+            flaky.go.set()  # the page knows the task: the retry event finds it
+            await expect(row(page, flaky_id)).to_have_attribute('data-state', 'completed')
+            await expect(card(page, flaky_id).locator('.attempts-badge')).to_be_visible()
+            await expect(card(page, flaky_id).locator('.attempts-badge')).to_have_text('2 attempts')
+            await expect(drawer.locator('.attempt')).to_be_visible()
+            await expect(drawer.locator('.attempt')).to_have_text(
+                'Attempt 2: the run was tried again after 1 transient model failure.'
+            )
+            retry = drawer.locator('.timeline .step.retry')
+            await expect(retry).to_have_count(1)
+            await expect(retry.locator('.step-state')).to_have_text('retry: attempt 2')
+            await expect(retry.locator('.step-error')).to_contain_text('429')
+            steps = drawer.locator('.timeline .step')
+            assert [await s.get_attribute('class') for s in await steps.all()][1:] == [
+                'step state-running',
+                'step retry',
+                'step state-completed current',
+            ]
+            record = manager.get(flaky_id)
+            assert record is not None and record.attempts == 2
+            await page.screenshot(path=tmp_path / 'drawer-retried.png', full_page=True)
+            # The only complaint is the browser's own note of the refused message.
+            assert problems == ['Failed to load resource: the server responded with a status of 409 (Conflict)']
+        finally:
+            await browser.close()
+            slow.release.set()
+    for name in ('drawer-steer', 'drawer-follow-up', 'drawer-retried'):
+        assert (tmp_path / f'{name}.png').stat().st_size > 10_000

@@ -31,6 +31,7 @@
   const tasks = new Map(); // task id -> task JSON, as the API returned it
   const nodes = new Map(); // task id -> its <li>
   let children = new Map(); // task id -> the tasks its subagent started (among those shown by the API)
+  const retries = new Map(); // task id -> the TaskRetrying events this page received for it
   let fetchedAt = performance.now();
 
   if (scope) {
@@ -135,6 +136,10 @@
       fetchedAt = performance.now();
       tasks.clear();
       for (const task of data.tasks) tasks.set(task.id, task);
+      // The retries of tasks no longer listed (pruned) go too; those of a task created since the read stay.
+      for (const [id, seen] of retries) {
+        if (!tasks.has(id) && Date.now() - new Date(seen[seen.length - 1].timestamp) > 60_000) retries.delete(id);
+      }
       render();
     } catch (error) {
       toast('Could not load the tasks: ' + error);
@@ -284,6 +289,12 @@
     card.querySelector('.task-id').title = task.id;
     setText(card, '.mode', task.mode + (task.depth > 1 ? ` · depth ${task.depth}` : ''));
     setText(card, '.description', task.description);
+    const attempts = card.querySelector('.attempts-badge');
+    attempts.hidden = task.attempts <= 1;
+    attempts.textContent = task.attempts > 1 ? `${task.attempts} attempts` : '';
+    const followUp = card.querySelector('.follow-up-badge');
+    followUp.hidden = !task.continued_from;
+    followUp.title = task.continued_from ? 'Continues task ' + task.continued_from : '';
     const parent = hasSubtasks(task);
     setText(card, '.usage', (parent ? 'own: ' : '') + usageText(ownUsage(task)));
     const total = card.querySelector('.usage-total');
@@ -333,8 +344,13 @@
 
   let activity = null; // the activity JSON of the drawer's task, once read
   let activityFor = ''; // `${id}:${state}` it was read for: read again when the task's state changes
+  let steerReply = null; // { id, text, ok }: the server's reply to the last message sent from the drawer
 
   function openDrawer(id) {
+    if (drawer.dataset.taskId !== id) {
+      steerReply = null;
+      drawer.querySelector('.steer-input').value = '';
+    }
     drawer.dataset.taskId = id;
     drawer.hidden = false;
     document.body.classList.add('drawer-open');
@@ -401,6 +417,21 @@
     setText(drawer, '.description', task.description);
     const parent = task.parent_task_id ? ` · started by task ${task.parent_task_id.slice(0, 8)}` : '';
     setText(drawer, '.meta', `${task.mode} · depth ${task.depth} · conversation ${task.scope}${parent}`);
+    const attempt = drawer.querySelector('.attempt');
+    attempt.hidden = task.attempts <= 1;
+    attempt.textContent = task.attempts > 1
+      ? `Attempt ${task.attempts}: the run was tried again after ${plural(task.attempts - 1, 'transient model failure')}.`
+      : '';
+    const followUp = drawer.querySelector('.follow-up');
+    followUp.hidden = !task.continued_from;
+    const link = drawer.querySelector('.follow-link');
+    link.textContent = task.continued_from ? task.continued_from.slice(0, 8) : '';
+    link.dataset.taskId = task.continued_from || '';
+    link.disabled = !task.continued_from || !tasks.has(task.continued_from);
+    link.title = link.disabled
+      ? `Task ${task.continued_from} is no longer listed`
+      : `Show task ${task.continued_from}, which this one continues`;
+    renderSteer(task);
 
     const waiting = task.question !== null;
     drawer.querySelector('.question-section').hidden = !waiting;
@@ -413,7 +444,21 @@
     // The timeline: every state the task entered, when, and for how long.
     const timeline = drawer.querySelector('.timeline');
     timeline.replaceChildren();
+    const tried = (retries.get(task.id) || []).slice();
+    const retryStep = (retry) => {
+      const li = item(timeline, 'step retry', [
+        ['step-state', `retry: attempt ${retry.attempt}`],
+        ['step-time', new Date(retry.timestamp).toLocaleTimeString()],
+        ['step-duration', `waits ${retry.delay < 1 ? Math.round(retry.delay * 1000) + ' ms' : formatSeconds(retry.delay)}`],
+      ]);
+      li.title = retry.error;
+      const why = document.createElement('span');
+      why.className = 'step-error';
+      why.textContent = retry.error;
+      li.append(why);
+    };
     task.history.forEach((entry, index) => {
+      while (tried.length && new Date(tried[0].timestamp) < new Date(entry.timestamp)) retryStep(tried.shift());
       const start = new Date(entry.timestamp);
       const next = task.history[index + 1];
       const last = index === task.history.length - 1;
@@ -428,6 +473,7 @@
       li.dataset.state = entry.state;
       if (last) li.classList.add('current');
     });
+    for (const retry of tried) retryStep(retry);
 
     // Usage: own, rolled up from finished subtasks, and the whole tree below as the page sees it.
     const rows = [['own', ownUsage(task)]];
@@ -452,6 +498,7 @@
       : '');
 
     loadActivity(task);
+    renderContinue(task);
     const cost = drawer.querySelector('.cost');
     const note = drawer.querySelector('.tools-note');
     const calls = drawer.querySelector('.tool-calls');
@@ -497,6 +544,65 @@
     }
   }
 
+  // Steering: a live task takes messages; a finished one keeps the list of those it took.
+  function renderSteer(task) {
+    const terminal = TERMINAL.has(task.status.state);
+    const reply = steerReply && steerReply.id === task.id ? steerReply : null;
+    drawer.querySelector('.steer-section').hidden = terminal && task.messages.length === 0 && reply === null;
+    // A task being cancelled refuses messages (the server would answer `accepted: false`): no box, and why.
+    const cancelling = !terminal && task.cancel !== null;
+    drawer.querySelector('.steer-form').hidden = terminal || cancelling;
+    const closed = drawer.querySelector('.steer-closed');
+    closed.hidden = !cancelling;
+    closed.textContent = cancelling ? `It is being cancelled (${task.cancel.kind}): it takes no more messages.` : '';
+    const sent = drawer.querySelector('.sent-messages');
+    sent.replaceChildren();
+    for (const message of task.messages) item(sent, 'sent-message', [['sent-text', message]]);
+    const box = drawer.querySelector('.steer-reply');
+    box.hidden = reply === null;
+    box.textContent = reply ? reply.text : '';
+    box.classList.toggle('refused', reply !== null && !reply.ok);
+  }
+
+  // A completed task can be followed up, by the agent (its subagent's config is not reachable from this page).
+  function renderContinue(task) {
+    const section = drawer.querySelector('.continue-section');
+    section.hidden = task.status.state !== 'completed';
+    setText(section, '.continue-code', `task(..., subagent_type=${JSON.stringify(task.subagent)}, ` +
+      `continue_task_id=${JSON.stringify(task.id)})`);
+    const gone = activity !== null && activity.task_id === task.id && activity.transcript_available === false;
+    section.querySelector('.continue-gone').hidden = !gone;
+  }
+
+  async function steer(form) {
+    const id = drawer.dataset.taskId;
+    const input = form.querySelector('.steer-input');
+    const text = input.value.trim();
+    if (!id) return;
+    if (!text) {
+      toast('Type a message first.');
+      return;
+    }
+    const button = form.querySelector('.steer-button');
+    button.disabled = true;
+    try {
+      const data = await post(id, 'message', { message: text });
+      if (data && data.accepted) {
+        input.value = '';
+        steerReply = { id, ok: true, text: 'Sent: the subagent reads it at its next turn.' };
+      } else if (data && data.accepted === false) {
+        steerReply = { id, ok: false, text: 'Not taken: the task cannot take a message now (it is being cancelled, or runs in another process).' };
+      } else {
+        steerReply = { id, ok: false, text: 'Not sent: ' + (data && data.error ? data.error : 'no reply') };
+      }
+    } catch (error) {
+      steerReply = { id, ok: false, text: 'Not sent: ' + error };
+    } finally {
+      button.disabled = false;
+    }
+    renderDrawer();
+  }
+
   async function copyId() {
     const id = drawer.dataset.taskId;
     if (!id) return;
@@ -513,6 +619,14 @@
 
   drawer.querySelector('.close').addEventListener('click', closeDrawer);
   drawer.querySelector('.copy-id').addEventListener('click', copyId);
+  drawer.querySelector('.follow-link').addEventListener('click', (e) => {
+    const id = e.currentTarget.dataset.taskId;
+    if (id && tasks.has(id)) openDrawer(id);
+  });
+  drawer.querySelector('.steer-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    steer(e.currentTarget);
+  });
   document.addEventListener('keydown', (e) => {
     if (e.key === 'Escape' && !drawer.hidden && !confirmBox.open) closeDrawer();
   });
@@ -534,6 +648,8 @@
     if (!response.ok) {
       const detail = data && typeof data.detail === 'string' ? data.detail : 'HTTP ' + response.status;
       toast(`Could not ${action}: ${detail}`);
+      scheduleRefresh();
+      return { error: `${detail} (HTTP ${response.status})` };
     }
     if (data && data.task) {
       tasks.set(data.task.id, data.task);
@@ -618,12 +734,21 @@
       scheduleRefresh(0);
       return;
     }
+    if (event.type === 'TaskRetrying') {
+      // Kept even before the task is listed: the list has its count of attempts, only events tell the errors.
+      const seen = retries.get(event.task_id) || [];
+      if (!seen.some((r) => r.attempt === event.attempt)) {
+        seen.push({ attempt: event.attempt, error: event.error, delay: event.delay, timestamp: event.timestamp });
+        retries.set(event.task_id, seen);
+      }
+    }
     const task = tasks.get(event.task_id);
     if (!task) return; // a new task: the refresh brings it with everything it has
     if (task.status.state !== event.status) {
       task.history = [...task.history, { state: event.status, timestamp: event.timestamp }];
     }
     task.status = { state: event.status, timestamp: event.timestamp };
+    if (event.type === 'TaskRetrying') task.attempts = Math.max(task.attempts, event.attempt);
     if (event.type === 'TaskQuestionAsked') task.question = event.question;
     if (event.type === 'TaskAnswered') task.question = null;
     if (event.type === 'TaskCancelRequested') {
