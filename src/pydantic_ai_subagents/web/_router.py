@@ -346,6 +346,6 @@ def create_router(
         record = current(record)
         if not accepted and record.is_terminal:
             raise HTTPException(409, f'task {task_id!r} is already {record.status.value}')
-        return MessageTaskResult(accepted=accepted, task=TaskView.from_record(record))
+        return MessageTaskResult(accepted=accepted, task=view(record))
 
     return router
