@@ -260,7 +260,7 @@ async def test_a_follow_up_refused_by_the_before_task_hook_gets_409_with_its_rea
         async with client_of(create_app(manager, allow_unauthenticated=True, subagents=[config])) as client:
             response = await client.post(f'/tasks/{done}/continue', json={'message': 'more'})
         assert response.status_code == 409
-        assert response.json()['detail'] == 'task not started: follow-ups need a ticket'
+        assert response.json()['detail'] == 'the follow-up was refused: follow-ups need a ticket'
         assert [(r.description, r.continue_task_id, r.scope) for r in seen] == [('a', None, 'c1'), ('more', done, 'c1')]
         assert [r.id for r in manager.list()] == [done]
 

@@ -169,6 +169,6 @@ class FollowUps:
         except (TaskNotContinuableError, TaskLimitError) as e:
             raise HTTPException(409, str(e)) from None
         except TaskRefusedError as e:
-            raise HTTPException(409, f'task not started: {e.reason}') from None
+            raise HTTPException(409, f'the follow-up was refused: {e.reason}') from None
         except ManagerClosedError:
             raise HTTPException(503, 'the task manager is closed') from None
