@@ -323,6 +323,17 @@ async def test_a_closed_manager_answers_503() -> None:
     assert response.status_code == 503 and response.json()['detail'] == 'the task manager is closed'
 
 
+async def test_an_app_never_starts_the_manager_and_answers_503_while_it_is_not_running() -> None:
+    config = worker()
+    async with TaskManager() as ran_it:
+        done = await finished(ran_it, config, 'first')
+        idle = TaskManager(store=ran_it.store)  # reads the same records; never started
+        async with client_of(create_app(idle, allow_unauthenticated=True, subagents=[config])) as client:
+            response = await client.post(f'/tasks/{done}/continue', json={'message': 'second'})
+        assert response.status_code == 503 and response.json()['detail'] == 'the task manager is not running'
+        assert idle.loop is None and [r.id for r in ran_it.list()] == [done]
+
+
 def test_subagents_are_checked_when_the_app_is_made() -> None:
     manager = TaskManager()
     with pytest.raises(TypeError, match='not one config'):

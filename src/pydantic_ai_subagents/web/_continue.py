@@ -7,8 +7,9 @@ toolset would take from the parent's run (`model=`, `deps=`).
 Rules it keeps:
 
 - The manager decides whether a task can be continued (`TaskManager.start(..., continue_task_id=...)`, which reads
-  the conversation and creates the follow-up in one step); the checks made here (`can_continue`) only say what the
-  dashboard may offer, and a task that changed in between is refused by the manager with `409`.
+  the conversation and creates the follow-up in one step). What is checked here first (a live task, a subagent the
+  app was not given or has no model for) only words those refusals for HTTP, and `can_continue` only says what the
+  dashboard may offer: a task that changed in between is refused by the manager, with `409`.
 - The follow-up is started on the manager's own event loop: awaited there when the app shares the loop, handed to
   it when the app is served from another thread. The app never starts the manager: a manager that is not running
   answers `503`.
