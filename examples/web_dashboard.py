@@ -4,12 +4,13 @@ The app from `pydantic_ai_subagents.web` runs under uvicorn on the same event lo
 of the toolset's manager. Until you stop it, the scripted parent starts a new round of tasks every little while (each
 round is a conversation of its own), so there is always work to watch: a lead that delegates to a slow deep
 researcher (a nested task), a slow researcher, a writer that asks who the text is for and waits for your answer, and
-a task whose description holds HTML (shown as plain text).
+a task whose description holds HTML (shown as plain text). A completed task's drawer has a box to continue it: a
+follow-up on the same subagent, from the earlier task's conversation.
 
     uv run python examples/web_dashboard.py            # open the printed URL; Ctrl+C to stop
     PORT=8080 uv run python examples/web_dashboard.py
     SUBAGENTS_DEMO_ROUNDS=3 SUBAGENTS_DEMO_EVERY=5 uv run python examples/web_dashboard.py  # 3 rounds, 5 s apart
-    uv run python examples/web_dashboard.py --check    # a short run: answers and cancels over HTTP, lists, exits
+    uv run python examples/web_dashboard.py --check    # a short run: answers, cancels, lists, continues, exits
 
 Needs the `web` extra (FastAPI and uvicorn). The app is served WITHOUT authentication, on 127.0.0.1 only: fine on
 your own machine, never anywhere else (pass an `auth` dependency to `create_app` for that). Set
@@ -99,8 +100,14 @@ toolset = create_subagent_toolset([lead, researcher, writer], manager=manager, g
 agent = Agent(demo_model(), toolsets=[toolset], instructions='You coordinate subagents. Follow the steps asked.')
 
 # Local use only: anyone who can reach this server could read and cancel every task. It listens on 127.0.0.1, and
-# `allowed_hosts` refuses requests made under another host name (a web page trying DNS rebinding).
-app = create_app(manager, allow_unauthenticated=True, allowed_hosts=['127.0.0.1', 'localhost'])
+# `allowed_hosts` refuses requests made under another host name (a web page trying DNS rebinding). Given the
+# toolset's subagents, the app can also continue their finished tasks (`POST /tasks/{task_id}/continue`).
+app = create_app(
+    manager,
+    allow_unauthenticated=True,
+    allowed_hosts=['127.0.0.1', 'localhost'],
+    subagents=toolset.subagents.values(),
+)
 
 TASKS = (
     ('lead', 'Tide-pool ecology, in depth'),
@@ -157,7 +164,7 @@ def http(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int
 
 
 async def check(url: str) -> None:
-    """The short scripted scenario of `--check`: answer and cancel over HTTP, then list the tasks once."""
+    """The short scripted scenario of `--check`: answer and cancel over HTTP, list the tasks, continue one."""
     await start_tasks()
     writer_task = next(r for r in manager.list() if r.subagent == 'writer')
     record = await manager.wait_for(writer_task.id, timeout=10)
@@ -188,6 +195,15 @@ async def check(url: str) -> None:
             f'{task["id"][:8]} {"  " * (task["depth"] - 1)}{task["subagent"]:<16} {task["status"]["state"]:<10} '
             f'{short(task["description"], 70)!r} {short(outcome, 50)}'
         )
+
+    # A follow-up of the writer's finished task: the same subagent, from its earlier conversation.
+    status, continued = await anyio.to_thread.run_sync(
+        http, 'POST', f'{url}tasks/{writer_task.id}/continue', {'message': 'Now a shorter one, please.'}
+    )
+    follow_up = continued['task']
+    print(f'POST /tasks/{{id}}/continue (the writer) -> {status}, follows up {follow_up["continued_from"][:8]}')
+    record = await manager.wait_for(follow_up['id'], timeout=20)
+    print(f'follow-up {record.status.value}: {short(record.result, 70)}')
 
 
 class Server(uvicorn.Server):

@@ -59,8 +59,8 @@ class Server(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serving(manager: TaskManager) -> AsyncIterator[str]:
-    app = create_app(manager, allow_unauthenticated=True)
+async def serving(manager: TaskManager, **app_options: Any) -> AsyncIterator[str]:
+    app = create_app(manager, allow_unauthenticated=True, **app_options)
     config = uvicorn.Config(
         app, host='127.0.0.1', port=0, log_level='warning', lifespan='off', timeout_graceful_shutdown=1
     )
@@ -666,6 +666,9 @@ async def test_dashboard_steers_retries_and_follow_ups_in_chromium(tmp_path: Pat
                 f'task(..., subagent_type="writer", continue_task_id="{first_id}")'
             )
             await expect(drawer.locator('.continue-gone')).to_be_hidden()  # its conversation is kept
+            # This app was not given the subagents: no box to start a follow-up from the page.
+            await expect(drawer.locator('.continue-form')).to_be_hidden()
+            await expect(drawer.locator('.continue-help')).to_be_hidden()
 
             # A follow-up: its card says so, its drawer links to the task it continues.
             follow_id = (await manager.start(writer, 'And at night?', scope='bay', continue_task_id=first_id)).id
@@ -715,3 +718,125 @@ async def test_dashboard_steers_retries_and_follow_ups_in_chromium(tmp_path: Pat
             slow.release.set()
     for name in ('drawer-steer', 'drawer-follow-up', 'drawer-retried'):
         assert (tmp_path / f'{name}.png').stat().st_size > 10_000
+
+
+def remembering(messages: list[Any], info: Any) -> Any:
+    """Answers with every prompt of its conversation, so the page shows what a follow-up remembers."""
+    from pydantic_ai.messages import ModelRequest, ModelResponse, TextPart, UserPromptPart
+
+    prompts = [
+        p.content
+        for m in messages
+        if isinstance(m, ModelRequest)
+        for p in m.parts
+        if isinstance(p, UserPromptPart) and isinstance(p.content, str)
+    ]
+    return ModelResponse(parts=[TextPart(' | '.join(prompts))])
+
+
+async def test_dashboard_continues_a_finished_task_in_chromium(tmp_path: Path) -> None:
+    from pydantic_ai.models.function import FunctionModel
+
+    from pydantic_ai_subagents import RefuseTask, TaskRequest
+
+    problems: list[str] = []
+    writer = worker(FunctionModel(remembering), 'writer')
+    gate = Gate()
+    slow = worker(gate.model(), 'surveyor')
+
+    def no_buoys(request: TaskRequest) -> RefuseTask | None:
+        return RefuseTask(reason='no follow-ups about buoys') if 'buoy' in request.description else None
+
+    async with (
+        TaskManager(before_task=no_buoys, max_retained=3) as manager,
+        serving(manager, subagents=[writer, slow]) as url,
+        async_playwright() as pw,
+    ):
+        browser = await launch(pw)
+        try:
+            page = await browser.new_page(viewport={'width': 1400, 'height': 950})
+            page.on('console', lambda m: problems.append(m.text) if m.type in ('error', 'warning') else None)
+            page.on('pageerror', lambda error: problems.append(f'page error: {error}'))
+            await page.goto(url)
+            await expect(page.locator('#connection')).to_have_attribute('data-state', 'live')
+            drawer = page.locator('#drawer')
+            section = drawer.locator('.continue-section')
+
+            # A live task offers no follow-up; once completed, its drawer has the box.
+            live_id = (await manager.start(slow, 'Survey the rock pools', scope='bay')).id
+            with anyio.fail_after(10):
+                await gate.entered.wait()
+            await card(page, live_id).locator('.details').click()
+            await expect(drawer.locator('.steer-form')).to_be_visible()
+            await expect(section).to_be_hidden()
+            gate.release.set()
+            await expect(row(page, live_id)).to_have_attribute('data-state', 'completed')
+            await expect(section).to_be_visible()
+            await expect(section.locator('.continue-form')).to_be_visible()
+            await expect(section.locator('.continue-note')).to_be_hidden()
+
+            first_id = (await manager.start(writer, 'Write about the tides', scope='bay')).id
+            await expect(row(page, first_id)).to_have_attribute('data-state', 'completed')
+            await card(page, first_id).locator('.details').click()
+            await expect(drawer.locator('.drawer-id .task-id')).to_have_text(first_id)
+            await expect(section.locator('.continue-help')).to_be_visible()
+            await expect(section.locator('.continue-reply')).to_be_hidden()
+
+            # A refused follow-up: the server's reason is shown in the drawer of the task it would have continued.
+            await section.locator('.continue-input').fill('And the buoys?')
+            await section.locator('.continue-button').click()
+            await expect(section.locator('.continue-reply')).to_have_text(
+                'Not started: the follow-up was refused: no follow-ups about buoys (HTTP 409)'
+            )
+            await expect(drawer.locator('.drawer-id .task-id')).to_have_text(first_id)
+            await expect(section.locator('.continue-input')).to_have_value('And the buoys?')
+            assert [r.id for r in manager.list()] == [live_id, first_id]
+
+            # Started: the follow-up appears in the tree, its drawer opens, and it ends with the earlier conversation.
+            await section.locator('.continue-input').fill('And at <b>night</b>?')
+            await section.locator('.continue-input').press('Enter')
+            await expect(drawer.locator('.drawer-id .task-id')).not_to_have_text(first_id)
+            follow_id = await drawer.locator('.drawer-id .task-id').inner_text()
+            await expect(drawer.locator('.follow-up')).to_be_visible()
+            await expect(drawer.locator('.follow-link')).to_have_text(first_id[:8])
+            await expect(drawer.locator('.description')).to_have_text('And at <b>night</b>?')
+            await expect(row(page, follow_id)).to_have_attribute('data-state', 'completed')
+            await expect(card(page, follow_id).locator('.follow-up-badge')).to_be_visible()
+            await expect(drawer.locator('.output-text')).to_have_text('Write about the tides | And at <b>night</b>?')
+            assert await page.locator('#drawer b, #tree b').count() == 0
+            record = manager.get(follow_id)
+            assert record is not None and record.continued_from == first_id and record.scope == 'bay'
+            # The follow-up, completed, can be continued in turn; the box of the task it continued is empty again.
+            await expect(section.locator('.continue-form')).to_be_visible()
+            await page.screenshot(path=tmp_path / 'drawer-continued.png', full_page=True)
+            await drawer.locator('.follow-link').click()
+            await expect(drawer.locator('.drawer-id .task-id')).to_have_text(first_id)
+            await expect(section.locator('.continue-input')).to_have_value('')
+            await expect(section.locator('.continue-reply')).to_be_hidden()
+
+            # Pruned after the page read it: the click is refused (404), and the task leaves the page.
+            filler = worker(child_text('filler'), 'filler')
+
+            async def prune_first(route: Any) -> None:
+                for _ in range(2):  # two more finished tasks push the two oldest out (max_retained=3)
+                    await manager.wait_for((await manager.start(filler, 'fill', scope='other')).id)
+                assert manager.get(first_id) is None
+                await route.continue_()
+
+            await page.route('**/continue*', prune_first)
+            await section.locator('.continue-input').fill('And in winter?')
+            await section.locator('.continue-button').click()
+            await expect(page.locator('#toast')).to_have_text(f"Could not continue: task '{first_id}' not found")
+            await expect(row(page, first_id)).to_have_count(0)
+            await expect(drawer).to_be_hidden()
+            assert [r.continued_from for r in manager.list()] == [first_id, None, None]
+            await page.unroute('**/continue*')
+            # The only complaints are the browser's own notes of the refused follow-ups.
+            assert problems == [
+                'Failed to load resource: the server responded with a status of 409 (Conflict)',
+                'Failed to load resource: the server responded with a status of 404 (Not Found)',
+            ]
+        finally:
+            await browser.close()
+            gate.release.set()
+    assert (tmp_path / 'drawer-continued.png').stat().st_size > 10_000

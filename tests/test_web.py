@@ -102,6 +102,7 @@ async def test_every_route_refuses_without_auth_and_serves_with_it() -> None:
             ('GET', '/tasks/events', None),
             ('POST', f'/tasks/{tid}/cancel', {'kind': 'hard'}),
             ('POST', f'/tasks/{tid}/answer', {'answer': 'x'}),
+            ('POST', f'/tasks/{tid}/continue', {'message': 'x'}),
         ]
         for method, path, body in requests:
             for headers in ({}, {'X-Token': 'wrong'}):
@@ -896,7 +897,7 @@ async def test_allowed_hosts_refuses_other_host_names() -> None:
 # ---------------------------------------------------------------------------------------------------- the schema
 
 
-SCHEMA_APP = create_app(TaskManager(), allow_unauthenticated=True)
+SCHEMA_APP = create_app(TaskManager(), allow_unauthenticated=True, subagents=[worker('test')])
 schema = schemathesis.openapi.from_asgi('/openapi.json', SCHEMA_APP).exclude(path='/tasks/events')
 
 
@@ -911,8 +912,18 @@ def test_schema_lists_every_route() -> None:
         '/tasks/{task_id}/answer',
         '/tasks/{task_id}/activity',
         '/tasks/{task_id}/message',
+        '/tasks/{task_id}/continue',
     }
     assert set(paths['/tasks/{task_id}/message']['post']['responses']) == {'200', '404', '409', '413', '422'}
+    assert set(paths['/tasks/{task_id}/continue']['post']['responses']) == {
+        '200',
+        '404',
+        '409',
+        '413',
+        '422',
+        '501',
+        '503',
+    }
     assert set(paths['/tasks/{task_id}/cancel']['post']['responses']) == {'200', '404', '409', '413', '422'}
 
 

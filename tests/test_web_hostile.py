@@ -21,7 +21,7 @@ import pytest
 import schemathesis
 from fastapi import FastAPI, Header, HTTPException
 
-from pydantic_ai_subagents import TaskManager, TaskStatus
+from pydantic_ai_subagents import SubAgentConfig, TaskManager, TaskStatus
 from pydantic_ai_subagents.web import create_app, create_router
 
 from .conftest import Gate
@@ -268,7 +268,8 @@ async def test_bodies_that_are_not_utf8_json_get_422() -> None:
                 assert response.status_code == 422, body
 
 
-GUARDED_APP = create_app(TaskManager(), auth=require_token)
+# With subagents, so that the follow-up route is the real one (without them it answers 501, after auth too).
+GUARDED_APP = create_app(TaskManager(), auth=require_token, subagents=[SubAgentConfig(name='worker', model='test')])
 guarded = schemathesis.openapi.from_asgi('/openapi.json', GUARDED_APP).exclude(path='/tasks/events')
 
 

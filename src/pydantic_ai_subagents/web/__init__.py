@@ -25,9 +25,10 @@ The dashboard is then at `/subagents/`.
 The routes follow the task methods of the A2A protocol: `GET /tasks` (list), `GET /tasks/{task_id}` (get),
 `GET /tasks/{task_id}/activity` (its last tool calls and cost, once it has ended),
 `POST /tasks/{task_id}/cancel` (cancel, `{"kind": "soft" | "hard"}`), `POST /tasks/{task_id}/answer` (answer a
-subagent's question), `GET /tasks/events` (server-sent events, resumable with `Last-Event-ID`) and `GET /` (the
-dashboard page). Authentication is
-required by default: pass an `auth` dependency, or `allow_unauthenticated=True` for local use only.
+subagent's question), `POST /tasks/{task_id}/message` (steer a running task),
+`POST /tasks/{task_id}/continue` (follow up a completed task, for an app given `subagents=`), `GET /tasks/events`
+(server-sent events, resumable with `Last-Event-ID`) and `GET /` (the dashboard page). Authentication is required
+by default: pass an `auth` dependency, or `allow_unauthenticated=True` for local use only.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ from ._models import (
     CancelTaskBody,
     CancelTaskResult,
     CancelView,
+    ContinueTaskBody,
+    ContinueTaskResult,
     ErrorDetail,
     MessageTaskBody,
     MessageTaskResult,
@@ -66,6 +69,8 @@ __all__ = (
     'CancelTaskBody',
     'CancelTaskResult',
     'CancelView',
+    'ContinueTaskBody',
+    'ContinueTaskResult',
     'CostView',
     'ErrorDetail',
     'MessageTaskBody',

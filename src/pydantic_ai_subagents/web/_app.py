@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from fastapi import FastAPI
+from pydantic_ai.models import Model
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from .. import __version__
+from .._config import SubAgentConfig
 from .._manager import TaskManager
 from ._body import MAX_BODY_BYTES
 from ._router import create_router
@@ -26,6 +28,9 @@ def create_app(
     title: str = 'Subagent tasks',
     max_body_bytes: int = MAX_BODY_BYTES,
     event_history: int = EVENT_HISTORY,
+    subagents: Iterable[SubAgentConfig] | None = None,
+    model: Model | str | None = None,
+    deps: Any = None,
 ) -> FastAPI:
     """A FastAPI app serving [`create_router`][pydantic_ai_subagents.web.create_router]'s routes at the root.
 
@@ -45,9 +50,15 @@ def create_app(
         max_body_bytes: Largest body a control route accepts (`413` beyond it); see `create_router`.
         event_history: How many recent events the event stream keeps for clients that reconnect; see
             `create_router`.
+        subagents: The subagents whose finished tasks the app may continue (`POST /tasks/{task_id}/continue` and
+            the dashboard's follow-up box), e.g. `toolset.subagents.values()`; see `create_router`.
+        model: The model of a follow-up whose subagent has none of its own; see `create_router`.
+        deps: The deps of a follow-up's subagent; see `create_router`.
 
     Raises:
-        ValueError: neither `auth` nor `allow_unauthenticated=True` was given, or a limit is below 1.
+        ValueError: neither `auth` nor `allow_unauthenticated=True` was given, a limit is below 1, or two
+            `subagents` have the same name.
+        TypeError: `subagents` is not a list of `SubAgentConfig`.
     """
     router = create_router(
         manager,
@@ -55,6 +66,9 @@ def create_app(
         allow_unauthenticated=allow_unauthenticated,
         max_body_bytes=max_body_bytes,
         event_history=event_history,
+        subagents=subagents,
+        model=model,
+        deps=deps,
     )
     app = FastAPI(
         title=title,

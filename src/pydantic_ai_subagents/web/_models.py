@@ -9,7 +9,7 @@ whoever displays it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -26,6 +26,8 @@ __all__ = (
     'CancelTaskBody',
     'CancelTaskResult',
     'CancelView',
+    'ContinueTaskBody',
+    'ContinueTaskResult',
     'ErrorDetail',
     'StatusView',
     'TaskList',
@@ -150,10 +152,18 @@ class TaskView(_Model):
     """How many times the subagent's run was started: 1, plus one per retry after a transient model failure."""
     continued_from: str | None = None
     """The finished task whose conversation this one continues (a follow-up), if any."""
+    can_continue: bool = False
+    """Whether `POST /tasks/{task_id}/continue` can start a follow-up of it: it completed, its conversation is kept
+    here, and the app was given its subagent. Always `false` for an app made without `subagents`."""
 
     @classmethod
     def from_record(
-        cls, record: TaskRecord, subtasks: Sequence[TaskRecord] = (), *, live_subtasks: int = 0
+        cls,
+        record: TaskRecord,
+        subtasks: Sequence[TaskRecord] = (),
+        *,
+        live_subtasks: int = 0,
+        can_continue: bool = False,
     ) -> TaskView:
         """Build the view of a task snapshot.
 
@@ -161,6 +171,7 @@ class TaskView(_Model):
             record: The task.
             subtasks: The tasks its subagent started (its direct children), to tell its own usage from theirs.
             live_subtasks: How many tasks below it are live.
+            can_continue: Whether the app can start a follow-up of it.
         """
         history = [StatusView(state=t.status, timestamp=t.timestamp) for t in record.history]
         status = history[-1] if history else StatusView(state=record.status, timestamp=record.created_at)
@@ -194,6 +205,7 @@ class TaskView(_Model):
             messages=list(record.messages),
             attempts=record.attempts,
             continued_from=record.continued_from,
+            can_continue=can_continue,
             history=history,
         )
 
@@ -218,8 +230,15 @@ def _rolled_up(record: TaskRecord, subtasks: Iterable[TaskRecord]) -> TaskUsage:
     )
 
 
-def task_views(records: Sequence[TaskRecord], every: Sequence[TaskRecord]) -> list[TaskView]:
-    """The views of `records`, each with its subtasks found among `every` (all the manager's tasks)."""
+def task_views(
+    records: Sequence[TaskRecord],
+    every: Sequence[TaskRecord],
+    can_continue: Callable[[TaskRecord], bool] | None = None,
+) -> list[TaskView]:
+    """The views of `records`, each with its subtasks found among `every` (all the manager's tasks).
+
+    `can_continue` tells whether the app can start a follow-up of a task; without it, none can.
+    """
     children: dict[str, list[TaskRecord]] = {}
     for r in every:
         if r.parent_task_id is not None:
@@ -233,7 +252,15 @@ def task_views(records: Sequence[TaskRecord], every: Sequence[TaskRecord]) -> li
                 count += (not child.is_terminal) + live_below(child.id, seen)
         return count
 
-    return [TaskView.from_record(r, children.get(r.id, ()), live_subtasks=live_below(r.id, {r.id})) for r in records]
+    return [
+        TaskView.from_record(
+            r,
+            children.get(r.id, ()),
+            live_subtasks=live_below(r.id, {r.id}),
+            can_continue=can_continue is not None and can_continue(r),
+        )
+        for r in records
+    ]
 
 
 class TaskList(_Model):
@@ -295,6 +322,25 @@ class MessageTaskResult(_Model):
     being cancelled, runs in another process, or its run ended just now."""
     task: TaskView
     """The task right after the request."""
+
+
+class ContinueTaskBody(_Model):
+    """The body of `POST /tasks/{task_id}/continue`."""
+
+    model_config = ConfigDict(extra='forbid', regex_engine='python-re')
+
+    message: Annotated[str, Field(min_length=1, max_length=MAX_ANSWER_CHARS, pattern=NOT_BLANK)]
+    """The follow-up, as the subagent will read it after its earlier conversation (the new task's description); it
+    must hold more than whitespace."""
+    mode: TaskMode = 'async'
+    """Recorded on the new task. The reply comes at once either way: follow the task to see it end."""
+
+
+class ContinueTaskResult(_Model):
+    """The answer to `POST /tasks/{task_id}/continue`."""
+
+    task: TaskView
+    """The new task (the follow-up), right after it was started: its `continued_from` is the task continued."""
 
 
 class ErrorDetail(_Model):

@@ -8,9 +8,11 @@ Status codes, for every route:
 - `404`: the task is unknown, was pruned, or (when `?scope=` is given) belongs to another scope; the reply is the
   same in every case, so a scope filter never reveals that an id exists elsewhere.
 - `409`: `POST .../cancel` or `POST .../message` on a task that has already finished (A2A's "task not
-  cancelable").
+  cancelable"); `POST .../continue` on a task that cannot be continued (still live, not completed, its conversation
+  no longer kept here, its subagent not given to the app) or whose follow-up is refused.
 - `422`: a malformed request: a bad body, an unknown `state`, a blank answer, or a body that is not JSON (or not
   sent as `application/json`).
+- `501`: `POST .../continue` on an app made without `subagents`.
 
 A cancel that repeats an earlier one (or is weaker than it), an answer to a task that is not waiting for one and a
 message to a task that cannot take it now (being cancelled, in another process) are not errors: they reply `200`
@@ -20,7 +22,7 @@ with `accepted: false` and the task as it is.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Annotated, Any
@@ -31,17 +33,22 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from pydantic_ai.models import Model
 
+from .._config import SubAgentConfig
 from .._manager import TaskManager
 from .._state import TaskRecord, TaskStatus
 from ._activity import TaskActivity, task_activity
 from ._body import MAX_BODY_BYTES, read_json_body, request_body_openapi
+from ._continue import NOT_CONFIGURED, FollowUps, subagents_by_name
 from ._dashboard import dashboard_response
 from ._models import (
     AnswerTaskBody,
     AnswerTaskResult,
     CancelTaskBody,
     CancelTaskResult,
+    ContinueTaskBody,
+    ContinueTaskResult,
     ErrorDetail,
     MessageTaskBody,
     MessageTaskResult,
@@ -76,6 +83,9 @@ def create_router(
     heartbeat: float = 15.0,
     max_body_bytes: int = MAX_BODY_BYTES,
     event_history: int = EVENT_HISTORY,
+    subagents: Iterable[SubAgentConfig] | None = None,
+    model: Model | str | None = None,
+    deps: Any = None,
 ) -> APIRouter:
     """Build the router that exposes `manager`'s tasks over HTTP, with a live dashboard at `{prefix}/`.
 
@@ -107,9 +117,17 @@ def create_router(
             seen to be larger, without being read whole. The default (256 KiB) fits the longest answer.
         event_history: How many recent task events are kept for event-stream clients that reconnect with
             `Last-Event-ID`; one that missed more gets a `Resync` event and reads the tasks again.
+        subagents: The subagents whose finished tasks `POST /tasks/{task_id}/continue` may follow up, the same
+            configs the toolset has (`toolset.subagents.values()`, which includes `general-purpose`). Without them,
+            that route answers `501` and the dashboard offers no follow-up.
+        model: The model of a follow-up whose subagent has none of its own, as the parent's model is for the
+            agent's tasks. Without it, such a task cannot be continued from here (`409`).
+        deps: The deps of a follow-up's subagent, mapped by its config's `deps` as the parent's deps are.
 
     Raises:
-        ValueError: neither `auth` nor `allow_unauthenticated=True` was given, or a limit is below 1.
+        ValueError: neither `auth` nor `allow_unauthenticated=True` was given, a limit is below 1, or two
+            `subagents` have the same name.
+        TypeError: `subagents` is not a list of `SubAgentConfig`.
     """
     if auth is None and not allow_unauthenticated:
         raise ValueError(
@@ -127,6 +145,7 @@ def create_router(
     if event_history < 1:
         raise ValueError(f'event_history must be at least 1, not {event_history}')
     suffix = re.sub(r'\W+', '_', prefix).strip('_')
+    follow_ups = FollowUps(manager, subagents_by_name(subagents), model=model, deps=deps)
 
     def operation_id(route: APIRoute) -> str:
         # `subagents_list_tasks`, ...; a router under a prefix adds it, so two routers can share an app.
@@ -187,7 +206,7 @@ def create_router(
         return manager.get(record.id) or record
 
     def view(record: TaskRecord) -> TaskView:
-        return task_views([record], manager.list())[0]
+        return task_views([record], manager.list(), follow_ups.can_continue)[0]
 
     @router.get('/', response_class=HTMLResponse, include_in_schema=False, name='subagents_dashboard')
     async def dashboard() -> HTMLResponse:  # pyright: ignore[reportUnusedFunction]
@@ -206,7 +225,7 @@ def create_router(
         if state:
             wanted = set(state)
             records = [r for r in records if r.status in wanted]
-        return TaskList(tasks=task_views(records, manager.list()))
+        return TaskList(tasks=task_views(records, manager.list(), follow_ups.can_continue))
 
     @router.get(
         '/tasks/events',
@@ -347,5 +366,35 @@ def create_router(
         if not accepted and record.is_terminal:
             raise HTTPException(409, f'task {task_id!r} is already {record.status.value}')
         return MessageTaskResult(accepted=accepted, task=view(record))
+
+    @router.post(
+        '/tasks/{task_id}/continue',
+        name='subagents_continue_task',
+        summary='Continue a finished task',
+        openapi_extra=request_body_openapi(ContinueTaskBody),
+        responses={
+            **posting,
+            409: {'model': ErrorDetail, 'description': 'The task cannot be continued, or its follow-up was refused'},
+            501: {'model': ErrorDetail, 'description': 'The app was made without subagents'},
+            503: {'model': ErrorDetail, 'description': 'The task manager is closed or not running'},
+        },
+    )
+    async def continue_task(  # pyright: ignore[reportUnusedFunction]
+        task_id: str, request: Request, scope: ScopeQuery = None
+    ) -> ContinueTaskResult:
+        """Start a follow-up of a completed task: a new task on the same subagent, from the earlier conversation.
+
+        The new task's subagent reads `message` after everything the earlier task's run said and did; its
+        `continued_from` is the earlier task, which stays as it was (and can be continued again). The reply comes
+        as soon as the follow-up is started. A task that is still live, did not complete, whose conversation is no
+        longer kept here, or whose subagent the app was not given answers `409`, and so does a follow-up refused
+        by the manager's `before_task` hook or its task limits.
+        """
+        if follow_ups.configs is None:
+            raise HTTPException(501, NOT_CONFIGURED)
+        body = await read_json_body(request, ContinueTaskBody, max_bytes=max_body_bytes)
+        record = find(task_id, scope)
+        started = await follow_ups.start(record, body)
+        return ContinueTaskResult(task=view(current(started)))
 
     return router

@@ -345,11 +345,14 @@
   let activity = null; // the activity JSON of the drawer's task, once read
   let activityFor = ''; // `${id}:${state}` it was read for: read again when the task's state changes
   let steerReply = null; // { id, text, ok }: the server's reply to the last message sent from the drawer
+  let continueReply = null; // { id, text }: why the last follow-up asked for from the drawer was not started
 
   function openDrawer(id) {
     if (drawer.dataset.taskId !== id) {
       steerReply = null;
+      continueReply = null;
       drawer.querySelector('.steer-input').value = '';
+      drawer.querySelector('.continue-input').value = '';
     }
     drawer.dataset.taskId = id;
     drawer.hidden = false;
@@ -564,14 +567,53 @@
     box.classList.toggle('refused', reply !== null && !reply.ok);
   }
 
-  // A completed task can be followed up, by the agent (its subagent's config is not reachable from this page).
+  // A completed task can be followed up: from this page when the app was given its subagent (`can_continue`),
+  // else by the agent, whose toolset holds the subagent's config.
   function renderContinue(task) {
     const section = drawer.querySelector('.continue-section');
     section.hidden = task.status.state !== 'completed';
+    const here = task.can_continue === true;
+    section.querySelector('.continue-help').hidden = !here;
+    section.querySelector('.continue-form').hidden = !here;
+    section.querySelector('.continue-note').hidden = here;
     setText(section, '.continue-code', `task(..., subagent_type=${JSON.stringify(task.subagent)}, ` +
       `continue_task_id=${JSON.stringify(task.id)})`);
-    const gone = activity !== null && activity.task_id === task.id && activity.transcript_available === false;
+    const gone = !here && activity !== null && activity.task_id === task.id && activity.transcript_available === false;
     section.querySelector('.continue-gone').hidden = !gone;
+    const reply = continueReply && continueReply.id === task.id ? continueReply : null;
+    const box = section.querySelector('.continue-reply');
+    box.hidden = reply === null;
+    box.textContent = reply ? reply.text : '';
+  }
+
+  // Start the follow-up, then show it: its drawer opens in place of this one.
+  async function continueTask(form) {
+    const id = drawer.dataset.taskId;
+    const input = form.querySelector('.continue-input');
+    const text = input.value.trim();
+    if (!id) return;
+    if (!text) {
+      toast('Type the follow-up first.');
+      return;
+    }
+    const button = form.querySelector('.continue-button');
+    button.disabled = true;
+    try {
+      const data = await post(id, 'continue', { message: text });
+      if (data && data.task) {
+        input.value = '';
+        continueReply = null;
+        toast('Started follow-up ' + data.task.id.slice(0, 8));
+        openDrawer(data.task.id);
+        return;
+      }
+      continueReply = { id, text: 'Not started: ' + (data && data.error ? data.error : 'no reply') };
+    } catch (error) {
+      continueReply = { id, text: 'Not started: ' + error };
+    } finally {
+      button.disabled = false;
+    }
+    renderDrawer();
   }
 
   async function steer(form) {
@@ -626,6 +668,10 @@
   drawer.querySelector('.steer-form').addEventListener('submit', (e) => {
     e.preventDefault();
     steer(e.currentTarget);
+  });
+  drawer.querySelector('.continue-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    continueTask(e.currentTarget);
   });
   document.addEventListener('keydown', (e) => {
     if (e.key === 'Escape' && !drawer.hidden && !confirmBox.open) closeDrawer();
