@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import threading
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import ClassVar, TypeVar
 
 import anyio
@@ -37,7 +39,7 @@ class _PendingReply:
         self.bus_closed = False
 
 
-class LocalBus:
+class LocalBus(ABC):
     """The half of a bus that lives in this process, shared by the in-memory and the Redis bus.
 
     It keeps the mailboxes and subscriptions open here, the `ask` calls waiting here and the counters, delivers
@@ -57,6 +59,47 @@ class LocalBus:
         self._loop_thread: int | None = None
         self._delivered = 0
         self._dropped_by_closed = 0
+
+    @abstractmethod
+    def send(self, message: Message) -> None:
+        """Deliver `message` to the mailbox of `message.recipient` without waiting."""
+
+    @abstractmethod
+    def publish(self, message: Message) -> int:
+        """Deliver `message` to every subscription of its topic; return how many in this process got it."""
+
+    @abstractmethod
+    def reply(self, request: Message, message: Message) -> bool:
+        """Answer `request`, made with `ask`."""
+
+    def send_threadsafe(self, message: Message) -> None:
+        """`send` from any thread.
+
+        The call runs on the bus's event loop; the calling thread waits only until it has run there (never for
+        room in a mailbox), and gets its errors. Called on the loop thread itself, it simply sends.
+
+        Raises:
+            BusError: The bus is not bound to an event loop yet (never used in one, or not started), so there is
+                no loop to reach.
+            BusClosedError: The bus is closed, or its event loop has finished.
+        """
+        self._run_on_loop(partial(self.send, message))
+
+    def publish_threadsafe(self, message: Message) -> int:
+        """`publish` from any thread, by the rules of `send_threadsafe`.
+
+        Returns:
+            How many subscriptions of this process received the message.
+        """
+        return self._run_on_loop(partial(self.publish, message))
+
+    def reply_threadsafe(self, request: Message, message: Message) -> bool:
+        """`reply` from any thread, by the rules of `send_threadsafe`.
+
+        Returns:
+            What `reply` returns.
+        """
+        return self._run_on_loop(partial(self.reply, request, message))
 
     def _run_on_loop(self, func: Callable[[], _R]) -> _R:
         token = self._token

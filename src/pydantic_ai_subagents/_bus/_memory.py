@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from functools import partial
 from types import TracebackType
 from typing import ClassVar, Self
 
@@ -265,40 +264,6 @@ class InMemoryMessageBus(LocalBus):
             return False
         self._hand_reply(pending, replace(message, correlation_id=correlation_id, recipient=request.sender))
         return True
-
-    # -- other threads --
-
-    def send_threadsafe(self, message: Message) -> None:
-        """[`send`][pydantic_ai_subagents.InMemoryMessageBus.send] from any thread.
-
-        The call runs on the bus's event loop; the calling thread waits only until it has run there (never for
-        room in a mailbox), and gets its errors. Called on the loop thread itself, it simply sends.
-
-        Raises:
-            BusError: The bus was never used inside an event loop, so there is no loop to reach.
-            BusClosedError: The bus is closed, or its event loop has finished.
-        """
-        self._run_on_loop(partial(self.send, message))
-
-    def publish_threadsafe(self, message: Message) -> int:
-        """[`publish`][pydantic_ai_subagents.InMemoryMessageBus.publish] from any thread.
-
-        Same rules as [`send_threadsafe`][pydantic_ai_subagents.InMemoryMessageBus.send_threadsafe].
-
-        Returns:
-            How many subscriptions received the message.
-        """
-        return self._run_on_loop(partial(self.publish, message))
-
-    def reply_threadsafe(self, request: Message, message: Message) -> bool:
-        """[`reply`][pydantic_ai_subagents.InMemoryMessageBus.reply] from any thread.
-
-        Same rules as [`send_threadsafe`][pydantic_ai_subagents.InMemoryMessageBus.send_threadsafe].
-
-        Returns:
-            Whether the asker got the reply.
-        """
-        return self._run_on_loop(partial(self.reply, request, message))
 
     # -- closing --
 

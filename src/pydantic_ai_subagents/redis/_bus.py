@@ -478,25 +478,6 @@ class RedisMessageBus(LocalBus):
         self._receiver.forget_route(correlation_id)
         return True
 
-    # -- other threads --
-
-    def send_threadsafe(self, message: Message) -> None:
-        """[`send`][pydantic_ai_subagents.redis.RedisMessageBus.send] from any thread.
-
-        Raises:
-            BusError: The bus was never started, so there is no loop to reach.
-            BusClosedError: The bus is closed, or its event loop has finished.
-        """
-        self._run_on_loop(partial(self.send, message))
-
-    def publish_threadsafe(self, message: Message) -> int:
-        """[`publish`][pydantic_ai_subagents.redis.RedisMessageBus.publish] from any thread."""
-        return self._run_on_loop(partial(self.publish, message))
-
-    def reply_threadsafe(self, request: Message, message: Message) -> bool:
-        """[`reply`][pydantic_ai_subagents.redis.RedisMessageBus.reply] from any thread."""
-        return self._run_on_loop(partial(self.reply, request, message))
-
     # -- what the receiver brings from Redis --
 
     def _put_from_redis(self, box: Mailbox, message: Message) -> None:
