@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -130,6 +131,8 @@ class Processes:
         process = self.running.pop(name)
         process.send_signal(signal.SIGKILL)
         process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
         with open(Path(self.logs.name) / f'{name}.log', 'a') as log:
             log.write('--- restart ---\n')
 
@@ -143,6 +146,12 @@ class Processes:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+        if os.environ.get('CHAOS_DEBUG'):
+            kept = tempfile.mkdtemp(prefix='chaos-kept-')
+            shutil.copytree(self.logs.name, kept, dirs_exist_ok=True)
+            print('chaos logs kept in', kept, file=sys.stderr)
         self.logs.cleanup()
 
 
@@ -258,6 +267,7 @@ async def run(tasks: int) -> Report:
                         record.error,
                         record.note,
                         record.description,
+                        [(t.status.value, t.timestamp.time().isoformat()) for t in record.history],
                         file=sys.stderr,
                     )
             elif record.status is TaskStatus.COMPLETED:

@@ -199,6 +199,46 @@ async def test_a_dead_owner_is_still_found_once_its_lease_has_been_missing_a_ful
         await owner_cm.__aexit__(None, None, None)
 
 
+async def test_a_job_a_worker_starts_while_it_looks_at_other_owners_is_not_stopped(
+    redis_proc: redis_server.RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker checks the owners of its running jobs every heartbeat. A job of another owner that starts while
+    that look is on its way was not part of it: its owner must not count as dead for missing from the answer."""
+    on_parent = SubAgentConfig(name='remote', description='Works elsewhere.', worker_queue='q1')
+    gate = Gate(answer='done')
+    on_worker = SubAgentConfig(name='remote', instructions='Work.', model=gate.model())
+    worker = Worker([on_worker], url=redis_proc.url, namespace=namespace, queue='q1', bus_options=FAST_BUS, **FAST)
+    first_owner: list[str] = []
+    real = RedisTaskStore.owners_alive
+
+    async def slow_look(self: RedisTaskStore, owners: set[str]) -> set[str]:
+        # The look at the first owner alone lasts until the second owner's job runs on the worker.
+        if owners == set(first_owner) and worker.running < 2:
+            await until(lambda: worker.running >= 2)
+        return await real(self, owners)
+
+    monkeypatch.setattr(RedisTaskStore, 'owners_alive', slow_look)
+    async with (
+        anyio.create_task_group() as tg,
+        redis_task_manager(redis_proc.url, namespace=namespace, bus_options=FAST_BUS, **FAST) as one,
+        redis_task_manager(redis_proc.url, namespace=namespace, bus_options=FAST_BUS, **FAST) as two,
+    ):
+        tg.start_soon(worker.run)
+        await worker.wait_ready()
+        first_owner.append(one.participant)
+        first = await one.start(on_parent, 'first', scope='conv')
+        await until(lambda: worker.running == 1)
+        await anyio.sleep(3 * FAST['heartbeat_interval'])  # the worker is looking at `one` alone now
+        second = await two.start(on_parent, 'second', scope='conv')
+        await until(lambda: worker.running == 2)
+        await anyio.sleep(5 * FAST['heartbeat_interval'])  # several looks at both owners, none judged dead
+        assert [one.get(first.id).status, two.get(second.id).status] == [TaskStatus.RUNNING] * 2  # type: ignore[union-attr]
+        gate.release.set()
+        assert (await one.wait_for(first.id, timeout=10)).status is TaskStatus.COMPLETED
+        assert (await two.wait_for(second.id, timeout=10)).status is TaskStatus.COMPLETED
+        worker.stop()
+
+
 # ---------------------------------------------------------------- reconnecting
 
 

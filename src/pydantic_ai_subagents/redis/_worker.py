@@ -434,6 +434,8 @@ class Worker:
             except Exception:
                 logger.exception('checking the owners of running tasks failed')
                 continue
+            # Only the owners just asked about: a job started during the look has an owner nobody asked about yet.
             for entry in list(self._jobs.values()):
-                if entry.owner not in alive:
+                if entry.owner in owners and entry.owner not in alive:
+                    logger.warning('stopping task %s: its owner %s is gone', entry.remote_id, entry.owner)
                     local.hard_cancel(entry.local_id, requested_by='owner gone')
