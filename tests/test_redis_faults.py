@@ -239,6 +239,45 @@ async def test_a_job_a_worker_starts_while_it_looks_at_other_owners_is_not_stopp
         worker.stop()
 
 
+async def test_a_job_queued_again_after_redis_lost_its_data_does_not_run_twice_on_its_worker(
+    redis_proc: redis_server.RedisServer, namespace: str
+) -> None:
+    """Redis restarted empty: the owner queues the jobs of its live tasks again. The worker already running one
+    takes it again, and the owner would accept the same claim again: the worker must not start a second run."""
+    on_parent = SubAgentConfig(name='remote', description='Works elsewhere.', worker_queue='q1')
+    gate = Gate(answer='done once')
+    on_worker = SubAgentConfig(name='remote', instructions='Work.', model=gate.model())
+    worker = Worker([on_worker], url=redis_proc.url, namespace=namespace, queue='q1', bus_options=FAST_BUS, **FAST)
+    ended: list[str] = []
+
+    async def run_worker() -> None:
+        await worker.run()
+        ended.append('returned')
+
+    async with (
+        anyio.create_task_group() as tg,
+        redis_task_manager(redis_proc.url, namespace=namespace, bus_options=FAST_BUS, **FAST) as owner,
+    ):
+        tg.start_soon(run_worker)
+        await worker.wait_ready()
+        record = await owner.start(on_parent, 'work', scope='conv')
+        await gate.entered.wait()
+        redis_proc.restart(keep_data=False)
+        await anyio.sleep(2.0)  # the owner finds the data gone and queues the job again; the worker takes it
+        async with RedisTaskStore(redis_proc.url, namespace=namespace) as raw:
+            queued = await raw._client.xlen(f'{namespace}:queue:q1')  # type: ignore[union-attr]  # pyright: ignore[reportPrivateUsage, reportOptionalMemberAccess, reportUnknownMemberType]
+        assert queued == 0  # taken and acknowledged
+        assert gate.calls == 1 and worker.running == 1
+        gate.release.set()
+        final = await owner.wait_for(record.id, timeout=10)
+        assert final.status is TaskStatus.COMPLETED and final.result == 'done once'
+        await until(lambda: worker.running == 0)
+        await anyio.sleep(0.3)
+        assert not ended and worker.jobs_done == 1
+        worker.stop()
+    assert ended == ['returned']
+
+
 # ---------------------------------------------------------------- reconnecting
 
 
