@@ -95,14 +95,14 @@ class Processes:
         self.running: dict[str, subprocess.Popen[bytes]] = {}
 
     def _spawn(self, name: str, *args: str, stdout: Any = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
-        log = open(Path(self.logs.name) / f'{name}.log', 'ab')  # noqa: SIM115 - the child keeps it
-        process = subprocess.Popen(
-            [sys.executable, *args],
-            cwd=REPO,
-            stdout=stdout,
-            stderr=log,
-            env={**os.environ, 'PYTHONUNBUFFERED': '1'},
-        )
+        with open(Path(self.logs.name) / f'{name}.log', 'ab') as log:  # the child keeps its own copy
+            process = subprocess.Popen(
+                [sys.executable, *args],
+                cwd=REPO,
+                stdout=stdout,
+                stderr=log,
+                env={**os.environ, 'PYTHONUNBUFFERED': '1'},
+            )
         self.running[name] = process
         return process
 
