@@ -178,6 +178,35 @@ async def test_a_peers_sweep_fails_no_live_task_when_redis_restarts_without_its_
         await until(lambda: all(peer.get(r.id).status is TaskStatus.COMPLETED for r in records))  # type: ignore[union-attr]
 
 
+async def test_owners_take_their_leases_again_at_once_after_an_outage_longer_than_the_lease(
+    redis_proc: redis_server.RedisServer, namespace: str
+) -> None:
+    """Redis away for several leases: every lease has expired when it comes back with its data. The owner's
+    renewal, retried all along, must not be waiting out a long backoff then (up to 2 s, over twice the lease): its
+    peer sweeps every 0.05 s and judges after one lease of seeing none."""
+    gate = Gate(answer='finished after the outages')
+    config = SubAgentConfig(name='worker', instructions='Work.', model=gate.model())
+    lease: dict[str, Any] = {'lease_seconds': 0.8, 'heartbeat_interval': 0.05}
+    async with (
+        redis_task_manager(redis_proc.url, namespace=namespace, bus_options=FAST_BUS, **lease) as owner,
+        redis_task_manager(redis_proc.url, namespace=namespace, bus_options=FAST_BUS, **lease) as peer,
+    ):
+        records = [await owner.start(config, f'job {i}', scope='conv') for i in range(3)]
+        await gate.entered.wait()
+        await until(lambda: all((r := peer.get(x.id)) is not None and r.status is TaskStatus.RUNNING for x in records))
+        for _ in range(3):
+            redis_proc.kill()
+            await anyio.sleep(6.0)  # long enough for the renewal's backoff to grow
+            redis_proc.start()
+            await anyio.sleep(2.0)  # more than a lease of the peer's own looking
+            assert [peer.get(r.id).status for r in records] == [TaskStatus.RUNNING] * 3  # type: ignore[union-attr]
+            assert [owner.get(r.id).status for r in records] == [TaskStatus.RUNNING] * 3  # type: ignore[union-attr]
+        gate.release.set()
+        for record in records:
+            final = await owner.wait_for(record.id, timeout=10)
+            assert final.status is TaskStatus.COMPLETED and final.result == 'finished after the outages'
+
+
 async def test_a_dead_owner_is_still_found_once_its_lease_has_been_missing_a_full_lease(
     redis_proc: redis_server.RedisServer, namespace: str
 ) -> None:
