@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,14 +36,21 @@ from .redis_server import RedisServer
 REPO = Path(__file__).resolve().parent.parent
 NAMESPACE = 'chaos'
 QUEUE = 'chaos'
-LEASE = {'lease_seconds': 2.0, 'heartbeat_interval': 0.2}
-BUS = {'refresh_interval': 0.1, 'lease_seconds': 2.0, 'read_block': 0.2}
+LEASE: dict[str, Any] = {'lease_seconds': 2.0, 'heartbeat_interval': 0.2}
+BUS: dict[str, Any] = {'refresh_interval': 0.1, 'lease_seconds': 2.0, 'read_block': 0.2}
 STEPS = 3
 EXPECTED = f'finished {STEPS} steps'
 REMOTE = SubAgentConfig(name='stepper', description='Works in steps.', worker_queue=QUEUE, retries=5)
 """The owners' side of the workers' `stepper` (tests.redis_procs): retried when its worker dies."""
 ASKER = SubAgentConfig(name='asker', description='Asks.', worker_queue=QUEUE, retries=5)
 """The owners' side of the workers' `asker`: it asks its parent and waits for the answer."""
+CONCURRENCY = 8
+"""Tasks each worker runs at once."""
+ASKERS = CONCURRENCY // 2
+"""Most of manager B's tasks that wait for an answer: each holds a worker's slot until B is found dead, so at any
+size they leave the workers most of their slots."""
+PROBE_DEADLINE = 60.0
+"""Seconds a fault may take to recover before the run gives up on it (and fails)."""
 
 
 @dataclass
@@ -56,6 +64,7 @@ class Report:
     falsely_failed: int = 0
     owner_died_failed: int = 0
     completed: int = 0
+    reruns: int = 0
     workers_back: bool = False
     recovery: dict[str, float] = field(default_factory=dict[str, float])
 
@@ -74,7 +83,8 @@ class Report:
     def lines(self) -> list[str]:
         """The report, for people."""
         return [
-            f'tasks: {self.tasks} (completed {self.completed}, failed with their dead owner {self.owner_died_failed})',
+            f'tasks: {self.tasks} (completed {self.completed}, failed with their dead owner {self.owner_died_failed}, '
+            f'run again after their worker died {self.reruns})',
             f'tasks with exactly one terminal state: {self.terminal_counts.get(1, 0)}; with another count: '
             f'{sum(n for k, n in self.terminal_counts.items() if k != 1)}; never finished: {self.not_terminal}',
             f'results lost: {self.results_lost}',
@@ -92,16 +102,18 @@ class Processes:
         self.url = url
         self.logs = tempfile.TemporaryDirectory(prefix='chaos-logs-')
         self.running: dict[str, subprocess.Popen[bytes]] = {}
+        self.participants: dict[str, list[str]] = {}
+        """Each worker's participant names, one per start."""
 
     def _spawn(self, name: str, *args: str, stdout: Any = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
-        log = open(Path(self.logs.name) / f'{name}.log', 'ab')  # noqa: SIM115 - the child keeps it
-        process = subprocess.Popen(
-            [sys.executable, *args],
-            cwd=REPO,
-            stdout=stdout,
-            stderr=log,
-            env={**os.environ, 'PYTHONUNBUFFERED': '1'},
-        )
+        with open(Path(self.logs.name) / f'{name}.log', 'ab') as log:  # the child keeps its own copy
+            process = subprocess.Popen(
+                [sys.executable, *args],
+                cwd=REPO,
+                stdout=stdout,
+                stderr=log,
+                env={**os.environ, 'PYTHONUNBUFFERED': '1'},
+            )
         self.running[name] = process
         return process
 
@@ -109,13 +121,15 @@ class Processes:
         """Start a worker process and wait until it serves the queue."""
         self._spawn(
             name, '-m', 'pydantic_ai_subagents', 'worker', '--redis', self.url, '--namespace', NAMESPACE,
-            '--subagents', 'tests.redis_procs:WORKER_SUBAGENTS', '--queue', QUEUE, '--concurrency', '8',
+            '--subagents', 'tests.redis_procs:WORKER_SUBAGENTS', '--queue', QUEUE, '--concurrency', str(CONCURRENCY),
             '--lease-seconds', str(LEASE['lease_seconds']), '--heartbeat', str(LEASE['heartbeat_interval']),
         )  # fmt: skip
         log = Path(self.logs.name) / f'{name}.log'
         with anyio.fail_after(30):
-            while 'serves queue' not in log.read_text(errors='replace').split('--- restart ---')[-1]:
+            while 'serves queue' not in (text := log.read_text(errors='replace').split('--- restart ---')[-1]):
                 await anyio.sleep(0.05)
+        line = next(line for line in text.splitlines() if 'serves queue' in line)
+        self.participants.setdefault(name, []).append(line.split('worker ', 1)[1].split()[0])
 
     async def manager(self, count: int) -> list[str]:
         """Start manager B with `count` tasks; return their ids."""
@@ -130,6 +144,8 @@ class Processes:
         process = self.running.pop(name)
         process.send_signal(signal.SIGKILL)
         process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
         with open(Path(self.logs.name) / f'{name}.log', 'a') as log:
             log.write('--- restart ---\n')
 
@@ -143,20 +159,51 @@ class Processes:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+        if os.environ.get('CHAOS_DEBUG'):
+            kept = tempfile.mkdtemp(prefix='chaos-kept-')
+            shutil.copytree(self.logs.name, kept, dirs_exist_ok=True)
+            print('chaos logs kept in', kept, file=sys.stderr)
         self.logs.cleanup()
 
 
-async def _probe(manager: TaskManager, fault: str, report: Report, probes: list[str]) -> None:
-    """Time from a fault until a new task completes again."""
-    started = time.monotonic()
-    while True:
-        record = await manager.start(REMOTE, f'steps=1 probe after {fault}', scope='probes')
-        probes.append(record.id)
-        with anyio.move_on_after(10):
-            final = await manager.wait_for(record.id, timeout=10)
-            if final.status is TaskStatus.COMPLETED:
-                report.recovery[fault] = time.monotonic() - started
-                return
+@dataclass
+class Timeline:
+    """When manager A heard each task start running and complete, on this process's monotonic clock."""
+
+    running: dict[str, float] = field(default_factory=dict[str, float])
+    completed: list[tuple[str, float]] = field(default_factory=list[tuple[str, float]])
+
+    def heard(self, event: TaskEvent) -> None:
+        now = time.monotonic()
+        if event.status is TaskStatus.RUNNING:
+            self.running.setdefault(event.task_id, now)
+        elif event.status is TaskStatus.COMPLETED:
+            self.completed.append((event.task_id, now))
+
+    def recovered(self, since: float) -> float | None:
+        """When a task that started running after `since` first completed (`None`: none yet)."""
+        return next((at for task_id, at in self.completed if self.running.get(task_id, -1.0) >= since), None)
+
+
+async def _probe(
+    manager: TaskManager, fault: str, report: Report, probes: list[str], timeline: Timeline, since: float
+) -> None:
+    """Time from a fault (`since`) until a task that started after it completes: a task of the run, or a probe.
+
+    A probe keeps one task in the queue when the run has started all of its own; with a backlog, the tasks ahead of
+    it show the recovery first. Nothing is recorded past `PROBE_DEADLINE`.
+    """
+    probe: str | None = None
+    while time.monotonic() - since < PROBE_DEADLINE:
+        if (at := timeline.recovered(since)) is not None:
+            report.recovery[fault] = at - since
+            return
+        if probe is None or ((record := manager.get(probe)) is not None and record.is_terminal):
+            probe = (await manager.start(REMOTE, f'steps=1 probe after {fault}', scope='probes')).id
+            probes.append(probe)
+        await anyio.sleep(0.01)
 
 
 async def run(tasks: int) -> Report:
@@ -179,13 +226,17 @@ async def run(tasks: int) -> Report:
             server.url, namespace=NAMESPACE, bus_options=BUS, max_tasks_per_scope=100_000, **LEASE
         ) as a:
             heard: list[TaskEvent] = []
+            timeline = Timeline()
             events = a.events(max_buffer=1_000_000)
             a_ids: list[str] = []
             probes: list[str] = []
+            mine: list[str] = []
+            killed_at = 0.0
 
             async def listen() -> None:
                 async for event in events:
                     heard.append(event)
+                    timeline.heard(event)
 
             async def feed() -> None:
                 for i in range(tasks - tasks // 4):
@@ -205,16 +256,18 @@ async def run(tasks: int) -> Report:
                 ]
                 for fault, inject in faults:
                     await anyio.sleep(0.5)
+                    started = time.monotonic()
                     inject()
+                    if fault == 'a worker killed':
+                        killed_at = started
                     if fault == 'a manager killed':
                         # Recovered once every task of the dead manager has ended (failed by this one's sweep).
-                        started = time.monotonic()
-                        with anyio.move_on_after(60):
+                        with anyio.move_on_after(PROBE_DEADLINE):
                             while not all((r := a.get(i)) is not None and r.is_terminal for i in b_ids):
                                 await anyio.sleep(0.05)
                             report.recovery[fault] = time.monotonic() - started
                         continue
-                    await _probe(a, fault, report, probes)
+                    await _probe(a, fault, report, probes, timeline, started)
                     if fault == 'a worker killed':
                         await procs.worker('worker-1')
                 while len(a_ids) < tasks - tasks // 4:
@@ -235,6 +288,14 @@ async def run(tasks: int) -> Report:
             await events.aclose()
             await a.store.flush()  # type: ignore[attr-defined]
             local = {task_id: a.get(task_id) for task_id in mine}
+            # What the killed worker was running: retried on another worker, and done when the last of them is.
+            dead = procs.participants.get('worker-1', [''])[0]
+            rerun = [r for r in local.values() if r is not None and dead and dead in (r.note or '') and r.finished_at]
+            if rerun:
+                report.reruns = len(rerun)
+                report.recovery['a worker killed (its tasks run again)'] = max(
+                    (r.finished_at or 0.0) - killed_at for r in rerun
+                )
 
         async with RedisTaskStore(server.url, namespace=NAMESPACE, max_retained=1_000_000) as store:
             stored = {record.id: record for record in store.list()}
@@ -258,6 +319,7 @@ async def run(tasks: int) -> Report:
                         record.error,
                         record.note,
                         record.description,
+                        [(t.status.value, t.timestamp.time().isoformat()) for t in record.history],
                         file=sys.stderr,
                     )
             elif record.status is TaskStatus.COMPLETED:
@@ -294,10 +356,11 @@ async def run(tasks: int) -> Report:
 async def manager_b(url: str, count: int) -> None:
     """Manager B: start `count` tasks, print their ids, then serve until killed."""
     async with redis_task_manager(url, namespace=NAMESPACE, bus_options=BUS, max_tasks_per_scope=100_000, **LEASE) as b:
-        # Half of B's tasks outlive B (they wait for an answer that never comes): they must end FAILED by a
+        # Some of B's tasks outlive B (they wait for an answer that never comes): they must end FAILED by a
         # survivor's sweep once B's lease has run out.
+        askers = min(count // 2, ASKERS)
         ids = [
-            (await b.start(REMOTE if i % 2 else ASKER, f'steps={STEPS} b{i}', scope=f'b-{i % 10}')).id
+            (await b.start(ASKER if i < askers else REMOTE, f'steps={STEPS} b{i}', scope=f'b-{i % 10}')).id
             for i in range(count)
         ]
         print(json.dumps(ids), flush=True)
@@ -309,7 +372,7 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == 'manager':
         anyio.run(manager_b, sys.argv[2], int(sys.argv[3]))
         return
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or '').split('\n\n')[0])
     parser.add_argument('--tasks', type=int, default=400, help='tasks across both managers (default: %(default)s)')
     args = parser.parse_args()
     started = time.monotonic()

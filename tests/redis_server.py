@@ -4,7 +4,8 @@ Nothing is mocked: the fixture runs the `redis-server` binary (Debian package `r
 off, bound to 127.0.0.1. Without the binary the fixture fails, so a missing server cannot pass for green tests.
 
 `RedisServer` (and the `redis_proc` fixture) is a server of a test's own that the test may kill and start again on
-the same port, with its data (an append-only file synced on every write) or without it.
+the same port, with its data (an append-only file synced on every write) or without it. `SentinelServer` is the
+same binary run as a Sentinel that monitors such a server.
 """
 
 from __future__ import annotations
@@ -140,18 +141,85 @@ class RedisServer:
             self.process.wait()
             self.process = None
 
+    def wipe(self) -> None:
+        """Delete the data of a killed server: it starts again from an empty database."""
+        assert self.process is None, 'kill the server first'
+        for path in Path(self.workdir.name).iterdir():
+            if path.name != 'redis.log':
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+
     def restart(self, *, keep_data: bool) -> None:
         """Kill the server and start it again, with its data or from an empty database."""
         self.kill()
         if not keep_data:
-            for path in Path(self.workdir.name).iterdir():
-                if path.name != 'redis.log':
-                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+            self.wipe()
         self.start()
 
     def close(self) -> None:
         """Stop the server and remove its files."""
         self.kill()
+        self.workdir.cleanup()
+
+
+@dataclass
+class SentinelServer:
+    """A `redis-server --sentinel` (the same binary) monitoring one master as `service`, for the Sentinel tests.
+
+    With no replicas there is nothing to fail over to: while the master is down the Sentinel reports it down, and
+    once it is back (on the same port) it names the same address again.
+    """
+
+    master_port: int
+    service: str = 'mymaster'
+    port: int = field(default_factory=_free_port)
+    workdir: tempfile.TemporaryDirectory[str] = field(
+        default_factory=lambda: tempfile.TemporaryDirectory(prefix='redis-sentinel-')
+    )
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the Sentinel and wait until it answers (it writes its state into its own config file)."""
+        binary = shutil.which('redis-server')
+        if binary is None:
+            raise RuntimeError('redis-server is not on PATH (on Debian/Ubuntu: apt-get install -y redis-server)')
+        directory = Path(self.workdir.name)
+        config = directory / 'sentinel.conf'
+        config.write_text(
+            '\n'.join(
+                [
+                    f'port {self.port}',
+                    'bind 127.0.0.1',
+                    f'dir {directory}',
+                    f'logfile {directory / "sentinel.log"}',
+                    f'sentinel monitor {self.service} 127.0.0.1 {self.master_port} 1',
+                    f'sentinel down-after-milliseconds {self.service} 1000',
+                    f'sentinel failover-timeout {self.service} 2000',
+                    '',
+                ]
+            )
+        )
+        self.process = subprocess.Popen(
+            [binary, str(config), '--sentinel'],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not _answers_ping(self.port):
+            if self.process.poll() is not None:
+                log = directory / 'sentinel.log'
+                output = log.read_text(errors='replace') if log.exists() else ''
+                raise RuntimeError(f'redis-server --sentinel exited with code {self.process.returncode}:\n{output}')
+            if time.monotonic() > deadline:
+                raise RuntimeError(f'redis-server --sentinel did not answer PING within {STARTUP_TIMEOUT:g} s')
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        """Stop the Sentinel and remove its files."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
         self.workdir.cleanup()
 
 

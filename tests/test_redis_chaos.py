@@ -19,7 +19,7 @@ async def test_every_task_ends_once_and_nothing_is_lost_across_redis_worker_and_
     assert report.falsely_failed == 0
     assert report.workers_back
     assert report.owner_died_failed > 0  # the manager really died with live tasks, and a survivor ended them
-    assert set(report.recovery) == {
+    assert set(report.recovery) >= {
         'Redis restarted with its data',
         'Redis restarted without its data',
         'a worker killed',

@@ -178,6 +178,35 @@ async def test_a_peers_sweep_fails_no_live_task_when_redis_restarts_without_its_
         await until(lambda: all(peer.get(r.id).status is TaskStatus.COMPLETED for r in records))  # type: ignore[union-attr]
 
 
+async def test_owners_take_their_leases_again_at_once_after_an_outage_longer_than_the_lease(
+    redis_proc: redis_server.RedisServer, namespace: str
+) -> None:
+    """Redis away for several leases: every lease has expired when it comes back with its data. The owner's
+    renewal, retried all along, must not be waiting out a long backoff then (up to 2 s, over twice the lease): its
+    peer sweeps every 0.05 s and judges after one lease of seeing none."""
+    gate = Gate(answer='finished after the outages')
+    config = SubAgentConfig(name='worker', instructions='Work.', model=gate.model())
+    lease: dict[str, Any] = {'lease_seconds': 0.8, 'heartbeat_interval': 0.05}
+    async with (
+        redis_task_manager(redis_proc.url, namespace=namespace, bus_options=FAST_BUS, **lease) as owner,
+        redis_task_manager(redis_proc.url, namespace=namespace, bus_options=FAST_BUS, **lease) as peer,
+    ):
+        records = [await owner.start(config, f'job {i}', scope='conv') for i in range(3)]
+        await gate.entered.wait()
+        await until(lambda: all((r := peer.get(x.id)) is not None and r.status is TaskStatus.RUNNING for x in records))
+        for _ in range(3):
+            redis_proc.kill()
+            await anyio.sleep(6.0)  # long enough for the renewal's backoff to grow
+            redis_proc.start()
+            await anyio.sleep(2.0)  # more than a lease of the peer's own looking
+            assert [peer.get(r.id).status for r in records] == [TaskStatus.RUNNING] * 3  # type: ignore[union-attr]
+            assert [owner.get(r.id).status for r in records] == [TaskStatus.RUNNING] * 3  # type: ignore[union-attr]
+        gate.release.set()
+        for record in records:
+            final = await owner.wait_for(record.id, timeout=10)
+            assert final.status is TaskStatus.COMPLETED and final.result == 'finished after the outages'
+
+
 async def test_a_dead_owner_is_still_found_once_its_lease_has_been_missing_a_full_lease(
     redis_proc: redis_server.RedisServer, namespace: str
 ) -> None:
@@ -197,6 +226,85 @@ async def test_a_dead_owner_is_still_found_once_its_lease_has_been_missing_a_ful
         assert 'lease' in (peer.get(record.id).error or '')  # type: ignore[union-attr]
         owner.hard_cancel(record.id)
         await owner_cm.__aexit__(None, None, None)
+
+
+async def test_a_job_a_worker_starts_while_it_looks_at_other_owners_is_not_stopped(
+    redis_proc: redis_server.RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker checks the owners of its running jobs every heartbeat. A job of another owner that starts while
+    that look is on its way was not part of it: its owner must not count as dead for missing from the answer."""
+    on_parent = SubAgentConfig(name='remote', description='Works elsewhere.', worker_queue='q1')
+    gate = Gate(answer='done')
+    on_worker = SubAgentConfig(name='remote', instructions='Work.', model=gate.model())
+    worker = Worker([on_worker], url=redis_proc.url, namespace=namespace, queue='q1', bus_options=FAST_BUS, **FAST)
+    first_owner: list[str] = []
+    real = RedisTaskStore.owners_alive
+
+    async def slow_look(self: RedisTaskStore, owners: set[str]) -> set[str]:
+        # The look at the first owner alone lasts until the second owner's job runs on the worker.
+        if owners == set(first_owner) and worker.running < 2:
+            await until(lambda: worker.running >= 2)
+        return await real(self, owners)
+
+    monkeypatch.setattr(RedisTaskStore, 'owners_alive', slow_look)
+    async with (
+        anyio.create_task_group() as tg,
+        redis_task_manager(redis_proc.url, namespace=namespace, bus_options=FAST_BUS, **FAST) as one,
+        redis_task_manager(redis_proc.url, namespace=namespace, bus_options=FAST_BUS, **FAST) as two,
+    ):
+        tg.start_soon(worker.run)
+        await worker.wait_ready()
+        first_owner.append(one.participant)
+        first = await one.start(on_parent, 'first', scope='conv')
+        await until(lambda: worker.running == 1)
+        await anyio.sleep(3 * FAST['heartbeat_interval'])  # the worker is looking at `one` alone now
+        second = await two.start(on_parent, 'second', scope='conv')
+        await until(lambda: worker.running == 2)
+        await anyio.sleep(5 * FAST['heartbeat_interval'])  # several looks at both owners, none judged dead
+        assert [one.get(first.id).status, two.get(second.id).status] == [TaskStatus.RUNNING] * 2  # type: ignore[union-attr]
+        gate.release.set()
+        assert (await one.wait_for(first.id, timeout=10)).status is TaskStatus.COMPLETED
+        assert (await two.wait_for(second.id, timeout=10)).status is TaskStatus.COMPLETED
+        worker.stop()
+
+
+async def test_a_job_queued_again_after_redis_lost_its_data_does_not_run_twice_on_its_worker(
+    redis_proc: redis_server.RedisServer, namespace: str
+) -> None:
+    """Redis restarted empty: the owner queues the jobs of its live tasks again. The worker already running one
+    takes it again, and the owner would accept the same claim again: the worker must not start a second run."""
+    on_parent = SubAgentConfig(name='remote', description='Works elsewhere.', worker_queue='q1')
+    gate = Gate(answer='done once')
+    on_worker = SubAgentConfig(name='remote', instructions='Work.', model=gate.model())
+    worker = Worker([on_worker], url=redis_proc.url, namespace=namespace, queue='q1', bus_options=FAST_BUS, **FAST)
+    ended: list[str] = []
+
+    async def run_worker() -> None:
+        await worker.run()
+        ended.append('returned')
+
+    async with (
+        anyio.create_task_group() as tg,
+        redis_task_manager(redis_proc.url, namespace=namespace, bus_options=FAST_BUS, **FAST) as owner,
+    ):
+        tg.start_soon(run_worker)
+        await worker.wait_ready()
+        record = await owner.start(on_parent, 'work', scope='conv')
+        await gate.entered.wait()
+        redis_proc.restart(keep_data=False)
+        await anyio.sleep(2.0)  # the owner finds the data gone and queues the job again; the worker takes it
+        async with RedisTaskStore(redis_proc.url, namespace=namespace) as raw:
+            queued = await raw._client.xlen(f'{namespace}:queue:q1')  # type: ignore[union-attr]  # pyright: ignore[reportPrivateUsage, reportOptionalMemberAccess, reportUnknownMemberType]
+        assert queued == 0  # taken and acknowledged
+        assert gate.calls == 1 and worker.running == 1
+        gate.release.set()
+        final = await owner.wait_for(record.id, timeout=10)
+        assert final.status is TaskStatus.COMPLETED and final.result == 'done once'
+        await until(lambda: worker.running == 0)
+        await anyio.sleep(0.3)
+        assert not ended and worker.jobs_done == 1
+        worker.stop()
+    assert ended == ['returned']
 
 
 # ---------------------------------------------------------------- reconnecting

@@ -58,9 +58,9 @@ _LOG_EVERY: Final = 50
 _T = TypeVar('_T')
 
 
-def _backoff() -> EqualJitterBackoff:
+def _backoff(cap: float = MAX_BACKOFF) -> EqualJitterBackoff:
     # Half the exponential wait plus a random half: processes that lost the same server do not come back in step.
-    return EqualJitterBackoff(cap=MAX_BACKOFF, base=FIRST_BACKOFF)
+    return EqualJitterBackoff(cap=cap, base=min(FIRST_BACKOFF, cap))
 
 
 def command_retry() -> Retry:
@@ -69,12 +69,17 @@ def command_retry() -> Retry:
 
 
 async def retrying(
-    do: Callable[[], Awaitable[_T]], *, what: str, on_failure: Callable[[Exception], None] | None = None
+    do: Callable[[], Awaitable[_T]],
+    *,
+    what: str,
+    on_failure: Callable[[Exception], None] | None = None,
+    max_backoff: float = MAX_BACKOFF,
 ) -> _T:
     """Call `do` until it succeeds, waiting with jittered backoff after each Redis error; only cancellation stops it.
 
     Each failure is passed to `on_failure` (to count it); the first, and one in every `_LOG_EVERY` after it, are
-    logged as warnings, and the recovery as information.
+    logged as warnings, and the recovery as information. `max_backoff` caps the wait between two attempts: how
+    long after Redis is back `do` may still wait (a lease renewal caps it at its heartbeat).
     """
     failures = 0
 
@@ -86,7 +91,7 @@ async def retrying(
         if failures % _LOG_EVERY == 1:
             logger.warning('%s failed (%s); retrying (attempt %d)', what, error, failures + 1)
 
-    result = await Retry(_backoff(), -1, (RedisError,)).call_with_retry(do, fail)
+    result = await Retry(_backoff(max_backoff), -1, (RedisError,)).call_with_retry(do, fail)
     if failures:
         logger.info('%s works again after %d failed attempts', what, failures)
     return result

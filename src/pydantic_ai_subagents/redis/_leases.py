@@ -10,8 +10,10 @@ The rules it keeps:
   seen its lease missing at every look for `lease_seconds` of its own clock, looking at least every few heartbeats
   and reaching Redis every time; a failed look or a long pause starts the count again. A dead owner is so known
   between one and two leases after its death.
-* **Renewed at once after an outage.** A renewal that fails is retried with jittered backoff until Redis answers,
-  so an owner re-asserts its lease the moment Redis is back, well within the lease its peers wait.
+* **Renewed at once after an outage.** A renewal that fails is retried with jittered backoff capped at one
+  heartbeat until Redis answers, however long the outage: an owner re-asserts its lease within a heartbeat of
+  Redis coming back (with or without its data: a lease kept through a long outage has expired meanwhile), well
+  within the full lease its peers wait.
 * **One round trip for many askers.** Whether others are alive is cached for half a heartbeat and asked by one
   query at a time, so many tasks watching their workers cost one round trip per half heartbeat, not one each.
 """
@@ -98,7 +100,11 @@ class OwnerLeases:
         while True:
             await anyio.sleep(self._heartbeat_interval)
             if self.here:
-                await retrying(partial(self._renew, client), what=f'renewing the leases of {len(self.here)} owners')
+                await retrying(
+                    partial(self._renew, client),
+                    what=f'renewing the leases of {len(self.here)} owners',
+                    max_backoff=self._heartbeat_interval,
+                )
 
     async def renew(self, client: aioredis.Redis) -> None:
         """Renew this process's leases now."""

@@ -54,7 +54,10 @@ class _Job:
     remote_id: str
     owner: str
     local_id: str
+    attempt: int
     last_status: TaskStatus | None = None
+    superseded: bool = False
+    """The owner gave a later attempt of the task to this worker: this run is stopped, and reports nothing."""
 
 
 class Worker:
@@ -265,6 +268,12 @@ class Worker:
             logger.error('dropped a malformed job from queue %r: %s', self.queue, exc)
             await self._ack(store, entry_id)
             return False
+        running = self._jobs.get(job.task_id)
+        if running is not None and running.owner == job.owner and running.attempt >= job.attempt:
+            # The owner queued the job again (Redis lost its data meanwhile): this worker already runs it, and the
+            # owner would accept the same claim again, so asking would start a second run of the same attempt.
+            await self._ack(store, entry_id)
+            return False
         claim = TaskClaim(sender=self.participant, recipient=job.owner, task_id=job.task_id, attempt=job.attempt)
         try:
             reply = await self._claim(bus, store, claim)
@@ -299,7 +308,12 @@ class Worker:
             parent_usage=RunUsage(),
             parent_limits=job.limits(),
         )
-        entry = _Job(remote_id=job.task_id, owner=job.owner, local_id=record.id)
+        entry = _Job(remote_id=job.task_id, owner=job.owner, local_id=record.id, attempt=job.attempt)
+        running = self._jobs.get(job.task_id)
+        if running is not None:
+            # The owner took this worker for dead and gave a later attempt to it: the earlier run is stopped.
+            running.superseded = True
+            local.hard_cancel(running.local_id, requested_by='a later attempt')
         self._jobs[job.task_id] = entry
         self._by_local[record.id] = entry
         return True
@@ -334,10 +348,12 @@ class Worker:
             if entry is None or event.status is TaskStatus.PENDING or event.status is entry.last_status:
                 continue
             entry.last_status = event.status
-            self._send(bus, self._update(entry, event, local.get(event.task_id)))
+            if not entry.superseded:
+                self._send(bus, self._update(entry, event, local.get(event.task_id)))
             if event.status.is_terminal:
                 del self._by_local[entry.local_id]
-                del self._jobs[entry.remote_id]
+                if self._jobs.get(entry.remote_id) is entry:
+                    del self._jobs[entry.remote_id]
                 self.jobs_done += 1
                 slots.release()
                 self._job_ended.set()
@@ -434,6 +450,8 @@ class Worker:
             except Exception:
                 logger.exception('checking the owners of running tasks failed')
                 continue
+            # Only the owners just asked about: a job started during the look has an owner nobody asked about yet.
             for entry in list(self._jobs.values()):
-                if entry.owner not in alive:
+                if entry.owner in owners and entry.owner not in alive:
+                    logger.warning('stopping task %s: its owner %s is gone', entry.remote_id, entry.owner)
                     local.hard_cancel(entry.local_id, requested_by='owner gone')
