@@ -41,7 +41,7 @@ from .._notices import TaskNotice
 from .._run import Outcome
 from .._state import TaskMode, TaskRecord, TaskStatus, TaskStore
 from .._text import describe_record
-from ._continuing import conversation_to_continue
+from ._continuing import load_conversation
 from ._feed import task_events
 from ._hooks import AfterTaskHook, BeforeTaskHook, HookedExecutor, before, configured
 from ._lifecycle import Host, check_duration
@@ -314,7 +314,7 @@ class TaskManager:
             config, description, mode = configured(request), request.description, request.mode
         history = None
         if continue_task_id is not None:
-            messages = conversation_to_continue(self._settler, continue_task_id, scope=scope, subagent=config.name)
+            messages = await load_conversation(self._settler, continue_task_id, scope=scope, subagent=config.name)
             history = (continue_task_id, messages)
         runtime, record = self._starter.new_task(
             config,
