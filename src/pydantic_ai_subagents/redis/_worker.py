@@ -26,13 +26,14 @@ from redis.exceptions import RedisError
 from .._bus import Answer, CancelRequest, Mailbox
 from .._config import SubAgentConfig
 from .._errors import BusClosedError, MailboxFullError, ReplyTimeoutError, SubagentsError, UnknownRecipientError
-from .._events import TaskEvent
+from .._events import TaskEvent, TaskRetrying
 from .._manager import TaskManager
-from .._remote import ClaimReply, TaskClaim, WorkerJob, WorkerUpdate
+from .._remote import ClaimReply, SteerMessage, TaskClaim, WorkerJob, WorkerUpdate
 from .._state import TaskRecord, TaskStatus
 from ._bus import RedisMessageBus
 from ._connect import RedisSource, retrying
 from ._store import RedisTaskStore
+from ._worker_steer import keep_transcript, retry_update, steer, steer_held
 
 __all__ = ('Worker',)
 
@@ -186,7 +187,7 @@ class Worker:
             await bus.wait_for_participant(self.participant)
             events = local.events(max_buffer=100_000)
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._relay, events, bus, local, slots)
+                tg.start_soon(self._relay, events, bus, store, local, slots)
                 tg.start_soon(self._serve_inbox, inbox, local)
                 tg.start_soon(self._watch_owners, store, local)
                 tg.start_soon(self._take_jobs, store, bus, local, slots)
@@ -299,6 +300,7 @@ class Worker:
             parent_usage=RunUsage(),
             parent_limits=job.limits(),
         )
+        steer_held(local, record.id, reply)
         entry = _Job(remote_id=job.task_id, owner=job.owner, local_id=record.id)
         self._jobs[job.task_id] = entry
         self._by_local[record.id] = entry
@@ -326,11 +328,20 @@ class Worker:
             # Left pending: a worker takes it over later, and its claim is refused (this attempt was claimed).
             logger.warning('could not acknowledge job %s of queue %r: %s', entry_id, self.queue, exc)
 
-    async def _relay(self, events: Any, bus: RedisMessageBus, local: TaskManager, slots: anyio.Semaphore) -> None:
-        """Report each state change of a local run to the task's owner."""
+    async def _relay(
+        self, events: Any, bus: RedisMessageBus, store: RedisTaskStore, local: TaskManager, slots: anyio.Semaphore
+    ) -> None:
+        """Report each state change (and each retry) of a local run to the task's owner."""
         event: TaskEvent
         async for event in events:
             entry = self._by_local.get(event.task_id)
+            if isinstance(event, TaskRetrying):
+                if entry is not None:
+                    record = local.get(event.task_id)
+                    self._send(bus, retry_update(self.participant, entry.owner, entry.remote_id, event, record))
+                continue
+            if entry is not None and event.status is TaskStatus.COMPLETED:
+                await keep_transcript(store, local, entry.local_id, entry.remote_id)
             if entry is None or event.status is TaskStatus.PENDING or event.status is entry.last_status:
                 continue
             entry.last_status = event.status
@@ -419,6 +430,8 @@ class Worker:
                     local.hard_cancel(entry.local_id, requested_by=message.requested_by)
             elif isinstance(message, Answer):
                 local.answer(entry.local_id, message.answer)
+            elif isinstance(message, SteerMessage):
+                steer(local, entry.local_id, message)
 
     async def _watch_owners(self, store: RedisTaskStore, local: TaskManager) -> None:
         """Stop the runs of tasks whose owner died: nobody is left to take their results."""
