@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
 from pydantic_ai.usage import UsageLimits
 
 from ._bus import Message
@@ -106,6 +107,12 @@ class WorkerJob:
     """The budget the owner computed (the config's, lowered to what the parent has left)."""
     timeout: float | None = None
     """The task's timeout in seconds, enforced by the owner (the worker gets it to stop in time too)."""
+    history: str | None = None
+    """For a follow-up task: the conversation its run starts from, as Pydantic AI's JSON."""
+
+    def messages(self) -> list[ModelMessage] | None:
+        """The conversation the run starts from, for a follow-up task."""
+        return None if self.history is None else ModelMessagesTypeAdapter.validate_json(self.history)
 
     def limits(self) -> UsageLimits | None:
         """The budget as Pydantic AI's `UsageLimits`."""

@@ -279,6 +279,7 @@ class TaskManager:
         agent: Agent[Any, Any] | None = None,
         ledger: Ledger | None = None,
         continue_task_id: str | None = None,
+        message_history: Sequence[ModelMessage] | None = None,
     ) -> TaskRecord:
         """Create a task for `config` and start it in the background (or queue it); return its first snapshot.
 
@@ -297,6 +298,8 @@ class TaskManager:
             continue_task_id: A completed task of the same scope and subagent to follow up on: the new task's run
                 starts from that task's conversation, and its record links to it
                 ([`continued_from`][pydantic_ai_subagents.TaskRecord.continued_from]).
+            message_history: A conversation to start the run from, when there is no task here to continue (a
+                worker runs a follow-up task of its owner with it); ignored with `continue_task_id`.
 
         Raises:
             TaskLimitError: the nesting depth or the per-scope task limit is reached.
@@ -316,6 +319,8 @@ class TaskManager:
         if continue_task_id is not None:
             messages = await load_conversation(self._settler, continue_task_id, scope=scope, subagent=config.name)
             history = (continue_task_id, messages)
+        elif message_history is not None:
+            history = (None, list(message_history))
         runtime, record = self._starter.new_task(
             config,
             description,

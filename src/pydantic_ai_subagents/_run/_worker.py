@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+from pydantic_ai.messages import ModelMessagesTypeAdapter
 
 from .._bus import Answer, CancelRequest, Message
 from .._remote import ClaimReply, SteerMessage, TaskClaim, WorkerJob, WorkerUpdate, limits_dict
@@ -158,6 +159,9 @@ class _WorkerRun:
             attempt=self.attempt,
             usage_limits=limits_dict(job.usage_limits),
             timeout=self.executor.timeout_of(job.id),
+            history=None
+            if job.message_history is None
+            else ModelMessagesTypeAdapter.dump_json(job.message_history).decode(),
         )
         try:
             await shared.submit(queue, {f: getattr(spec, f) for f in spec.__dataclass_fields__})
