@@ -33,7 +33,7 @@ from .._state import TaskRecord, TaskStatus
 from ._bus import RedisMessageBus
 from ._connect import RedisSource, retrying
 from ._store import RedisTaskStore
-from ._worker_steer import keep_transcript, retry_update, steer, steer_held
+from ._worker_steer import history_of, keep_transcript, retry_update, steer, steer_held
 
 __all__ = ('Worker',)
 
@@ -291,6 +291,10 @@ class Worker:
             return False
         if job.timeout is not None and config.timeout is None:
             config = dataclasses.replace(config, timeout=job.timeout)
+        history = history_of(job, self.participant)
+        if isinstance(history, WorkerUpdate):
+            self._send(bus, history)
+            return False
         record = await local.start(
             config,
             job.description,
@@ -299,6 +303,7 @@ class Worker:
             model=self.model,
             parent_usage=RunUsage(),
             parent_limits=job.limits(),
+            message_history=history,
         )
         steer_held(local, record.id, reply)
         entry = _Job(remote_id=job.task_id, owner=job.owner, local_id=record.id)

@@ -10,8 +10,10 @@ The rules it keeps:
   subagent's config says (`model_retries`, backoff), as any manager does; each retry is reported to the owner
   (`WorkerUpdate.retry_attempt`), in order with the other reports, so the owner's record, events and spans count
   the attempts.
-* **A follow-up can start from a worker's task.** A completed task's conversation is written to the owner's record
-  in Redis before the end is reported, so whoever reads the end can continue the task.
+* **A follow-up can start from a worker's task, and run on a worker.** A completed task's conversation is written
+  to the owner's record in Redis before the end is reported, so whoever reads the end can continue the task; a
+  follow-up's job carries the conversation it starts from (`WorkerJob.history`), and one that does not load fails
+  the task rather than run it without its history.
 """
 
 from __future__ import annotations
@@ -20,20 +22,36 @@ import logging
 from typing import Final
 
 import anyio
+from pydantic import ValidationError
+from pydantic_ai.messages import ModelMessage
 
 from .._events import TaskRetrying
 from .._manager import TaskManager
 from .._manager._steering import STEER_PREFIX
-from .._remote import ClaimReply, SteerMessage, WorkerUpdate
-from .._state import TaskRecord, TaskUsage
+from .._remote import ClaimReply, SteerMessage, WorkerJob, WorkerUpdate
+from .._state import TaskRecord, TaskStatus, TaskUsage
 from ._store import RedisTaskStore
 
-__all__ = ('keep_transcript', 'retry_update', 'steer', 'steer_held')
+__all__ = ('history_of', 'keep_transcript', 'retry_update', 'steer', 'steer_held')
 
 logger = logging.getLogger('pydantic_ai_subagents.redis')
 
 _KEEP_TIMEOUT: Final = 5.0
 """Seconds a worker waits for a finished task's conversation to reach Redis before it reports the end anyway."""
+
+
+def history_of(job: WorkerJob, sender: str) -> list[ModelMessage] | WorkerUpdate | None:
+    """The conversation a follow-up's run starts from; the report failing the task when it does not load."""
+    try:
+        return job.messages()
+    except ValidationError as exc:
+        return WorkerUpdate(
+            sender=sender,
+            recipient=job.owner,
+            task_id=job.task_id,
+            status=TaskStatus.FAILED,
+            error=f'the conversation it continues does not load on this worker ({exc.error_count()} errors)',
+        )
 
 
 def steer_held(local: TaskManager, local_id: str, reply: ClaimReply) -> None:
