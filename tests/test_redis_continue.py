@@ -7,8 +7,8 @@ Two managers, each with its own bus, store and connections (two processes as far
 from __future__ import annotations
 
 import uuid
-from functools import partial
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import anyio
@@ -26,7 +26,9 @@ from pydantic_ai_subagents import (
     TaskStatus,
     create_subagent_toolset,
 )
+from pydantic_ai_subagents._remote import WorkerJob, WorkerUpdate
 from pydantic_ai_subagents.redis import RedisTaskStore, Worker, redis_task_manager
+from pydantic_ai_subagents.redis._worker_steer import history_of
 
 from . import redis_server
 from .conftest import Script, call
@@ -224,3 +226,51 @@ async def test_follow_ups_racing_retention_are_each_whole_or_refused(redis_url: 
                 assert outcome.status is TaskStatus.COMPLETED
                 base = next(d for d in done if d.id == outcome.continued_from)
                 assert isinstance(outcome.result, str) and outcome.result.startswith(f'{base.description} | more')
+
+
+async def test_a_task_run_on_a_worker_is_continued_from_another_process_on_a_worker(
+    redis_url: str, namespace: str
+) -> None:
+    on_owner = SubAgentConfig(name='remote', description='Works on a worker.', worker_queue='follow')
+    on_worker = SubAgentConfig(name='remote', instructions='Work.', model=FunctionModel(remembering))
+    worker = Worker(
+        [on_worker],
+        url=redis_url,
+        namespace=namespace,
+        queue='follow',
+        lease_seconds=1.0,
+        heartbeat_interval=0.1,
+        bus_options=FAST['bus_options'],
+    )
+    async with (
+        anyio.create_task_group() as tg,
+        redis_task_manager(redis_url, namespace=namespace, **FAST) as a,
+        redis_task_manager(redis_url, namespace=namespace, **FAST) as b,
+    ):
+        tg.start_soon(worker.run)
+        await worker.wait_ready()
+        first = await a.wait_for((await a.start(on_owner, 'list the files', scope='c1')).id, timeout=10)
+        assert first.status is TaskStatus.COMPLETED and a.transcript(first.id) is None  # it ran elsewhere
+        await finished_in(b, first.id)
+        # b's follow-up runs on a worker too, starting from the conversation the first worker kept in Redis.
+        second = await b.start(on_owner, 'now count them', scope='c1', continue_task_id=first.id)
+        second = await b.wait_for(second.id, timeout=10)
+        assert second.status is TaskStatus.COMPLETED, second
+        assert second.result == 'list the files | now count them'
+        assert second.continued_from == first.id
+        # ... and a follow-up of that one, back in the first process.
+        await finished_in(a, second.id)
+        third = await a.start(on_owner, 'and sort them', scope='c1', continue_task_id=second.id)
+        third = await a.wait_for(third.id, timeout=10)
+        assert third.result == 'list the files | now count them | and sort them'
+        worker.stop()
+
+
+async def test_a_follow_up_job_whose_conversation_does_not_load_fails_rather_than_forgets() -> None:
+    job = WorkerJob(task_id='t1', owner='manager:m', subagent='remote', description='x', history='[{"kind": "?"}]')
+    update = history_of(job, 'worker:w')
+    assert isinstance(update, WorkerUpdate)
+    assert update.status is TaskStatus.FAILED and update.recipient == 'manager:m' and update.task_id == 't1'
+    assert update.error is not None and 'does not load' in update.error
+    fine = WorkerJob(task_id='t2', owner='manager:m', subagent='remote', description='x')
+    assert history_of(fine, 'worker:w') is None
