@@ -219,3 +219,34 @@ async def test_a_worker_gives_up_after_the_configured_retries(redis_url: str, na
         final = await owner.wait_for((await owner.start(ON_OWNER, 'Do it.', scope='app')).id, timeout=10)
     assert final.status is TaskStatus.FAILED and final.error is not None and '503' in final.error, final
     assert final.attempts == 2
+
+
+async def test_messages_racing_the_end_of_a_worker_task_are_taken_or_refused_never_lost_in_a_crash(
+    redis_url: str, namespace: str
+) -> None:
+    gated = Gated()
+    local = InMemoryTaskStore()
+    on_worker = SubAgentConfig(name='remote', instructions='Work.', model=FunctionModel(gated))
+    async with worker_and_owner(redis_url, namespace, on_worker, local) as (_, owner):
+        record = await owner.start(ON_OWNER, 'Go.', scope='app')
+        with anyio.fail_after(10):
+            await gated.started.wait()
+        assert owner.message_task(record.id, 'first')
+        await until(lambda: any(r.messages == ('first',) for r in local.list()))  # in the run before it may end
+        gated.release.set()
+        taken: list[str] = []
+        n = 0
+        with anyio.fail_after(10):
+            while not (current := owner.get(record.id)) or not current.is_terminal:
+                n += 1
+                if owner.message_task(record.id, f'more {n}'):
+                    taken.append(f'more {n}')
+                await anyio.sleep(0.001)
+        final = await owner.wait_for(record.id)
+        assert not owner.message_task(record.id, 'after the end')
+        assert owner.get(record.id) == final
+    assert final.status is TaskStatus.COMPLETED, final
+    assert final.messages == ('first', *taken)  # every message taken is recorded, in order
+    assert isinstance(final.result, str) and final.result.startswith(f'Go. | {STEER}first')
+    read = [p.removeprefix(STEER) for p in final.result.split(' | ')[2:]]
+    assert read == taken[: len(read)]  # what the run read, it read in order; the rest came as it ended
