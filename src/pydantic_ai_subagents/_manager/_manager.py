@@ -46,7 +46,6 @@ from ._feed import task_events
 from ._hooks import AfterTaskHook, BeforeTaskHook, HookedExecutor, before, configured
 from ._lifecycle import Host, check_duration
 from ._parts import Parts
-from ._steering import Steering
 from ._waiting import WaitMode
 
 __all__ = ('OnRunEnd', 'TaskManager', 'WaitMode')
@@ -174,7 +173,7 @@ class TaskManager:
         self._waiting, self._sharing, self._cancelling = parts.waiting, parts.sharing, parts.cancelling
         self._running, self._starter = parts.running, parts.starter
         self._inbox = parts.inbox(self._get_bus, self.participant)
-        self._steering = Steering(settler=parts.settler)
+        self._steering = self._inbox.steering
         settler = parts.settler
         self._host = Host(
             serve=self._serve,
@@ -483,7 +482,8 @@ class TaskManager:
 
         Returns:
             Whether the message was taken: `False` for an unknown or finished task, a task being cancelled, a task
-            of another process, or a run that ended just now (its result follows).
+            of another process without a shared store, or a run that ended just now (its result follows). With a
+            shared store, a task of another process gets the message through its owner (taken once sent).
         """
         return self._call(lambda: self._steering.send(task_id, message))
 
