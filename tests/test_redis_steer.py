@@ -250,3 +250,29 @@ async def test_messages_racing_the_end_of_a_worker_task_are_taken_or_refused_nev
     assert isinstance(final.result, str) and final.result.startswith(f'Go. | {STEER}first')
     read = [p.removeprefix(STEER) for p in final.result.split(' | ')[2:]]
     assert read == taken[: len(read)]  # what the run read, it read in order; the rest came as it ended
+
+
+async def test_a_process_that_does_not_own_a_task_steers_it_through_its_owner(redis_url: str, namespace: str) -> None:
+    gated = Gated()
+    config = SubAgentConfig(name='local', instructions='Work.', model=FunctionModel(gated))
+    async with (
+        redis_task_manager(redis_url, namespace=namespace, **FAST) as a,
+        redis_task_manager(redis_url, namespace=namespace, **FAST) as b,
+    ):
+        await b.bus.wait_for_participant(a.participant)  # type: ignore[attr-defined]
+        record = await a.start(config, 'Survey tide-pool animals.', scope='c1')
+        with anyio.fail_after(10):
+            await gated.started.wait()
+        await until(lambda: (r := b.get(record.id)) is not None and r.status is TaskStatus.RUNNING)
+        # b's parent model steers a's task through b's tools.
+        toolset = create_subagent_toolset([config], manager=b)
+        script = Script([[call('message_task', task_id=record.id, message='Only hermit crabs.')]])
+        await Agent(script.model(), toolsets=[toolset]).run('go', conversation_id='c1')
+        assert script.replies[1][0].startswith('Message sent to task'), script.replies[1]
+        await until(lambda: (r := a.get(record.id)) is not None and r.messages == ('Only hermit crabs.',))
+        gated.release.set()
+        final = await a.wait_for(record.id, timeout=10)
+        assert final.result == f'Survey tide-pool animals. | {STEER}Only hermit crabs.'
+        await until(lambda: (r := b.get(record.id)) is not None and r.is_terminal)
+        assert b.get(record.id).messages == ('Only hermit crabs.',)  # type: ignore[union-attr]
+        assert not b.message_task(record.id, 'too late')  # finished: refused in b already
