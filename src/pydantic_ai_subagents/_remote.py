@@ -81,12 +81,13 @@ class WorkerUpdate(Message):
 
 @dataclass(frozen=True, kw_only=True)
 class SteerMessage(Message):
-    """The owner passes a message from the task's parent on to the worker running the task, for its live run."""
+    """A message from a task's parent for its live run: from another process to the task's owner, or from the owner
+    to the worker running the task."""
 
     task_id: str
     """The task (the owner's id)."""
     text: str
-    """The message, as the subagent reads it."""
+    """The message: as the parent wrote it (to an owner), or as the subagent reads it (to a worker)."""
 
 
 @dataclass(frozen=True, kw_only=True)
