@@ -91,6 +91,7 @@ class Worker:
         lease_seconds: float = 10.0,
         heartbeat_interval: float = 1.0,
         bus_options: dict[str, Any] | None = None,
+        max_transcript_bytes: int = 1_000_000,
         **manager_options: Any,
     ) -> None:
         """Describe the worker; nothing connects until [`run`][pydantic_ai_subagents.redis.Worker.run].
@@ -108,6 +109,7 @@ class Worker:
             lease_seconds: How soon owners notice that this worker died.
             heartbeat_interval: Seconds between lease renewals (and checks that owners still live).
             bus_options: More keyword arguments for [`RedisMessageBus`][pydantic_ai_subagents.redis.RedisMessageBus].
+            max_transcript_bytes: The largest conversation of a completed task kept in Redis for follow-ups.
             **manager_options: Keyword arguments for the local [`TaskManager`][pydantic_ai_subagents.TaskManager].
         """
         if concurrency < 1:
@@ -126,6 +128,7 @@ class Worker:
         self.lease_seconds = lease_seconds
         self.heartbeat_interval = heartbeat_interval
         self.bus_options = bus_options or {}
+        self.max_transcript_bytes = max_transcript_bytes
         self.manager_options = manager_options
         self.participant = f'{WORKER_PREFIX}{secrets.token_hex(8)}'
         """This worker's name on the bus: the sender of its claims and updates, and the holder of its lease."""
@@ -179,6 +182,7 @@ class Worker:
                 namespace=self.namespace,
                 lease_seconds=self.lease_seconds,
                 heartbeat_interval=self.heartbeat_interval,
+                max_transcript_bytes=self.max_transcript_bytes,
             ) as store,
             TaskManager(max_concurrent_tasks=self.concurrency, **self.manager_options) as local,
         ):
