@@ -274,3 +274,31 @@ async def test_a_follow_up_job_whose_conversation_does_not_load_fails_rather_tha
     assert update.error is not None and 'does not load' in update.error
     fine = WorkerJob(task_id='t2', owner='manager:m', subagent='remote', description='x')
     assert history_of(fine, 'worker:w') is None
+
+
+async def test_a_worker_keeps_no_transcript_over_its_cap_and_the_follow_up_says_so(
+    redis_url: str, namespace: str
+) -> None:
+    on_owner = SubAgentConfig(name='remote', description='Works on a worker.', worker_queue='capped')
+    on_worker = SubAgentConfig(name='remote', instructions='Work.', model=FunctionModel(remembering))
+    worker = Worker(
+        [on_worker],
+        url=redis_url,
+        namespace=namespace,
+        queue='capped',
+        lease_seconds=1.0,
+        heartbeat_interval=0.1,
+        bus_options=FAST['bus_options'],
+        max_transcript_bytes=2000,
+    )
+    async with anyio.create_task_group() as tg, redis_task_manager(redis_url, namespace=namespace, **FAST) as a:
+        tg.start_soon(worker.run)
+        await worker.wait_ready()
+        long = await a.wait_for((await a.start(on_owner, 'x' * 3000, scope='c1')).id, timeout=10)
+        short = await a.wait_for((await a.start(on_owner, 'y', scope='c1')).id, timeout=10)
+        assert long.status is short.status is TaskStatus.COMPLETED
+        with pytest.raises(TaskNotContinuableError, match='larger than the store keeps'):
+            await a.start(on_owner, 'more', scope='c1', continue_task_id=long.id)
+        follow_up = await a.wait_for((await a.start(on_owner, 'more', scope='c1', continue_task_id=short.id)).id)
+        assert follow_up.result == 'y | more'
+        worker.stop()
