@@ -81,8 +81,10 @@ class WorkerUpdate(Message):
 
 @dataclass(frozen=True, kw_only=True)
 class SteerMessage(Message):
-    """A message from a task's parent for its live run: from another process to the task's owner, or from the owner
-    to the worker running the task."""
+    """A message from a task's parent for its live run (steering).
+
+    It goes from another process to the task's owner, or from the owner to the worker running the task.
+    """
 
     task_id: str
     """The task (the owner's id)."""
