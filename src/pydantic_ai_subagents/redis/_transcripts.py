@@ -35,7 +35,7 @@ from .._errors import TaskNotContinuableError
 
 __all__ = ('KEEP_SCRIPT', 'EncodedTranscript', 'encode', 'load')
 
-_POLL: Final = 0.02
+_POLL: Final = 0.005
 """Seconds between looks while the owner's write of a finished record is on its way."""
 
 # KEYS: record hash. ARGV: the transcript's JSON ('' when over the cap), its size in bytes.
