@@ -8,7 +8,8 @@ accepted), runs it in its own process and reports back ([`WorkerUpdate`][pydanti
 Cancel requests and answers go from the owner to the worker as the usual
 [`CancelRequest`][pydantic_ai_subagents.CancelRequest] and [`Answer`][pydantic_ai_subagents.Answer] messages, and
 messages from the task's parent (steering) as `SteerMessage`. A worker reports each retry of the run after a
-transient model failure in a `WorkerUpdate` (`retry_attempt`), so the owner's record counts the attempts.
+transient model failure in a `WorkerUpdate` (`retry_attempt`), so the owner's record counts the attempts, and
+sends a completed run's conversation with its end (`transcript`), which the owner keeps as for a run of its own.
 
 While a worker runs the task, the owner watches the worker's lease: if it runs out (the worker died), the task is
 queued again when the config's `retries` allow it, else it ends `FAILED`.
@@ -70,6 +71,8 @@ class WorkerUpdate(Message):
     """A remark on how it ended."""
     usage: TaskUsage = field(default_factory=TaskUsage)
     """Usage so far."""
+    transcript: str | None = None
+    """With `COMPLETED`: the run's conversation, as Pydantic AI's JSON; the owner keeps it for follow-up tasks."""
     retry_attempt: int | None = None
     """Set when a try of the run failed on a transient model error: the number of the try about to start (the
     status is unchanged)."""

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
-from pydantic_ai.messages import ModelMessagesTypeAdapter
+from pydantic import ValidationError
+from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
 
 from .._bus import Answer, CancelRequest, Message
 from .._remote import ClaimReply, SteerMessage, TaskClaim, WorkerJob, WorkerUpdate, limits_dict
@@ -207,7 +208,7 @@ class _WorkerRun:
                 self.waiting = True
                 self.observer.waiting(update.question or '')
         elif status is TaskStatus.COMPLETED:
-            self.end(Outcome(kind='completed', output=update.result))
+            self.end(Outcome(kind='completed', output=update.result, transcript=_messages(update.transcript)))
         elif status is TaskStatus.FAILED:
             self.end(Outcome(kind='failed', error=update.error, note=update.note))
         elif status is TaskStatus.CANCELLED:
@@ -268,3 +269,13 @@ class _WorkerRun:
                 requested_by='owner',
             )
         )
+
+
+def _messages(transcript: str | None) -> list[ModelMessage] | None:
+    """A worker's transcript, as messages; `None` when it sent none, or one that does not load here."""
+    if transcript is None:
+        return None
+    try:
+        return ModelMessagesTypeAdapter.validate_json(transcript)
+    except ValidationError:
+        return None  # a follow-up is refused: its conversation is not kept
