@@ -142,5 +142,5 @@ class RedisRecords:
                 client=pipe,
             )
         for task_id, transcript in transcripts.items():
-            # A record written before (a worker's task, whose owner writes the record): kept only if Redis holds it.
+            # The terminal record left in an earlier batch: the transcript is kept only if Redis still holds the record.
             await self._keep(keys=[keys.task(task_id)], args=transcript.args, client=pipe)

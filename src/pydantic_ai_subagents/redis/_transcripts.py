@@ -9,8 +9,8 @@ The rules it keeps:
 * **Pydantic AI's own format.** Messages are stored as the JSON of `ModelMessagesTypeAdapter`, and read back with it.
 * **Bounded.** A transcript larger than the store's `max_transcript_bytes` is not kept; its size is
   (`transcript_over`), so a follow-up is refused with the reason rather than started without its history.
-* **Never half.** The owner writes a completed task's transcript in the same script as its terminal record; a
-  worker writes it before it reports the end. A reader that finds the record still live in Redis (the owner's write
+* **Never half.** Only a task's owner writes its transcript (a worker sends it to the owner with the task's end),
+  in the same script as the terminal record. A reader that finds the record still live in Redis (the owner's write
   is on its way) waits for it, for a bounded time.
 """
 

@@ -10,34 +10,29 @@ The rules it keeps:
   subagent's config says (`model_retries`, backoff), as any manager does; each retry is reported to the owner
   (`WorkerUpdate.retry_attempt`), in order with the other reports, so the owner's record, events and spans count
   the attempts.
-* **A follow-up can start from a worker's task, and run on a worker.** A completed task's conversation is written
-  to the owner's record in Redis before the end is reported, so whoever reads the end can continue the task; a
-  follow-up's job carries the conversation it starts from (`WorkerJob.history`), and one that does not load fails
-  the task rather than run it without its history.
+* **A follow-up can start from a worker's task, and run on a worker.** A completed task's conversation goes to its
+  owner with the report of its end (`WorkerUpdate.transcript`): the owner keeps it as for a run of its own (its
+  `after_task` hook may withhold it, its store caps it). A follow-up's job carries the conversation it starts from
+  (`WorkerJob.history`), and one that does not load fails the task rather than run it without its history.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from typing import Final
 
-import anyio
 from pydantic import ValidationError
-from pydantic_ai.messages import ModelMessage
+from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
 
 from .._events import TaskRetrying
 from .._manager import TaskManager
 from .._manager._steering import STEER_PREFIX
 from .._remote import ClaimReply, SteerMessage, WorkerJob, WorkerUpdate
 from .._state import TaskRecord, TaskStatus, TaskUsage
-from ._store import RedisTaskStore
 
-__all__ = ('history_of', 'keep_transcript', 'retry_update', 'steer', 'steer_held')
+__all__ = ('history_of', 'retry_update', 'steer', 'steer_held', 'with_transcript')
 
 logger = logging.getLogger('pydantic_ai_subagents.redis')
-
-_KEEP_TIMEOUT: Final = 5.0
-"""Seconds a worker waits for a finished task's conversation to reach Redis before it reports the end anyway."""
 
 
 def history_of(job: WorkerJob, sender: str) -> list[ModelMessage] | WorkerUpdate | None:
@@ -80,20 +75,14 @@ def retry_update(sender: str, owner: str, task_id: str, event: TaskRetrying, rec
     )
 
 
-async def keep_transcript(store: RedisTaskStore, local: TaskManager, local_id: str, task_id: str) -> None:
-    """Write the conversation of the completed local run to the owner's record of `task_id` in Redis, and wait for it.
-
-    Bounded: after `_KEEP_TIMEOUT` seconds (Redis away) the end is reported anyway, and a follow-up is refused.
-    """
+def with_transcript(update: WorkerUpdate, local: TaskManager, local_id: str) -> WorkerUpdate:
+    """`update` with the conversation of the local run when it reports a completed task, for its owner to keep."""
+    if update.status is not TaskStatus.COMPLETED:
+        return update
     messages = local.transcript(local_id)
     if messages is None:
-        return
-    try:
-        store.keep_transcript(task_id, messages)
-        with anyio.move_on_after(_KEEP_TIMEOUT):
-            await store.flush()
-    except Exception as exc:  # the worker is closing: the task's end still goes to its owner
-        logger.warning('the conversation of task %s was not kept: %s', task_id, exc)
+        return update
+    return dataclasses.replace(update, transcript=ModelMessagesTypeAdapter.dump_json(messages).decode())
 
 
 def _plain(text: str) -> str:
