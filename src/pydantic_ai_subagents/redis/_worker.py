@@ -33,7 +33,7 @@ from .._state import TaskRecord, TaskStatus
 from ._bus import RedisMessageBus
 from ._connect import RedisSource, retrying
 from ._store import RedisTaskStore
-from ._worker_steer import history_of, keep_transcript, retry_update, steer, steer_held
+from ._worker_steer import history_of, retry_update, steer, steer_held, with_transcript
 
 __all__ = ('Worker',)
 
@@ -91,7 +91,6 @@ class Worker:
         lease_seconds: float = 10.0,
         heartbeat_interval: float = 1.0,
         bus_options: dict[str, Any] | None = None,
-        max_transcript_bytes: int = 1_000_000,
         **manager_options: Any,
     ) -> None:
         """Describe the worker; nothing connects until [`run`][pydantic_ai_subagents.redis.Worker.run].
@@ -109,7 +108,6 @@ class Worker:
             lease_seconds: How soon owners notice that this worker died.
             heartbeat_interval: Seconds between lease renewals (and checks that owners still live).
             bus_options: More keyword arguments for [`RedisMessageBus`][pydantic_ai_subagents.redis.RedisMessageBus].
-            max_transcript_bytes: The largest conversation of a completed task kept in Redis for follow-ups.
             **manager_options: Keyword arguments for the local [`TaskManager`][pydantic_ai_subagents.TaskManager].
         """
         if concurrency < 1:
@@ -128,7 +126,6 @@ class Worker:
         self.lease_seconds = lease_seconds
         self.heartbeat_interval = heartbeat_interval
         self.bus_options = bus_options or {}
-        self.max_transcript_bytes = max_transcript_bytes
         self.manager_options = manager_options
         self.participant = f'{WORKER_PREFIX}{secrets.token_hex(8)}'
         """This worker's name on the bus: the sender of its claims and updates, and the holder of its lease."""
@@ -182,7 +179,6 @@ class Worker:
                 namespace=self.namespace,
                 lease_seconds=self.lease_seconds,
                 heartbeat_interval=self.heartbeat_interval,
-                max_transcript_bytes=self.max_transcript_bytes,
             ) as store,
             TaskManager(max_concurrent_tasks=self.concurrency, **self.manager_options) as local,
         ):
@@ -191,7 +187,7 @@ class Worker:
             await bus.wait_for_participant(self.participant)
             events = local.events(max_buffer=100_000)
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._relay, events, bus, store, local, slots)
+                tg.start_soon(self._relay, events, bus, local, slots)
                 tg.start_soon(self._serve_inbox, inbox, local)
                 tg.start_soon(self._watch_owners, store, local)
                 tg.start_soon(self._take_jobs, store, bus, local, slots)
@@ -337,9 +333,7 @@ class Worker:
             # Left pending: a worker takes it over later, and its claim is refused (this attempt was claimed).
             logger.warning('could not acknowledge job %s of queue %r: %s', entry_id, self.queue, exc)
 
-    async def _relay(
-        self, events: Any, bus: RedisMessageBus, store: RedisTaskStore, local: TaskManager, slots: anyio.Semaphore
-    ) -> None:
+    async def _relay(self, events: Any, bus: RedisMessageBus, local: TaskManager, slots: anyio.Semaphore) -> None:
         """Report each state change (and each retry) of a local run to the task's owner."""
         event: TaskEvent
         async for event in events:
@@ -349,12 +343,12 @@ class Worker:
                     record = local.get(event.task_id)
                     self._send(bus, retry_update(self.participant, entry.owner, entry.remote_id, event, record))
                 continue
-            if entry is not None and event.status is TaskStatus.COMPLETED:
-                await keep_transcript(store, local, entry.local_id, entry.remote_id)
             if entry is None or event.status is TaskStatus.PENDING or event.status is entry.last_status:
                 continue
             entry.last_status = event.status
-            self._send(bus, self._update(entry, event, local.get(event.task_id)))
+            self._send(
+                bus, with_transcript(self._update(entry, event, local.get(event.task_id)), local, entry.local_id)
+            )
             if event.status.is_terminal:
                 del self._by_local[entry.local_id]
                 del self._jobs[entry.remote_id]
