@@ -6,6 +6,7 @@ Two managers, each with its own bus, store and connections (two processes as far
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from functools import partial
@@ -20,6 +21,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from pydantic_ai_subagents import (
     SubAgentConfig,
+    TaskEnd,
     TaskManager,
     TaskNotContinuableError,
     TaskRecord,
@@ -250,7 +252,9 @@ async def test_a_task_run_on_a_worker_is_continued_from_another_process_on_a_wor
         tg.start_soon(worker.run)
         await worker.wait_ready()
         first = await a.wait_for((await a.start(on_owner, 'list the files', scope='c1')).id, timeout=10)
-        assert first.status is TaskStatus.COMPLETED and a.transcript(first.id) is None  # it ran elsewhere
+        assert first.status is TaskStatus.COMPLETED
+        transcript = a.transcript(first.id)  # it came with the worker's report
+        assert transcript is not None and prompts_of(transcript) == ['list the files']
         await finished_in(b, first.id)
         # b's follow-up runs on a worker too, starting from the conversation the first worker kept in Redis.
         second = await b.start(on_owner, 'now count them', scope='c1', continue_task_id=first.id)
@@ -276,29 +280,67 @@ async def test_a_follow_up_job_whose_conversation_does_not_load_fails_rather_tha
     assert history_of(fine, 'worker:w') is None
 
 
-async def test_a_worker_keeps_no_transcript_over_its_cap_and_the_follow_up_says_so(
-    redis_url: str, namespace: str
-) -> None:
-    on_owner = SubAgentConfig(name='remote', description='Works on a worker.', worker_queue='capped')
+def worker_for(redis_url: str, namespace: str, queue: str) -> Worker:
     on_worker = SubAgentConfig(name='remote', instructions='Work.', model=FunctionModel(remembering))
-    worker = Worker(
+    return Worker(
         [on_worker],
         url=redis_url,
         namespace=namespace,
-        queue='capped',
+        queue=queue,
         lease_seconds=1.0,
         heartbeat_interval=0.1,
         bus_options=FAST['bus_options'],
-        max_transcript_bytes=2000,
     )
-    async with anyio.create_task_group() as tg, redis_task_manager(redis_url, namespace=namespace, **FAST) as a:
+
+
+async def test_the_owners_cap_applies_to_a_worker_task_s_transcript(redis_url: str, namespace: str) -> None:
+    on_owner = SubAgentConfig(name='remote', description='Works on a worker.', worker_queue='capped')
+    worker = worker_for(redis_url, namespace, 'capped')
+    async with (
+        anyio.create_task_group() as tg,
+        redis_task_manager(redis_url, namespace=namespace, max_transcript_bytes=2000, **FAST) as a,
+        redis_task_manager(redis_url, namespace=namespace, **FAST) as b,
+    ):
         tg.start_soon(worker.run)
         await worker.wait_ready()
         long = await a.wait_for((await a.start(on_owner, 'x' * 3000, scope='c1')).id, timeout=10)
         short = await a.wait_for((await a.start(on_owner, 'y', scope='c1')).id, timeout=10)
         assert long.status is short.status is TaskStatus.COMPLETED
+        await finished_in(b, long.id)
+        await finished_in(b, short.id)
         with pytest.raises(TaskNotContinuableError, match='larger than the store keeps'):
-            await a.start(on_owner, 'more', scope='c1', continue_task_id=long.id)
-        follow_up = await a.wait_for((await a.start(on_owner, 'more', scope='c1', continue_task_id=short.id)).id)
+            await b.start(on_owner, 'more', scope='c1', continue_task_id=long.id)
+        follow_up = await b.wait_for((await b.start(on_owner, 'more', scope='c1', continue_task_id=short.id)).id)
         assert follow_up.result == 'y | more'
+        worker.stop()
+
+
+async def test_a_worker_task_s_conversation_withheld_by_the_owner_s_hook_never_reaches_redis(
+    redis_url: str, namespace: str
+) -> None:
+    on_owner = SubAgentConfig(name='remote', description='Works on a worker.', worker_queue='redact')
+    worker = worker_for(redis_url, namespace, 'redact')
+
+    def redact(end: TaskEnd) -> TaskEnd:
+        return dataclasses.replace(end, output=str(end.output).replace('secret', '[redacted]'))
+
+    async with (
+        anyio.create_task_group() as tg,
+        redis_task_manager(redis_url, namespace=namespace, after_task=redact, **FAST) as a,
+        redis_task_manager(redis_url, namespace=namespace, **FAST) as b,
+    ):
+        tg.start_soon(worker.run)
+        await worker.wait_ready()
+        first = await a.wait_for((await a.start(on_owner, 'the secret is 42', scope='c1')).id, timeout=10)
+        assert first.result == 'the [redacted] is 42'
+        await finished_in(b, first.id)
+        await a.store.flush()  # type: ignore[attr-defined]
+        client = aioredis.from_url(redis_url)  # pyright: ignore[reportUnknownMemberType]
+        try:
+            assert not await client.hexists(f'{namespace}:task:{first.id}', 'transcript')  # pyright: ignore[reportUnknownMemberType]
+        finally:
+            await client.aclose()
+        for manager in (a, b):
+            with pytest.raises(TaskNotContinuableError, match='not kept'):
+                await manager.start(on_owner, 'what was it?', scope='c1', continue_task_id=first.id)
         worker.stop()
