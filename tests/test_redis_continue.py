@@ -344,3 +344,25 @@ async def test_a_worker_task_s_conversation_withheld_by_the_owner_s_hook_never_r
             with pytest.raises(TaskNotContinuableError, match='not kept'):
                 await manager.start(on_owner, 'what was it?', scope='c1', continue_task_id=first.id)
         worker.stop()
+
+
+async def test_a_follow_up_when_redis_cannot_be_read_is_a_refusal_the_model_reads(
+    two: tuple[TaskManager, TaskManager],
+) -> None:
+    a, b = two
+    first = await a.wait_for((await a.start(CONFIG, 'one', scope='c1')).id)
+    await finished_in(b, first.id)
+
+    async def unreachable(task_id: str) -> list[ModelMessage] | None:
+        raise ConnectionError('Connection refused')
+
+    b.store.load_transcript = unreachable  # type: ignore[attr-defined]
+    toolset = create_subagent_toolset([CONFIG], manager=b)
+    script = Script([[call('task', description='more', subagent_type='worker', continue_task_id=first.id)]])
+    await Agent(script.model(), toolsets=[toolset]).run('go', conversation_id='c1')
+    (reply,) = script.replies[1]
+    assert reply == (
+        f"Task not started: task '{first.id}' cannot be continued: its conversation could not be read "
+        '(ConnectionError: Connection refused).'
+    )
+    assert [r.id for r in b.list('c1')] == [first.id]
