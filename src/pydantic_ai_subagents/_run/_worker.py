@@ -68,7 +68,10 @@ class WorkerExecutor:
         """A worker asks to run a task: accept one claim per attempt, refuse the rest."""
         run = self.runs.get(claim.task_id)
         accepted = run is not None and run.accept(claim)
-        messages = tuple(run.messages) if run is not None and accepted else ()
+        messages: tuple[str, ...] = ()
+        if run is not None and accepted:
+            messages = tuple(run.messages)  # the run starts with them
+            run.delivered = len(messages)
         return ClaimReply(sender=self.participant, task_id=claim.task_id, accepted=accepted, messages=messages)
 
     def on_update(self, update: WorkerUpdate) -> None:
@@ -179,7 +182,6 @@ class _WorkerRun:
         if self.job.stop_requested:
             return False
         self.worker = claim.sender
-        self.delivered = len(self.messages)  # in the reply: the run starts with them
         self.observer.started()
         return True
 
@@ -236,10 +238,11 @@ class _WorkerRun:
         )
 
     def message(self, text: str) -> bool:
-        """Pass a steering message on to the worker; held until the worker reports the run.
+        """Pass a steering message on to the worker running the task.
 
-        Taken while the task is not over here; one that reaches the worker as the run ends is refused there, and
-        the task's result follows.
+        Held while the task is queued (it goes with the claim's reply) and until the worker reports the run. Taken
+        while the task is not over here; one that reaches the worker as the run ends is refused there, and the
+        task's result follows.
         """
         if self.outcome is not None:
             return False
