@@ -6,7 +6,10 @@ state change, answers the tools and the application. The work goes to a queue in
 takes it, asks the owner for it ([`TaskClaim`][pydantic_ai_subagents.TaskClaim]; only one claim per attempt is
 accepted), runs it in its own process and reports back ([`WorkerUpdate`][pydantic_ai_subagents.WorkerUpdate]).
 Cancel requests and answers go from the owner to the worker as the usual
-[`CancelRequest`][pydantic_ai_subagents.CancelRequest] and [`Answer`][pydantic_ai_subagents.Answer] messages.
+[`CancelRequest`][pydantic_ai_subagents.CancelRequest] and [`Answer`][pydantic_ai_subagents.Answer] messages, and
+messages from the task's parent (steering) as `SteerMessage`. A worker reports each retry of the run after a
+transient model failure in a `WorkerUpdate` (`retry_attempt`), so the owner's record counts the attempts, and
+sends a completed run's conversation with its end (`transcript`), which the owner keeps as for a run of its own.
 
 While a worker runs the task, the owner watches the worker's lease: if it runs out (the worker died), the task is
 queued again when the config's `retries` allow it, else it ends `FAILED`.
@@ -17,12 +20,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
 from pydantic_ai.usage import UsageLimits
 
 from ._bus import Message
 from ._state import TaskStatus, TaskUsage
 
-__all__ = ('ClaimReply', 'TaskClaim', 'WorkerJob', 'WorkerUpdate')
+__all__ = ('ClaimReply', 'SteerMessage', 'TaskClaim', 'WorkerJob', 'WorkerUpdate')
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +47,8 @@ class ClaimReply(Message):
     """The task."""
     accepted: bool
     """Whether the worker is to run it (`False`: it was cancelled meanwhile, or another worker has it)."""
+    messages: tuple[str, ...] = ()
+    """Steering messages sent to the task before the worker took it: its run starts with them."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +71,28 @@ class WorkerUpdate(Message):
     """A remark on how it ended."""
     usage: TaskUsage = field(default_factory=TaskUsage)
     """Usage so far."""
+    transcript: str | None = None
+    """With `COMPLETED`: the run's conversation, as Pydantic AI's JSON; the owner keeps it for follow-up tasks."""
+    retry_attempt: int | None = None
+    """Set when a try of the run failed on a transient model error: the number of the try about to start (the
+    status is unchanged)."""
+    retry_error: str | None = None
+    """The failure of the previous try, with `retry_attempt`."""
+    retry_delay: float = 0.0
+    """Seconds until that try starts, with `retry_attempt`."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SteerMessage(Message):
+    """A message from a task's parent for its live run (steering).
+
+    It goes from another process to the task's owner, or from the owner to the worker running the task.
+    """
+
+    task_id: str
+    """The task (the owner's id)."""
+    text: str
+    """The message: as the parent wrote it (to an owner), or as the subagent reads it (to a worker)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,6 +113,12 @@ class WorkerJob:
     """The budget the owner computed (the config's, lowered to what the parent has left)."""
     timeout: float | None = None
     """The task's timeout in seconds, enforced by the owner (the worker gets it to stop in time too)."""
+    history: str | None = None
+    """For a follow-up task: the conversation its run starts from, as Pydantic AI's JSON."""
+
+    def messages(self) -> list[ModelMessage] | None:
+        """The conversation the run starts from, for a follow-up task."""
+        return None if self.history is None else ModelMessagesTypeAdapter.validate_json(self.history)
 
     def limits(self) -> UsageLimits | None:
         """The budget as Pydantic AI's `UsageLimits`."""

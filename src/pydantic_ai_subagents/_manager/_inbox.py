@@ -1,4 +1,4 @@
-"""The manager's mailbox: questions from subagents, cancel requests and answers, and workers' claims and updates."""
+"""The manager's mailbox: questions, cancel requests, answers and steering messages, and workers' claims and updates."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ from collections.abc import Callable
 from typing import Any
 
 from .._bus import Answer, CancelRequest, Message, MessageBus, Question
-from .._remote import TaskClaim, WorkerUpdate
+from .._remote import SteerMessage, TaskClaim, WorkerUpdate
 from .._run import WorkerExecutor
 from .._state import TaskStatus
 from ._cancelling import Cancelling
 from ._questions import Questions
 from ._settle import Settler
 from ._sharing import Sharing
+from ._steering import Steering
 
 __all__ = ('Inbox',)
 
@@ -41,6 +42,7 @@ class Inbox:
         self.workers = workers
         self._bus = bus
         self.participant = participant
+        self.steering = Steering(settler=settler, sharing=sharing)
 
     async def serve(self, mailbox: Any) -> None:
         """Handle each message; one that fails to be handled is logged, and the next is handled."""
@@ -68,6 +70,8 @@ class Inbox:
             self._bus().reply(message, self.workers.on_claim(message))
         elif isinstance(message, WorkerUpdate):
             self.workers.on_update(message)
+        elif isinstance(message, SteerMessage) and message.sender != self.participant:
+            self.steering.send(message.task_id, message.text, forward=False)  # for a task of ours
 
     def answer(self, task_id: str, answer: str) -> bool:
         """Answer a task's question: here, on the worker that runs it, or through the process that owns it."""

@@ -41,12 +41,11 @@ from .._notices import TaskNotice
 from .._run import Outcome
 from .._state import TaskMode, TaskRecord, TaskStatus, TaskStore
 from .._text import describe_record
-from ._continuing import conversation_to_continue
+from ._continuing import load_conversation
 from ._feed import task_events
 from ._hooks import AfterTaskHook, BeforeTaskHook, HookedExecutor, before, configured
 from ._lifecycle import Host, check_duration
 from ._parts import Parts
-from ._steering import Steering
 from ._waiting import WaitMode
 
 __all__ = ('OnRunEnd', 'TaskManager', 'WaitMode')
@@ -174,7 +173,7 @@ class TaskManager:
         self._waiting, self._sharing, self._cancelling = parts.waiting, parts.sharing, parts.cancelling
         self._running, self._starter = parts.running, parts.starter
         self._inbox = parts.inbox(self._get_bus, self.participant)
-        self._steering = Steering(settler=parts.settler)
+        self._steering = self._inbox.steering
         settler = parts.settler
         self._host = Host(
             serve=self._serve,
@@ -279,6 +278,7 @@ class TaskManager:
         agent: Agent[Any, Any] | None = None,
         ledger: Ledger | None = None,
         continue_task_id: str | None = None,
+        message_history: Sequence[ModelMessage] | None = None,
     ) -> TaskRecord:
         """Create a task for `config` and start it in the background (or queue it); return its first snapshot.
 
@@ -297,6 +297,8 @@ class TaskManager:
             continue_task_id: A completed task of the same scope and subagent to follow up on: the new task's run
                 starts from that task's conversation, and its record links to it
                 ([`continued_from`][pydantic_ai_subagents.TaskRecord.continued_from]).
+            message_history: A conversation to start the run from, when there is no task here to continue (a
+                worker runs a follow-up task of its owner with it); ignored with `continue_task_id`.
 
         Raises:
             TaskLimitError: the nesting depth or the per-scope task limit is reached.
@@ -314,8 +316,10 @@ class TaskManager:
             config, description, mode = configured(request), request.description, request.mode
         history = None
         if continue_task_id is not None:
-            messages = conversation_to_continue(self._settler, continue_task_id, scope=scope, subagent=config.name)
+            messages = await load_conversation(self._settler, continue_task_id, scope=scope, subagent=config.name)
             history = (continue_task_id, messages)
+        elif message_history is not None:
+            history = (None, list(message_history))
         runtime, record = self._starter.new_task(
             config,
             description,
@@ -478,7 +482,8 @@ class TaskManager:
 
         Returns:
             Whether the message was taken: `False` for an unknown or finished task, a task being cancelled, a task
-            of another process, or a run that ended just now (its result follows).
+            of another process without a shared store, or a run that ended just now (its result follows). With a
+            shared store, a task of another process gets the message through its owner (taken once sent).
         """
         return self._call(lambda: self._steering.send(task_id, message))
 

@@ -25,6 +25,7 @@ from .._events import EVENTS_TOPIC, TaskEvent, TaskEventMessage, event_for_chang
 from .._run import Outcome, partial_from_messages, render_output, usage_snapshot
 from .._state import StatusChange, TaskRecord, TaskStatus, TaskStore
 from ._runtime import TaskRuntime
+from ._transcripts import TranscriptStore
 
 __all__ = ('Settler',)
 
@@ -52,6 +53,8 @@ class Settler:
         self._forget = forget
         self.live_per_scope: dict[str, int] = {}
         self.transcripts: dict[str, list[ModelMessage]] = {}
+        self.kept: TranscriptStore | None = store if isinstance(store, TranscriptStore) else None
+        """The store, when it keeps completed tasks' conversations for other processes too."""
         self.runtimes: dict[str, TaskRuntime] = {}
         """The live tasks of this manager, by id."""
 
@@ -105,6 +108,8 @@ class Settler:
                 return
             runtime.final = change.record
             self.changed(runtime, change)
+            if self.kept is not None and status is TaskStatus.COMPLETED and outcome.transcript is not None:
+                self.kept.keep_transcript(job.id, outcome.transcript)
             self.prune()
         except Exception:  # a store or a listener failing must not take the manager down with this task
             logger.exception('settling task %s failed', job.id)

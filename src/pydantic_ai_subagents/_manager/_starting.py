@@ -70,11 +70,11 @@ class Starter:
         parent_limits: UsageLimits | None,
         agent: Agent[Any, Any] | None,
         ledger: Ledger | None,
-        history: tuple[str, list[ModelMessage]] | None = None,
+        history: tuple[str | None, list[ModelMessage]] | None = None,
     ) -> tuple[TaskRuntime, TaskRecord]:
         """The runtime and first record of a new task, checked against the limits.
 
-        `history` is the id and conversation of the finished task this one continues.
+        `history` is the id (if known here) and conversation of the finished task this one continues.
 
         Raises:
             TaskLimitError: the nesting depth or the per-scope task limit is reached.

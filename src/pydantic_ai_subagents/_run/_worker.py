@@ -2,9 +2,11 @@
 
 The owner keeps the record and settles the task; the work goes to a queue in the shared store. A worker takes it,
 claims it ([`TaskClaim`][pydantic_ai_subagents.TaskClaim]: one accepted claim per attempt), runs it and reports
-([`WorkerUpdate`][pydantic_ai_subagents.WorkerUpdate]). Cancel requests and answers go to the worker as the usual
-bus messages. While a worker runs the task, the owner watches its lease: if it runs out, the task is queued again
-when the config's `retries` allow, else it fails.
+([`WorkerUpdate`][pydantic_ai_subagents.WorkerUpdate]). Cancel requests, answers and steering messages go to the
+worker as bus messages; steering messages sent before a worker took the task go in the claim's reply (its run
+starts with them), later ones once the worker reports the run, and a new attempt's worker gets them all. While a
+worker runs the task, the owner watches its lease: if it runs out, the task is queued again when the config's
+`retries` allow, else it fails.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+from pydantic import ValidationError
+from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
 
 from .._bus import Answer, CancelRequest, Message
-from .._remote import ClaimReply, TaskClaim, WorkerJob, WorkerUpdate, limits_dict
+from .._remote import ClaimReply, SteerMessage, TaskClaim, WorkerJob, WorkerUpdate, limits_dict
 from .._state import SharedTaskStore, TaskStatus
 from ._protocol import Outcome, RunObserver, TaskJob
 from ._support import safe_error
@@ -64,7 +68,11 @@ class WorkerExecutor:
         """A worker asks to run a task: accept one claim per attempt, refuse the rest."""
         run = self.runs.get(claim.task_id)
         accepted = run is not None and run.accept(claim)
-        return ClaimReply(sender=self.participant, task_id=claim.task_id, accepted=accepted)
+        messages: tuple[str, ...] = ()
+        if run is not None and accepted:
+            messages = tuple(run.messages)  # the run starts with them
+            run.delivered = len(messages)
+        return ClaimReply(sender=self.participant, task_id=claim.task_id, accepted=accepted, messages=messages)
 
     def on_update(self, update: WorkerUpdate) -> None:
         """A worker reports a change of a task it runs."""
@@ -76,7 +84,19 @@ class WorkerExecutor:
 class _WorkerRun:
     """One task on the workers: the job's `RunControl`."""
 
-    __slots__ = ('attempt', 'done', 'executor', 'job', 'observer', 'outcome', 'waiting', 'worker')
+    __slots__ = (
+        'attempt',
+        'delivered',
+        'done',
+        'executor',
+        'job',
+        'messages',
+        'observer',
+        'outcome',
+        'reached',
+        'waiting',
+        'worker',
+    )
 
     def __init__(self, executor: WorkerExecutor, job: TaskJob, observer: RunObserver) -> None:
         self.executor = executor
@@ -88,6 +108,12 @@ class _WorkerRun:
         self.waiting = False
         self.done = anyio.Event()
         self.outcome: Outcome | None = None
+        self.messages: list[str] = []
+        """Every steering message taken, in order: a new attempt starts over, so its worker gets them all."""
+        self.delivered = 0
+        """How many of `messages` went to the current worker."""
+        self.reached = False
+        """Whether the current worker reported the run: it knows the task, so a message to it is not dropped."""
 
     def end(self, outcome: Outcome) -> None:
         if self.outcome is None:
@@ -116,6 +142,7 @@ class _WorkerRun:
             if self.attempt < self.job.config.retries and not self.job.stop_requested:
                 self.attempt += 1
                 self.worker = None
+                self.reached, self.delivered = False, 0
                 if self.waiting:
                     self.waiting = False
                     self.observer.resumed()
@@ -136,6 +163,9 @@ class _WorkerRun:
             attempt=self.attempt,
             usage_limits=limits_dict(job.usage_limits),
             timeout=self.executor.timeout_of(job.id),
+            history=None
+            if job.message_history is None
+            else ModelMessagesTypeAdapter.dump_json(job.message_history).decode(),
         )
         try:
             await shared.submit(queue, {f: getattr(spec, f) for f in spec.__dataclass_fields__})
@@ -163,6 +193,12 @@ class _WorkerRun:
         usage.tool_calls = update.usage.tool_calls
         usage.input_tokens = update.usage.input_tokens
         usage.output_tokens = update.usage.output_tokens
+        if not self.reached:
+            self.reached = True
+            self._deliver()
+        if update.retry_attempt is not None:
+            self.observer.retrying(update.retry_attempt, update.retry_error or '', update.retry_delay)
+            return
         status = update.status
         if status is TaskStatus.RUNNING:
             if self.waiting:
@@ -174,7 +210,7 @@ class _WorkerRun:
                 self.waiting = True
                 self.observer.waiting(update.question or '')
         elif status is TaskStatus.COMPLETED:
-            self.end(Outcome(kind='completed', output=update.result))
+            self.end(Outcome(kind='completed', output=update.result, transcript=_messages(update.transcript)))
         elif status is TaskStatus.FAILED:
             self.end(Outcome(kind='failed', error=update.error, note=update.note))
         elif status is TaskStatus.CANCELLED:
@@ -202,8 +238,28 @@ class _WorkerRun:
         )
 
     def message(self, text: str) -> bool:
-        """Steering a task on a worker is not supported: the message is refused."""
-        return False
+        """Pass a steering message on to the worker running the task.
+
+        Held while the task is queued (it goes with the claim's reply) and until the worker reports the run. Taken
+        while the task is not over here; one that reaches the worker as the run ends is refused there, and the
+        task's result follows.
+        """
+        if self.outcome is not None:
+            return False
+        self.messages.append(text)
+        return self._deliver()
+
+    def _deliver(self) -> bool:
+        worker = self.worker
+        if worker is None or not self.reached:
+            return True
+        sent = True
+        for text in self.messages[self.delivered :]:
+            sent = self.executor.send(
+                SteerMessage(sender=self.executor.participant, recipient=worker, task_id=self.job.id, text=text)
+            )
+        self.delivered = len(self.messages)
+        return sent
 
     def _cancel(self, kind: Any) -> None:
         assert self.worker is not None
@@ -216,3 +272,13 @@ class _WorkerRun:
                 requested_by='owner',
             )
         )
+
+
+def _messages(transcript: str | None) -> list[ModelMessage] | None:
+    """A worker's transcript, as messages; `None` when it sent none, or one that does not load here."""
+    if transcript is None:
+        return None
+    try:
+        return ModelMessagesTypeAdapter.validate_json(transcript)
+    except ValidationError:
+        return None  # a follow-up is refused: its conversation is not kept

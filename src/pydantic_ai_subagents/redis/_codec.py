@@ -41,7 +41,7 @@ from .._events import (
     TaskRunEvent,
     TaskStarted,
 )
-from .._remote import ClaimReply, TaskClaim, WorkerUpdate
+from .._remote import ClaimReply, SteerMessage, TaskClaim, WorkerUpdate
 from .._state import TaskRecord
 
 __all__ = (
@@ -117,6 +117,7 @@ for _builtin in (
     TaskClaim,
     ClaimReply,
     WorkerUpdate,
+    SteerMessage,
 ):
     register_message_type(_builtin)
 

@@ -22,6 +22,7 @@ async def redis_task_manager(
     retention_seconds: float | None = 3600.0,
     lease_seconds: float = 10.0,
     heartbeat_interval: float = 1.0,
+    max_transcript_bytes: int = 1_000_000,
     bus_options: dict[str, Any] | None = None,
     **manager_options: Any,
 ) -> AsyncGenerator[TaskManager]:
@@ -44,6 +45,7 @@ async def redis_task_manager(
         retention_seconds: Finished tasks older than this are dropped; `None`: only `max_retained` applies.
         lease_seconds: How soon the live tasks of a process that died are marked `FAILED`.
         heartbeat_interval: Seconds between lease renewals (and orphan checks); below `lease_seconds`.
+        max_transcript_bytes: The largest conversation of a completed task kept in Redis for follow-up tasks.
         bus_options: More keyword arguments for [`RedisMessageBus`][pydantic_ai_subagents.redis.RedisMessageBus].
         **manager_options: Keyword arguments for [`TaskManager`][pydantic_ai_subagents.TaskManager].
     """
@@ -56,6 +58,7 @@ async def redis_task_manager(
             retention_seconds=retention_seconds,
             lease_seconds=lease_seconds,
             heartbeat_interval=heartbeat_interval,
+            max_transcript_bytes=max_transcript_bytes,
         ) as store,
         TaskManager(bus=bus, store=store, **manager_options) as manager,
     ):

@@ -9,8 +9,8 @@ record (see [`SharedTaskStore`][pydantic_ai_subagents.SharedTaskStore]).
 Redis keys, all under the store's `namespace`:
 
 * `{namespace}:task:{id}`: a hash per task: `data` (the record as JSON), `rev` (its revision), `status`,
-  `terminal`. A script writes it only when the revision is newer and never turns a finished task into another
-  state. A finished task's key expires after `retention_seconds`.
+  `terminal`, and a completed task's conversation (`transcript`; `transcript_over`, its size, when over the cap).
+  A script writes it (see `_records`); a finished task's key expires after `retention_seconds`.
 * `{namespace}:tasks`: a sorted set of every task id, by creation time: the order records are loaded in.
 * `{namespace}:finished`: a sorted set of finished task ids, by finishing time; the oldest past `max_retained` are
   deleted.
@@ -30,13 +30,13 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Final, Self, cast
 
 import anyio
 import anyio.abc
-from pydantic import TypeAdapter, ValidationError
+from pydantic_ai.messages import ModelMessage
 
 from .._errors import SubagentsError
 from .._memory_store import InMemoryTaskStore
@@ -55,44 +55,16 @@ from ._jobs import WorkerQueues
 from ._keys import StoreKeys
 from ._leases import OwnerLeases
 from ._pump import WritePump
+from ._records import RECORD, RedisRecords
+from ._transcripts import EncodedTranscript, encode, load
 
 __all__ = ('RedisTaskStore',)
 
+_Writes = tuple[list[TaskRecord], list[tuple[str, str]], dict[str, EncodedTranscript]]
+
 logger = logging.getLogger('pydantic_ai_subagents.redis')
 
-_RECORD: Final[TypeAdapter[TaskRecord]] = TypeAdapter(TaskRecord)
-_LOAD_BATCH: Final = 500
 _CLOSE_FLUSH_TIMEOUT: Final = 5.0
-
-# KEYS: record hash, tasks index, finished index.
-# ARGV: id, revision, status, terminal (0/1), data, created score, now, retention ms (0: none), max retained
-#       (-1: none), record key prefix.
-_WRITE_SCRIPT: Final = """
-local cur = redis.call('HMGET', KEYS[1], 'rev', 'status', 'terminal')
-if cur[1] then
-  if tonumber(ARGV[2]) <= tonumber(cur[1]) then return 0 end
-  if cur[3] == '1' and cur[2] ~= ARGV[3] then return 0 end
-end
-redis.call('HSET', KEYS[1], 'rev', ARGV[2], 'status', ARGV[3], 'terminal', ARGV[4], 'data', ARGV[5])
-redis.call('ZADD', KEYS[2], 'NX', ARGV[6], ARGV[1])
-if ARGV[4] == '1' then
-  redis.call('ZADD', KEYS[3], ARGV[7], ARGV[1])
-  if tonumber(ARGV[8]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[8]) end
-  local keep = tonumber(ARGV[9])
-  if keep >= 0 then
-    local extra = redis.call('ZCARD', KEYS[3]) - keep
-    if extra > 0 then
-      local old = redis.call('ZRANGE', KEYS[3], 0, extra - 1)
-      for _, id in ipairs(old) do
-        redis.call('DEL', ARGV[10] .. id)
-        redis.call('ZREM', KEYS[2], id)
-      end
-      redis.call('ZREMRANGEBYRANK', KEYS[3], 0, extra - 1)
-    end
-  end
-end
-return 1
-"""
 
 
 class RedisTaskStore(InMemoryTaskStore):
@@ -131,6 +103,7 @@ class RedisTaskStore(InMemoryTaskStore):
         lease_seconds: float = 10.0,
         heartbeat_interval: float = 1.0,
         max_pending_writes: int = 100_000,
+        max_transcript_bytes: int = 1_000_000,
     ) -> None:
         """Describe the store; nothing connects until `async with`.
 
@@ -148,11 +121,16 @@ class RedisTaskStore(InMemoryTaskStore):
                 raises [`SubagentsError`][pydantic_ai_subagents.SubagentsError] (before anything is added) rather
                 than use unbounded memory. Changes to tasks already here are never refused: the task's newest
                 snapshot replaces the one waiting.
+            max_transcript_bytes: The largest conversation of a completed task kept in Redis (as Pydantic AI's
+                JSON), for follow-up tasks in any process; a larger one is not kept, and a follow-up is refused
+                saying so. `0` keeps none.
         """
         if heartbeat_interval <= 0 or lease_seconds <= heartbeat_interval:
             raise ValueError('heartbeat_interval must be positive and lease_seconds larger than it')
         if max_pending_writes < 1:
             raise ValueError('max_pending_writes must be at least 1')
+        if max_transcript_bytes < 0:
+            raise ValueError('max_transcript_bytes must be >= 0')
         super().__init__(max_retained=max_retained, retention_seconds=retention_seconds)
         self.url = url
         """The Redis server (a URL, or the client or pool given)."""
@@ -162,6 +140,8 @@ class RedisTaskStore(InMemoryTaskStore):
         self.heartbeat_interval = heartbeat_interval
         """Seconds between renewals of this process's leases (and checks for orphans)."""
         self.max_pending_writes = max_pending_writes
+        self.max_transcript_bytes = max_transcript_bytes
+        """The largest transcript kept, in bytes of JSON."""
         self._keys = StoreKeys(namespace)
         self._claim_id = f'{time.time():.0f}-{id(self):x}'
         self._leases = OwnerLeases(
@@ -170,19 +150,18 @@ class RedisTaskStore(InMemoryTaskStore):
         self._queues = WorkerQueues(self._keys)
         self._client: aioredis.Redis | None = None
         self._connection: Connection | None = None
-        self._script: Any = None
+        self._layout = RedisRecords(self._keys)
         self._tg: anyio.abc.TaskGroup | None = None
         self._pump_scope = anyio.CancelScope()
         self._pumps_done = anyio.Event()
         # Written in order by the pump: the newest snapshot of each changed record, then the jobs queued after it.
         self._pending: dict[str, TaskRecord] = {}
         self._jobs_out: list[tuple[str, str]] = []
+        self._transcripts_out: dict[str, EncodedTranscript] = {}
         # The last job submitted for each live task: written again if Redis loses its data.
         self._jobs_live: dict[str, tuple[str, str]] = {}
         self._marker_ms = int(lease_seconds * 10_000)
-        self._writer = WritePump[tuple[list[TaskRecord], list[tuple[str, str]]]](
-            what='task records', take=self._take_writes, write=self._write_batch
-        )
+        self._writer = WritePump[_Writes](what='task records', take=self._take_writes, write=self._write_batch)
         self._closed = False
         self._refreshed_at = time.time()
 
@@ -193,7 +172,7 @@ class RedisTaskStore(InMemoryTaskStore):
             raise SubagentsError('a RedisTaskStore can be entered once')
         self._connection = await open_connection(self.url, self._load)
         client = self._client = self._connection.client
-        self._script = client.register_script(_WRITE_SCRIPT)  # pyright: ignore[reportUnknownMemberType]
+        self._layout.register(client)
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
@@ -273,7 +252,7 @@ class RedisTaskStore(InMemoryTaskStore):
             await client.zremrangebyscore(self._keys.finished, '-inf', cutoff)  # pyright: ignore[reportUnknownMemberType]
         ids = [raw.decode() for raw in cast('list[bytes]', await client.zrange(tasks_key, 0, -1))]  # pyright: ignore[reportUnknownMemberType]
         gone: list[str] = []
-        async for task_id, record in self._read(client, ids):
+        async for task_id, record in self._layout.read(client, ids):
             if record is None:
                 gone.append(task_id)  # expired by retention
             else:
@@ -281,28 +260,6 @@ class RedisTaskStore(InMemoryTaskStore):
         if gone:
             await client.zrem(tasks_key, *gone)  # pyright: ignore[reportUnknownMemberType]
         self.prune()
-
-    async def _read(self, client: aioredis.Redis, ids: list[str]) -> AsyncGenerator[tuple[str, TaskRecord | None]]:
-        """The stored records of `ids`, read in batches.
-
-        `None` for a record Redis no longer holds; one that does not load is logged and left out.
-        """
-        for start in range(0, len(ids), _LOAD_BATCH):
-            chunk = ids[start : start + _LOAD_BATCH]
-            async with client.pipeline(transaction=False) as pipe:  # pyright: ignore[reportUnknownMemberType]
-                for task_id in chunk:
-                    pipe.hget(self._keys.task(task_id), 'data')  # pyright: ignore[reportUnknownMemberType]
-                values = cast('list[bytes | None]', await pipe.execute())  # pyright: ignore[reportUnknownMemberType]
-            for task_id, raw in zip(chunk, values, strict=True):
-                if raw is None:
-                    yield task_id, None
-                    continue
-                try:
-                    record = _RECORD.validate_json(raw)
-                except ValidationError as exc:
-                    logger.error('skipped task %s: its stored record does not load: %s', task_id, exc)
-                    continue
-                yield task_id, record
 
     # -- writes: in memory at once, to Redis by the pump --
 
@@ -369,49 +326,54 @@ class RedisTaskStore(InMemoryTaskStore):
 
     @property
     def _unwritten(self) -> bool:
-        return bool(self._pending or self._jobs_out) or self._writer.writing
+        return bool(self._pending or self._jobs_out or self._transcripts_out) or self._writer.writing
 
     async def _wait_written(self) -> None:
         await self._writer.wait(lambda: self._unwritten and self._tg is not None and not self._pumps_done.is_set())
 
-    def _take_writes(self) -> tuple[list[TaskRecord], list[tuple[str, str]]] | None:
-        if not (self._pending or self._jobs_out):
+    def _take_writes(self) -> _Writes | None:
+        if not (self._pending or self._jobs_out or self._transcripts_out):
             return None
         batch = list(self._pending.values())
         self._pending.clear()
         jobs, self._jobs_out = self._jobs_out, []
-        return batch, jobs
+        transcripts, self._transcripts_out = self._transcripts_out, {}
+        return batch, jobs, transcripts
 
-    async def _write_batch(self, writes: tuple[list[TaskRecord], list[tuple[str, str]]]) -> None:
+    async def _write_batch(self, writes: _Writes) -> None:
         client = self._client
         assert client is not None
-        batch, jobs = writes
+        batch, jobs, transcripts = writes
         for key in {key for key, _ in jobs}:
             await self._queues.ensure_group(client, key)
-        now = time.time()
         retention_ms = 0 if self.retention_seconds is None else max(1, int(self.retention_seconds * 1000))
-        prefix = self._keys.task_prefix
         async with client.pipeline(transaction=False) as pipe:  # pyright: ignore[reportUnknownMemberType]
-            for record in batch:
-                await self._script(
-                    keys=[self._keys.task(record.id), self._keys.tasks, self._keys.finished],
-                    args=[
-                        record.id,
-                        record.revision,
-                        record.status.value,
-                        1 if record.is_terminal else 0,
-                        _RECORD.dump_json(record),
-                        record.created_at.timestamp(),
-                        now,
-                        retention_ms,
-                        self.max_retained,
-                        prefix,
-                    ],
-                    client=pipe,
-                )
+            await self._layout.write(
+                pipe, batch, transcripts, now=time.time(), retention_ms=retention_ms, max_retained=self.max_retained
+            )
             for key, job in jobs:
                 pipe.xadd(key, {'job': job})  # pyright: ignore[reportUnknownMemberType]
             await pipe.execute()  # pyright: ignore[reportUnknownMemberType]
+
+    # -- transcripts --
+
+    def keep_transcript(self, task_id: str, messages: list[ModelMessage]) -> None:
+        """Keep the conversation of the completed task `task_id` with its record in Redis, for follow-up tasks.
+
+        Written with the terminal record and dropped with it; over `max_transcript_bytes` only its size is kept.
+        """
+        self._check_open()
+        self._transcripts_out[task_id] = encode(messages, self.max_transcript_bytes)
+        self._writer.wake()
+
+    async def load_transcript(self, task_id: str) -> list[ModelMessage] | None:
+        """The conversation kept in Redis for the completed task `task_id`, or `None` when none is kept.
+
+        Raises:
+            TaskNotContinuableError: it was over `max_transcript_bytes`, or does not load.
+        """
+        client = self._require_client()
+        return await load(client, self._keys.task(task_id), task_id, wait=2 * self.heartbeat_interval + 1.0)
 
     # -- sharing --
 
@@ -495,7 +457,7 @@ class RedisTaskStore(InMemoryTaskStore):
         ids.difference_update(r.id for r in self if r.owner in self._leases.here)
         ids.update(r.id for r in self if not r.is_terminal and r.owner not in self._leases.here)
         changed: list[TaskRecord] = []
-        async for task_id, record in self._read(client, sorted(ids)):
+        async for task_id, record in self._layout.read(client, sorted(ids)):
             if record is None:
                 continue
             before = self.get(task_id)
@@ -525,7 +487,7 @@ class RedisTaskStore(InMemoryTaskStore):
                 continue
             raw = cast('bytes | None', await client.hget(self._keys.task(record.id), 'data'))  # pyright: ignore[reportUnknownMemberType]
             if raw is not None:
-                super().apply(_RECORD.validate_json(raw))
+                super().apply(RECORD.validate_json(raw))
             current = self.get(record.id)
             if current is not None and not current.is_terminal:
                 claimed.append(current)

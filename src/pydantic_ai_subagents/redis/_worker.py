@@ -26,13 +26,14 @@ from redis.exceptions import RedisError
 from .._bus import Answer, CancelRequest, Mailbox
 from .._config import SubAgentConfig
 from .._errors import BusClosedError, MailboxFullError, ReplyTimeoutError, SubagentsError, UnknownRecipientError
-from .._events import TaskEvent
+from .._events import TaskEvent, TaskRetrying
 from .._manager import TaskManager
-from .._remote import ClaimReply, TaskClaim, WorkerJob, WorkerUpdate
+from .._remote import ClaimReply, SteerMessage, TaskClaim, WorkerJob, WorkerUpdate
 from .._state import TaskRecord, TaskStatus
 from ._bus import RedisMessageBus
 from ._connect import RedisSource, retrying
 from ._store import RedisTaskStore
+from ._worker_steer import history_of, retry_update, steer, steer_held, with_transcript
 
 __all__ = ('Worker',)
 
@@ -299,6 +300,10 @@ class Worker:
             return False
         if job.timeout is not None and config.timeout is None:
             config = dataclasses.replace(config, timeout=job.timeout)
+        history = history_of(job, self.participant)
+        if isinstance(history, WorkerUpdate):
+            self._send(bus, history)
+            return False
         record = await local.start(
             config,
             job.description,
@@ -307,7 +312,9 @@ class Worker:
             model=self.model,
             parent_usage=RunUsage(),
             parent_limits=job.limits(),
+            message_history=history,
         )
+        steer_held(local, record.id, reply)
         entry = _Job(remote_id=job.task_id, owner=job.owner, local_id=record.id, attempt=job.attempt)
         running = self._jobs.get(job.task_id)
         if running is not None:
@@ -341,15 +348,21 @@ class Worker:
             logger.warning('could not acknowledge job %s of queue %r: %s', entry_id, self.queue, exc)
 
     async def _relay(self, events: Any, bus: RedisMessageBus, local: TaskManager, slots: anyio.Semaphore) -> None:
-        """Report each state change of a local run to the task's owner."""
+        """Report each state change (and each retry) of a local run to the task's owner."""
         event: TaskEvent
         async for event in events:
             entry = self._by_local.get(event.task_id)
+            if isinstance(event, TaskRetrying):
+                if entry is not None:
+                    record = local.get(event.task_id)
+                    self._send(bus, retry_update(self.participant, entry.owner, entry.remote_id, event, record))
+                continue
             if entry is None or event.status is TaskStatus.PENDING or event.status is entry.last_status:
                 continue
             entry.last_status = event.status
             if not entry.superseded:
-                self._send(bus, self._update(entry, event, local.get(event.task_id)))
+                update = self._update(entry, event, local.get(event.task_id))
+                self._send(bus, with_transcript(update, local, entry.local_id))
             if event.status.is_terminal:
                 del self._by_local[entry.local_id]
                 if self._jobs.get(entry.remote_id) is entry:
@@ -435,6 +448,8 @@ class Worker:
                     local.hard_cancel(entry.local_id, requested_by=message.requested_by)
             elif isinstance(message, Answer):
                 local.answer(entry.local_id, message.answer)
+            elif isinstance(message, SteerMessage):
+                steer(local, entry.local_id, message)
 
     async def _watch_owners(self, store: RedisTaskStore, local: TaskManager) -> None:
         """Stop the runs of tasks whose owner died: nobody is left to take their results."""
