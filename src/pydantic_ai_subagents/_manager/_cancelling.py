@@ -141,7 +141,7 @@ class Cancelling:
         if record is None:
             return
         job = runtime.job
-        for manager, child_id in job.children:
+        for manager, child_id in job.children or ():
             manager.cascade_hard_cancel(child_id)
         if record.status is TaskStatus.PENDING:
             self._cancel_pending(runtime)

@@ -79,7 +79,7 @@ class Settler:
         try:
             # A subagent's conversation ends with its task: nobody could collect what its own background tasks
             # produce, so they stop with it.
-            for manager, child_id in job.children:
+            for manager, child_id in job.children or ():
                 manager.cascade_hard_cancel(child_id)
             if runtime.parent_usage is not None:
                 runtime.parent_usage.incr(job.usage)
