@@ -7,7 +7,9 @@ count of tasks or objects, never a time.
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import gc
+import pstats
 import weakref
 from collections.abc import Generator
 from contextlib import contextmanager
@@ -346,3 +348,37 @@ async def test_a_hard_cancel_allocates_little_and_keeps_no_transcript_reading(mo
     assert record.status is TaskStatus.CANCELLED and record.partial_result is None
     assert read == []
     assert allocated <= 12, allocated
+
+
+def _calls(profiler: cProfile.Profile) -> int:
+    calls: int = pstats.Stats(profiler).total_calls  # pyright: ignore[reportUnknownMemberType, reportAttributeAccessIssue]
+    return calls
+
+
+async def test_a_task_costs_few_function_calls_over_its_plain_run() -> None:
+    """Function calls (cProfile's count: coroutine resumptions included) of a task started and waited on, over the
+    same agent's plain `run`. The run is driven with `AgentRun.next` in one coroutine frame, as `Agent.run` drives
+    it, and with no tracer the task's coroutine is the one that settles it: each step of a run resumes every frame
+    above it, so each frame and each check per node costs calls on every step."""
+    model = child_text('ok')
+    plain = Agent(model, instructions='Do it.')
+    config = SubAgentConfig(name='worker', instructions='Do it.', model=model)
+    n = 20
+    async with TaskManager() as manager:
+        for _ in range(2):  # warm-up: imports, schema caches
+            await plain.run('warm up')
+            await manager.wait_for((await manager.start(config, 'warm up', scope='s')).id)
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for i in range(n):
+            await plain.run(f'job {i}')
+        profiler.disable()
+        floor = _calls(profiler) / n
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for i in range(n):
+            await manager.wait_for((await manager.start(config, f'job {i}', scope='s')).id, until_question=False)
+        profiler.disable()
+        ours = _calls(profiler) / n
+    # 1,083 before the run was driven with `AgentRun.next` in one frame, 882 after.
+    assert ours - floor <= 900, (ours, floor, ours - floor)
