@@ -351,7 +351,8 @@ async def test_a_hard_cancel_allocates_little_and_keeps_no_transcript_reading(mo
 
 
 def _calls(profiler: cProfile.Profile) -> int:
-    calls: int = pstats.Stats(profiler).total_calls  # pyright: ignore[reportUnknownMemberType, reportAttributeAccessIssue]
+    """The number of function calls `profiler` saw."""
+    calls: int = getattr(pstats.Stats(profiler), 'total_calls')  # noqa: B009 - not in the type stubs
     return calls
 
 
@@ -380,5 +381,6 @@ async def test_a_task_costs_few_function_calls_over_its_plain_run() -> None:
             await manager.wait_for((await manager.start(config, f'job {i}', scope='s')).id, until_question=False)
         profiler.disable()
         ours = _calls(profiler) / n
-    # 1,083 before the run was driven with `AgentRun.next` in one frame, 882 after.
-    assert ours - floor <= 900, (ours, floor, ours - floor)
+    # 1,083 before the run was driven with `AgentRun.next` in one frame, 882 after, 868 once the task's coroutine
+    # with no tracer became the one that settles it.
+    assert ours - floor <= 880, (ours, floor, ours - floor)
