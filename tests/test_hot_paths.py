@@ -10,6 +10,7 @@ import asyncio
 import cProfile
 import gc
 import pstats
+import sys
 import weakref
 from collections.abc import Generator
 from contextlib import contextmanager
@@ -384,3 +385,66 @@ async def test_a_task_costs_few_function_calls_over_its_plain_run() -> None:
     # 1,083 before the run was driven with `AgentRun.next` in one frame, 882 after, 868 once the task's coroutine
     # with no tracer became the one that settles it.
     assert ours - floor <= 880, (ours, floor, ours - floor)
+
+
+async def test_no_collection_and_no_event_lands_in_a_hard_cancel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the collector due at every allocation, none runs inside `hard_cancel()`: it runs at the first
+    allocation after the call. The event announcing the request of a running task is built after the call, and a
+    listener still reads it before the task's end."""
+    from pydantic_ai_subagents._manager import _cancelling
+
+    built: list[str] = []
+    real = _cancelling.cancel_requested_event
+
+    def counted(record: Any) -> Any:
+        built.append(record.id)
+        return real(record)
+
+    monkeypatch.setattr(_cancelling, 'cancel_requested_event', counted)
+    collections: list[bool] = []
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == 'start':  # whether the collection runs inside `hard_cancel()`
+            frame = sys._getframe(1)  # pyright: ignore[reportPrivateUsage]
+            inside = False
+            while frame is not None and not inside:
+                inside = frame.f_code is TaskManager.hard_cancel.__code__
+                frame = frame.f_back
+            collections.append(inside)
+
+    gate = Gate()
+    seen: list[str] = []
+    task_id = ''
+    record = None
+    async with TaskManager() as manager:
+
+        async def listen() -> None:
+            async for event in manager.events():
+                seen.append(type(event).__name__)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listen)
+            while not manager.bus.stats().subscriptions:
+                await anyio.sleep(0)
+            task_id = (await manager.start(SubAgentConfig(name='b', model=gate.model()), 'b', scope='s')).id
+            await gate.entered.wait()
+            thresholds = gc.get_threshold()
+            gc.callbacks.append(on_gc)
+            gc.set_threshold(1, 1, 1)
+            try:
+                assert manager.hard_cancel(task_id)
+                in_call = (collections.count(True), list(built))
+                _: list[object] = [[]]  # allocations after the call: a collection is due at each
+                after = collections.count(False)
+            finally:
+                gc.set_threshold(*thresholds)
+                gc.callbacks.remove(on_gc)
+            assert gc.isenabled()
+            assert in_call == (0, [])
+            assert after >= 1
+            record = await manager.wait_for(task_id)
+            await anyio.sleep(0)
+            tg.cancel_scope.cancel()
+    assert record is not None and record.status is TaskStatus.CANCELLED
+    assert built == [task_id]
+    assert seen[-2:] == ['TaskCancelRequested', 'TaskCancelled'], seen
