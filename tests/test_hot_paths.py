@@ -453,7 +453,7 @@ async def test_no_collection_and_no_event_lands_in_a_hard_cancel(monkeypatch: py
 async def test_a_sync_wait_wakes_once_for_its_result(monkeypatch: pytest.MonkeyPatch) -> None:
     """A wait is woken only by what can end it (the task finished or asks a question), not by the task's start:
     a sync delegation's tool call wakes once, for its result."""
-    from pydantic_ai_subagents._manager import _waiting
+    from pydantic_ai_subagents._manager import _waiting  # pyright: ignore[reportPrivateUsage]
 
     woken: list[str] = []
     real = _waiting._Watch.set  # pyright: ignore[reportPrivateUsage]
