@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import dataclasses
 import datetime
 import io
 import json
@@ -145,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--only', help=f'comma-separated workloads out of: {", ".join(WORKLOADS)}')
     parser.add_argument('--json', help='where to write the JSON results (default: bench/results/latest[-full].json)')
     parser.add_argument('--no-json', action='store_true', help='write no JSON file')
+    parser.add_argument(
+        '--reps', type=int, help="repetitions of our timed workloads and the floor's (default: 3; --full: 5)"
+    )
     parser.add_argument('--profile', metavar='WORKLOAD', help='cProfile our variant of one workload and exit')
     parser.add_argument(
         '--alternatives',
@@ -160,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     mode: Mode = 'quick' if args.quick else 'full' if args.full else 'default'
     settings = Settings.for_mode(mode)
+    if args.reps is not None:
+        settings = dataclasses.replace(settings, reps=args.reps)
     if args.profile:
         profile(args.profile, settings)
         return 0

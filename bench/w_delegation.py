@@ -7,6 +7,10 @@ seven tools of the same names and parameters, whose `task` is the floor's delega
 called, and our toolset's instructions. It measures what any toolset of this shape costs on Pydantic AI, so that
 ours/surface is the share of the library's own code.
 Both parent runs get `usage_limits=UsageLimits(request_limit=None)` so neither trips the default request limit.
+ours+instructed and floor+instructed: the same two, with a parent agent that has instructions of its own, as most do.
+On Pydantic AI 2.78 any instructions make each model request take one more pass over the history (looking for
+instructions that changed), so the floor's parent, which has none, skips a cost that ours pays for its toolset's
+instructions: with instructions on both parents, the pass is in both.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from _models import CHILD_INSTRUCTIONS, instant_child, looping_parent
 from pydantic_ai_subagents import SubAgentConfig, create_subagent_toolset
 from pydantic_ai_subagents._toolset import INSTRUCTIONS
 
-DelegationVariant = Literal['ours', 'floor', 'surface']
+DelegationVariant = Literal['ours', 'floor', 'surface', 'ours+instructed', 'floor+instructed']
+
+PARENT_INSTRUCTIONS = 'You are a helpful assistant. Delegate each job you are given.'
 
 GOAL = 1.05
 
@@ -69,12 +75,14 @@ def _surface_toolset(child: Agent[None, str]) -> FunctionToolset[None]:
 async def one_run(variant: DelegationVariant, turns: int) -> float:
     """Seconds per delegation of one parent run with `turns` delegations."""
     limits = UsageLimits(request_limit=None)
-    if variant == 'ours':
+    instructions = PARENT_INSTRUCTIONS if variant.endswith('+instructed') else None
+    if variant.startswith('ours'):
         config = SubAgentConfig(name='worker', instructions=CHILD_INSTRUCTIONS, model=instant_child())
         toolset = create_subagent_toolset([config])
         parent = Agent(
             looping_parent(turns, 'task', {'description': 'Do job x.', 'subagent_type': 'worker', 'mode': 'sync'}),
             toolsets=[toolset],
+            instructions=instructions,
         )
         async with toolset:
             started = time.perf_counter()
@@ -89,7 +97,7 @@ async def one_run(variant: DelegationVariant, turns: int) -> float:
         elapsed = time.perf_counter() - started
     else:
         child = Agent(instant_child(), instructions=CHILD_INSTRUCTIONS)
-        parent = Agent(looping_parent(turns, 'delegate', {'description': 'Do job x.'}))
+        parent = Agent(looping_parent(turns, 'delegate', {'description': 'Do job x.'}), instructions=instructions)
 
         @parent.tool
         async def delegate(ctx: RunContext[None], description: str) -> str:  # pyright: ignore[reportUnusedFunction]
@@ -111,7 +119,7 @@ def run(settings: Settings) -> WorkloadResult:
         params={'turns': turns, 'reps': settings.reps},
     )
 
-    variants: tuple[DelegationVariant, ...] = (*VARIANTS, 'surface')
+    variants: tuple[DelegationVariant, ...] = (*VARIANTS, 'surface', 'ours+instructed', 'floor+instructed')
 
     async def main() -> dict[DelegationVariant, list[float]]:
         for variant in variants if settings.warmup else ():  # warm-up: imports, schema caches
@@ -152,6 +160,19 @@ def run(settings: Settings) -> WorkloadResult:
             'x',
             ratio(ours['median'], surface['median']),
             note="this library's own share of the delegation overhead",
+        )
+    )
+    instructed = spread([s * 1e3 for s in samples['ours+instructed']])
+    instructed_floor = spread([s * 1e3 for s in samples['floor+instructed']])
+    result.add(
+        Metric(
+            'the same, a parent with instructions of its own',
+            'ms',
+            instructed,
+            instructed_floor,
+            ratio(instructed['median'], instructed_floor['median']),
+            note='both parents have instructions, so both pay the history pass that instructions cause on each '
+            f'model request; extra time per delegation {instructed["median"] - instructed_floor["median"]:.3f} ms',
         )
     )
     result.notes.append(

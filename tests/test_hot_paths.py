@@ -7,7 +7,10 @@ count of tasks or objects, never a time.
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import gc
+import pstats
+import sys
 import weakref
 from collections.abc import Generator
 from contextlib import contextmanager
@@ -201,9 +204,9 @@ async def test_a_queued_task_is_a_few_objects_until_it_starts() -> None:
         ids = [(await manager.start(config, f'job {i}', scope='s')).id for i in range(200)]
         gc.collect()
         per_task = (len(gc.get_objects()) - before) / 200
-        # Its record (with its history and first transition), runtime, job, usage and the job's list of children:
-        # no event for its end, no watcher list, no usage or limits objects of its own.
-        assert per_task <= 8, per_task
+        # Its record (with its history and first transition), runtime, job and usage: no event for its end, no
+        # watcher list, no list of children or of held messages, no usage or limits object of its own.
+        assert per_task <= 6.5, per_task
         assert manager.hard_cancel(ids[0]) and manager.soft_cancel(ids[1])
         gate.release.set()
         records = await manager.wait([first, *ids])
@@ -275,8 +278,9 @@ async def test_a_finished_task_leaves_its_record_and_nothing_else() -> None:
         assert manager._settler.runtimes == {}  # pyright: ignore[reportPrivateUsage]
         gc.collect()
         per_task = (len(gc.get_objects()) - before) / 200
-        # The record, its history tuple, three transitions and the final usage.
-        assert per_task <= 6.5, per_task
+        # The record, its history tuple, three transitions and the final usage (6); and the transcript kept so that
+        # a follow-up task can continue it (9: the list, two messages, their parts lists, two parts, one usage).
+        assert per_task <= 15.5, per_task
         assert [r.status for r in manager.list('s')].count(TaskStatus.COMPLETED) == 201
 
 
@@ -345,3 +349,131 @@ async def test_a_hard_cancel_allocates_little_and_keeps_no_transcript_reading(mo
     assert record.status is TaskStatus.CANCELLED and record.partial_result is None
     assert read == []
     assert allocated <= 12, allocated
+
+
+def _calls(profiler: cProfile.Profile) -> int:
+    """The number of function calls `profiler` saw."""
+    calls: int = getattr(pstats.Stats(profiler), 'total_calls')  # noqa: B009 - not in the type stubs
+    return calls
+
+
+async def test_a_task_costs_few_function_calls_over_its_plain_run() -> None:
+    """Function calls (cProfile's count: coroutine resumptions included) of a task started and waited on, over the
+    same agent's plain `run`. The run is driven with `AgentRun.next` in one coroutine frame, as `Agent.run` drives
+    it, and with no tracer the task's coroutine is the one that settles it: each step of a run resumes every frame
+    above it, so each frame and each check per node costs calls on every step."""
+    model = child_text('ok')
+    plain = Agent(model, instructions='Do it.')
+    config = SubAgentConfig(name='worker', instructions='Do it.', model=model)
+    n = 20
+    async with TaskManager() as manager:
+        for _ in range(2):  # warm-up: imports, schema caches
+            await plain.run('warm up')
+            await manager.wait_for((await manager.start(config, 'warm up', scope='s')).id)
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for i in range(n):
+            await plain.run(f'job {i}')
+        profiler.disable()
+        floor = _calls(profiler) / n
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for i in range(n):
+            await manager.wait_for((await manager.start(config, f'job {i}', scope='s')).id, until_question=False)
+        profiler.disable()
+        ours = _calls(profiler) / n
+    # 1,083 before the run was driven with `AgentRun.next` in one frame, 882 after, 868 once the task's coroutine
+    # with no tracer became the one that settles it, 811 once a task's start stopped waking its waiters.
+    assert ours - floor <= 830, (ours, floor, ours - floor)
+
+
+async def test_no_collection_and_no_event_lands_in_a_hard_cancel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the collector due at every allocation, none runs inside `hard_cancel()`: it runs at the first
+    allocation after the call. The event announcing the request of a running task is built after the call, and a
+    listener still reads it before the task's end."""
+    from pydantic_ai_subagents._manager import _cancelling
+
+    built: list[str] = []
+    real = _cancelling.cancel_requested_event
+
+    def counted(record: Any) -> Any:
+        built.append(record.id)
+        return real(record)
+
+    monkeypatch.setattr(_cancelling, 'cancel_requested_event', counted)
+    collections: list[bool] = []
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == 'start':  # whether the collection runs inside `hard_cancel()`
+            frame = sys._getframe(1)  # pyright: ignore[reportPrivateUsage]
+            inside = False
+            while frame is not None and not inside:
+                inside = frame.f_code is TaskManager.hard_cancel.__code__
+                frame = frame.f_back
+            collections.append(inside)
+
+    gate = Gate()
+    seen: list[str] = []
+    task_id = ''
+    record = None
+    async with TaskManager() as manager:
+
+        async def listen() -> None:
+            async for event in manager.events():
+                seen.append(type(event).__name__)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listen)
+            while not manager.bus.stats().subscriptions:
+                await anyio.sleep(0)
+            task_id = (await manager.start(SubAgentConfig(name='b', model=gate.model()), 'b', scope='s')).id
+            await gate.entered.wait()
+            thresholds = gc.get_threshold()
+            gc.callbacks.append(on_gc)
+            gc.set_threshold(1, 1, 1)
+            try:
+                assert manager.hard_cancel(task_id)
+                in_call = (collections.count(True), list(built))
+                _: list[object] = [[]]  # allocations after the call: a collection is due at each
+                after = collections.count(False)
+            finally:
+                gc.set_threshold(*thresholds)
+                gc.callbacks.remove(on_gc)
+            assert gc.isenabled()
+            assert in_call == (0, [])
+            assert after >= 1
+            record = await manager.wait_for(task_id)
+            await anyio.sleep(0)
+            tg.cancel_scope.cancel()
+    assert record is not None and record.status is TaskStatus.CANCELLED
+    assert built == [task_id]
+    assert seen[-2:] == ['TaskCancelRequested', 'TaskCancelled'], seen
+
+
+async def test_a_sync_wait_wakes_once_for_its_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wait is woken only by what can end it (the task finished or asks a question), not by the task's start:
+    a sync delegation's tool call wakes once, for its result."""
+    from pydantic_ai_subagents._manager import _waiting  # pyright: ignore[reportPrivateUsage]
+
+    woken: list[str] = []
+    real = _waiting._Watch.set  # pyright: ignore[reportPrivateUsage]
+
+    def counted(self: Any) -> None:
+        woken.append(self.task_id)
+        real(self)
+
+    monkeypatch.setattr(_waiting._Watch, 'set', counted)  # pyright: ignore[reportPrivateUsage]
+    seen: list[list[str]] = []
+    config = SubAgentConfig(name='worker', model=child_text('ok'))
+    asking = SubAgentConfig(name='asking', model=asks_once(seen))
+    async with TaskManager() as manager:
+        task_id = (await manager.start(config, 'job', scope='s', mode='sync')).id
+        assert (await manager.wait_for(task_id)).status is TaskStatus.COMPLETED
+        assert woken == [task_id]
+        woken.clear()
+        task_id = (await manager.start(asking, 'job', scope='s', mode='sync')).id
+        assert (await manager.wait_for(task_id)).status is TaskStatus.WAITING_FOR_ANSWER
+        assert manager.answer(task_id, '1969')
+        record = await manager.wait_for(task_id, until_question=False)
+    assert record.result == 'Year 1969'
+    assert woken == [task_id, task_id]  # the question, then the result: not the start, nor the answer taken

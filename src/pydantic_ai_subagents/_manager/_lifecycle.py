@@ -155,6 +155,10 @@ class Host:
             await self._done.wait()
         await after()
 
+    def on_loop_thread(self) -> bool:
+        """Whether the caller runs on the thread of the manager's loop (`call` then runs `func` right there)."""
+        return threading.get_ident() == self._loop_thread
+
     def call(self, func: Callable[[], bool]) -> bool:
         """Run `func` on the manager's loop and return its answer; `False` once the manager is closed."""
         if self.closed:

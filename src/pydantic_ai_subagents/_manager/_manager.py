@@ -18,6 +18,7 @@ Rules it keeps:
 from __future__ import annotations
 
 import asyncio
+import gc
 import secrets
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -463,7 +464,15 @@ class TaskManager:
         Returns:
             Whether the request was accepted: `False` for an unknown or finished task, or a repeated request.
         """
-        return self._call(lambda: self._cancelling.hard(task_id, requested_by))
+        # No collection lands in the call (see `Cancelling.hard`), from its first allocation on this thread.
+        held = gc.isenabled() and self._host.on_loop_thread()
+        if held:
+            gc.disable()
+        try:
+            return self._call(lambda: self._cancelling.hard(task_id, requested_by))
+        finally:
+            if held:
+                gc.enable()
 
     def answer(self, task_id: str, answer: str) -> bool:
         """Answer the question a task's subagent is waiting on. Safe from any thread.

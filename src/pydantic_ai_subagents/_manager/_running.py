@@ -71,17 +71,17 @@ class Running:
             # Keep the name of the async library: without it, every anyio call of the run (dozens per model turn)
             # looks the library up the slow way.
             context.run(current_async_library_cvar.set, library)
-        context.run(partial(tg.start_soon, name=f'subagent task {runtime.id}'), self._run, runtime)
+        # With no tracer, the task's coroutine is `_execute` itself: each step of its run resumes every coroutine
+        # frame above the run, so a frame that only opens a span would cost calls on every step.
+        run = self._run_in_span if tracing() else self._execute
+        context.run(partial(tg.start_soon, name=f'subagent task {runtime.id}'), run, runtime)
 
-    async def _run(self, runtime: TaskRuntime) -> None:
-        """Run one task and settle it. Raises nothing but the manager's own cancellation."""
+    async def _run_in_span(self, runtime: TaskRuntime) -> None:
+        """Run one task and settle it, inside its span. Raises nothing but the manager's own cancellation."""
         store = self.settler.store
         record = store.get(runtime.id)
         if record is None or record.is_terminal:
             self.end(runtime)  # cancelled between its spawn and its start
-            return
-        if not tracing():
-            await self._execute(runtime)  # no span to open, make current and end
             return
         with task_span(record, runtime.trace_context, start_time=record.created_at) as span:
             try:
@@ -92,6 +92,11 @@ class Running:
                     end_attributes(span, final)
 
     async def _execute(self, runtime: TaskRuntime) -> None:
+        """Run one task and settle it. Raises nothing but the manager's own cancellation."""
+        record = self.settler.store.get(runtime.id)
+        if record is None or record.is_terminal:
+            self.end(runtime)  # cancelled between its spawn and its start
+            return
         outcome: Outcome | None = None
         executor: Executor = runtime.executor
         try:

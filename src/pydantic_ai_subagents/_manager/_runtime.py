@@ -16,10 +16,10 @@ __all__ = ('TaskRuntime', 'Watcher')
 
 
 class Watcher(Protocol):
-    """What waits for a task's next status change: anything with a `set()`."""
+    """What waits for a task to finish or ask a question: anything with a `set()`."""
 
     def set(self) -> None:
-        """The task's status changed."""
+        """The task finished or asks a question."""
         ...
 
 
@@ -34,7 +34,8 @@ class TaskRuntime:
     trace_context: Context = field(default_factory=Context)
     """The tracing context of the tool call that created the task."""
     watchers: list[Watcher] | None = None
-    """Set at the task's next status change, then dropped (waiters register here; `None`: nobody watches)."""
+    """Set at the task's next change that can end a wait (it finishes or asks a question), then dropped (waiters
+    register here; `None`: nobody watches)."""
     soft_requested_turn: int | None = None
     timed_out: bool = False
     thread_note: str | None = None
@@ -86,7 +87,7 @@ class TaskRuntime:
         return True
 
     def watch(self, watcher: Watcher) -> None:
-        """Wake `watcher` at the task's next status change."""
+        """Wake `watcher` at the task's next change that can end a wait: it finishes or asks a question."""
         if self.watchers is None:
             self.watchers = [watcher]
         else:
@@ -99,7 +100,7 @@ class TaskRuntime:
             watchers.remove(watcher)
 
     def notify(self) -> None:
-        """Wake whoever watches the task's next change."""
+        """Wake whoever watches the task: it finished or asks a question."""
         watchers = self.watchers
         if watchers is None:
             return

@@ -82,7 +82,7 @@ class Settler:
         try:
             # A subagent's conversation ends with its task: nobody could collect what its own background tasks
             # produce, so they stop with it.
-            for manager, child_id in job.children:
+            for manager, child_id in job.children or ():
                 manager.cascade_hard_cancel(child_id)
             if runtime.parent_usage is not None:
                 runtime.parent_usage.incr(job.usage)
@@ -151,10 +151,12 @@ class Settler:
                 self.live_per_scope.pop(scope, None)
         if self.heard(scope):
             self.dispatch(event_for_change(change), change.record)
-        if runtime is not None:
+        # What can end a wait: the task finished or asks a question. A start or an answer taken ends none, so it
+        # wakes no waiter (a sync delegation's tool call wakes once, for its result).
+        news = change.new.is_terminal or change.new is TaskStatus.WAITING_FOR_ANSWER
+        if news and runtime is not None:
             runtime.notify()
         # Tell the parent's model, unless one of its tool calls is waiting on the task right now.
-        news = change.new.is_terminal or change.new is TaskStatus.WAITING_FOR_ANSWER
         if news and (runtime is None or not runtime.direct_waiters):
             self.delivery.owe(change.record)
 

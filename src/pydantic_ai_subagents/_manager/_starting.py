@@ -128,7 +128,7 @@ class Starter:
             usage=_NO_USAGE,
         )
         if parent is not None:
-            parent.children.append((self.cascade, task_id))
+            parent.add_child(self.cascade, task_id)
         return runtime, record
 
     def _agent_for(self, config: SubAgentConfig) -> Agent[Any, Any]:

@@ -16,6 +16,7 @@ from pydantic_ai.exceptions import AgentRunError, UsageLimitExceeded
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.run import AgentRun
 from pydantic_ai.toolsets import AbstractToolset
+from pydantic_graph import End
 
 from ._protocol import Outcome, TaskJob
 from ._retry import Retry
@@ -40,24 +41,11 @@ async def drive(
     """Run the job's agent to its end and return its output; `on_run` gets the live run as soon as it exists.
 
     A transient model failure is tried again as the config allows (`model_retries`, see `_retry`).
+
+    The run is driven node by node with `AgentRun.next`, as `Agent.run` drives it (the same hooks fire), and in one
+    coroutine frame: every step of a run resumes each frame above it, so a loop in a helper coroutine, or
+    `async for` over the run (which checks the run's cancellation once more per node), costs calls on every step.
     """
-    retry = Retry(job)
-    while True:
-        try:
-            return await _drive_once(job, retry, token=token, on_run=on_run, after_response=after_response)
-        except Exception as error:
-            if not await retry.again(error):
-                raise
-
-
-async def _drive_once(
-    job: TaskJob,
-    retry: Retry,
-    *,
-    token: CancellationToken | None,
-    on_run: Callable[[AgentRun[Any, Any]], None],
-    after_response: Callable[[], None] | None,
-) -> Any:
     observer = job.observer
     toolsets: list[AbstractToolset[Any]] = [ASK_PARENT_TOOLSET] if needs_ask_toolset(job) else []
     capabilities: list[AbstractCapability[Any]] = []
@@ -65,31 +53,44 @@ async def _drive_once(
     if ready_agent or (job.ledger is not None and job.ledger.bounded):
         tools = sync_tool_names(job.agent.toolsets) if ready_agent else frozenset[str]()
         capabilities.append(TaskTracker(job, tools))
-    async with job.agent.iter(
-        retry.prompt,
-        message_history=retry.history,
-        model=job.model,
-        deps=job.deps,
-        usage=job.usage,
-        usage_limits=job.usage_limits,
-        cancellation_token=token,
-        toolsets=toolsets,
-        capabilities=capabilities,
-    ) as run:
-        on_run(run)
-        async for node in run:
-            if isinstance(node, ModelRequestNode):
-                job.turns += 1
-                if observer is not None:
-                    observer.turn()
-            elif isinstance(node, CallToolsNode) and after_response is not None:
-                after_response()
-            if job.forward_events and observer is not None and isinstance(node, ModelRequestNode | CallToolsNode):
-                async with node.stream(run.ctx) as stream:
-                    async for event in stream:
-                        observer.run_event(event)
-        assert run.result is not None
-        return run.result.output
+    stream = job.forward_events and observer is not None
+    retry = Retry(job)
+    while True:
+        try:
+            async with job.agent.iter(
+                retry.prompt,
+                message_history=retry.history,
+                model=job.model,
+                deps=job.deps,
+                usage=job.usage,
+                usage_limits=job.usage_limits,
+                cancellation_token=token,
+                toolsets=toolsets,
+                capabilities=capabilities,
+            ) as run:
+                on_run(run)
+                node = run.next_node
+                while not isinstance(node, End):
+                    if isinstance(node, ModelRequestNode):
+                        job.turns += 1
+                        if observer is not None:
+                            observer.turn()
+                    elif isinstance(node, CallToolsNode):
+                        if after_response is not None:
+                            after_response()
+                    elif run.result is not None:
+                        break  # a capability's `wrap_run` answered without the graph
+                    if stream and isinstance(node, ModelRequestNode | CallToolsNode):
+                        assert observer is not None
+                        async with node.stream(run.ctx) as events:
+                            async for event in events:
+                                observer.run_event(event)
+                    node = await run.next(node)
+            assert run.result is not None
+            return run.result.output
+        except Exception as error:
+            if not await retry.again(error):
+                raise
 
 
 def outcome_of(error: BaseException) -> Outcome:

@@ -138,15 +138,24 @@ class TaskJob:
     observer: RunObserver | None = None
     forward_events: bool = False
     turns: int = 0
-    children: list[tuple[Cascade, str]] = field(default_factory=list['tuple[Cascade, str]'])
-    """Tasks started by this task's subagent, for the hard-cancel cascade."""
+    children: list[tuple[Cascade, str]] | None = None
+    """Tasks started by this task's subagent, for the hard-cancel cascade (`None` until the first one)."""
     inflight_sync_tools: dict[str, int] = field(default_factory=dict[str, int])
     """Plain `def` tools running in a worker thread right now (a stop cannot end those)."""
     _control: RunControl | None = None
     _stop: bool = False
     _notice: bool = False
-    _messages: list[str] = field(default_factory=list[str])
+    # Made when first needed: a queued task is a few objects for the garbage collector, and most have no children
+    # and get no message before their run starts.
+    _messages: list[str] | None = None
     _ended: bool = False
+
+    def add_child(self, cascade: Cascade, task_id: str) -> None:
+        """A task this task's subagent started: a hard cancel of this task stops it too."""
+        if self.children is None:
+            self.children = [(cascade, task_id)]
+        else:
+            self.children.append((cascade, task_id))
 
     def attach(self, control: RunControl) -> None:
         """The run exists: requests from now on go to `control`; those made while it was being set up go now."""
@@ -156,8 +165,8 @@ class TaskJob:
         if self._notice:
             self._notice = False
             control.soft_notice()
-        held, self._messages = self._messages, []
-        for text in held:
+        held, self._messages = self._messages, None
+        for text in held or ():
             control.message(text)
 
     def detach(self) -> None:
@@ -192,7 +201,10 @@ class TaskJob:
             return self._control.message(text)
         if self._ended:
             return False
-        self._messages.append(text)
+        if self._messages is None:
+            self._messages = [text]
+        else:
+            self._messages.append(text)
         return True
 
     @property
