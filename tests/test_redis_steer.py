@@ -278,3 +278,32 @@ async def test_a_process_that_does_not_own_a_task_steers_it_through_its_owner(re
         await until(lambda: (r := b.get(record.id)) is not None and r.is_terminal)
         assert b.get(record.id).messages == ('Only hermit crabs.',)  # type: ignore[union-attr]
         assert not b.message_task(record.id, 'too late')  # finished: refused in b already
+
+
+async def test_the_http_api_of_one_process_steers_a_worker_task_of_another(redis_url: str, namespace: str) -> None:
+    import httpx
+
+    from pydantic_ai_subagents.web import create_app
+
+    gated = Gated()
+    local = InMemoryTaskStore()
+    on_worker = SubAgentConfig(name='remote', instructions='Work.', model=FunctionModel(gated))
+    async with (
+        worker_and_owner(redis_url, namespace, on_worker, local) as (_, owner),
+        redis_task_manager(redis_url, namespace=namespace, **FAST) as other,
+    ):
+        await other.bus.wait_for_participant(owner.participant)  # type: ignore[attr-defined]
+        record = await owner.start(ON_OWNER, 'Survey tide-pool animals.', scope='app')
+        with anyio.fail_after(10):
+            await gated.started.wait()
+        await until(lambda: (r := other.get(record.id)) is not None and r.status is TaskStatus.RUNNING)
+        app = create_app(other, allow_unauthenticated=True)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url='http://other') as client:
+            reply = await client.post(f'/tasks/{record.id}/message', json={'message': 'Only hermit crabs.'})
+        assert reply.status_code == 200 and reply.json()['accepted'] is True, reply.text
+        # other process -> owner -> worker -> the live run
+        await until(lambda: any(r.messages == ('Only hermit crabs.',) for r in local.list()))
+        gated.release.set()
+        final = await owner.wait_for(record.id, timeout=10)
+        assert final.result == f'Survey tide-pool animals. | {STEER}Only hermit crabs.'
+        assert final.messages == ('Only hermit crabs.',)
