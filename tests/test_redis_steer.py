@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic_ai import Agent
 from pydantic_ai.exceptions import ModelHTTPError
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
@@ -32,6 +33,7 @@ from pydantic_ai_subagents.redis import Worker, redis_task_manager
 
 from . import redis_server
 from .conftest import Script, call, task_id_from
+from .test_tracing import by_name, spans  # noqa: F401  # pyright: ignore[reportUnusedImport]
 
 pytestmark = pytest.mark.anyio
 
@@ -307,3 +309,32 @@ async def test_the_http_api_of_one_process_steers_a_worker_task_of_another(redis
         final = await owner.wait_for(record.id, timeout=10)
         assert final.result == f'Survey tide-pool animals. | {STEER}Only hermit crabs.'
         assert final.messages == ('Only hermit crabs.',)
+
+
+async def test_a_worker_task_s_retries_are_on_its_span_on_the_owner(
+    redis_url: str,
+    namespace: str,
+    spans: InMemorySpanExporter,  # noqa: F811
+) -> None:
+    failures = [ModelHTTPError(503, 'demo')]
+
+    def flaky(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if failures:
+            raise failures.pop(0)
+        return ModelResponse(parts=[TextPart('done')])
+
+    on_worker = SubAgentConfig(
+        name='remote', instructions='Work.', model=FunctionModel(flaky), model_retries=1, retry_backoff=0.01
+    )
+    async with worker_and_owner(redis_url, namespace, on_worker) as (_, owner):
+        final = await owner.wait_for((await owner.start(ON_OWNER, 'Do it.', scope='app')).id, timeout=10)
+        assert final.status is TaskStatus.COMPLETED and final.attempts == 2
+        owner_spans = [
+            s
+            for s in by_name(spans.get_finished_spans(), 'subagent remote')
+            if s.attributes and s.attributes.get('subagents.task_id') == final.id
+        ]
+    (span,) = owner_spans
+    assert span.attributes is not None and span.attributes['subagents.attempts'] == 2
+    (event,) = [e for e in span.events if e.name == 'subagents.retry']
+    assert event.attributes is not None and event.attributes['subagents.attempt'] == 2
