@@ -166,6 +166,7 @@ async def test_a_task_trimmed_from_redis_is_refused_not_half_continued(redis_url
         with pytest.raises(TaskNotContinuableError, match='not kept by the store any more'):
             await b.start(CONFIG, 'more', scope='c1', continue_task_id=first.id)
         assert len(b.list('c1')) == before
+        await finished_in(b, second.id)
         follow_up = await b.start(CONFIG, 'more', scope='c1', continue_task_id=second.id)
         assert (await finished_in(b, follow_up.id)).result == 'two | more'
 
