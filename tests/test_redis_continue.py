@@ -104,12 +104,12 @@ async def test_the_model_in_one_process_continues_a_task_run_in_another(
 
     toolset = create_subagent_toolset([CONFIG], manager=b)
     script = Script([[call('task', description='now count them', subagent_type='worker', continue_task_id=first.id)]])
-    async with toolset:
-        await Agent(script.model(), toolsets=[toolset]).run('go', conversation_id='c1')
+    await Agent(script.model(), toolsets=[toolset]).run('go', conversation_id='c1')  # the manager stays open
     (reply,) = script.replies[1]
     assert reply == 'list the files | now count them'
     follow_up = b.list('c1')[-1]
     assert follow_up.continued_from == first.id and follow_up.owner == b.participant
+    await finished_in(a, follow_up.id)
     # ... and the follow-up's own conversation is kept in Redis in turn, for the first process.
     again = await a.start(CONFIG, 'and sort them', scope='c1', continue_task_id=follow_up.id)
     again = await a.wait_for(again.id)
@@ -166,6 +166,7 @@ async def test_a_task_trimmed_from_redis_is_refused_not_half_continued(redis_url
         with pytest.raises(TaskNotContinuableError, match='not kept by the store any more'):
             await b.start(CONFIG, 'more', scope='c1', continue_task_id=first.id)
         assert len(b.list('c1')) == before
+        await finished_in(b, second.id)
         follow_up = await b.start(CONFIG, 'more', scope='c1', continue_task_id=second.id)
         assert (await finished_in(b, follow_up.id)).result == 'two | more'
 

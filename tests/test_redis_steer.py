@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic_ai import Agent
 from pydantic_ai.exceptions import ModelHTTPError
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
@@ -32,6 +33,7 @@ from pydantic_ai_subagents.redis import Worker, redis_task_manager
 
 from . import redis_server
 from .conftest import Script, call, task_id_from
+from .test_tracing import by_name, spans  # noqa: F401  # pyright: ignore[reportUnusedImport]
 
 pytestmark = pytest.mark.anyio
 
@@ -237,10 +239,12 @@ async def test_messages_racing_the_end_of_a_worker_task_are_taken_or_refused_nev
         taken: list[str] = []
         n = 0
         with anyio.fail_after(10):
+            # Each message read is one more turn: at most 20, well within the run's request limit.
             while not (current := owner.get(record.id)) or not current.is_terminal:
-                n += 1
-                if owner.message_task(record.id, f'more {n}'):
-                    taken.append(f'more {n}')
+                if n < 20:
+                    n += 1
+                    if owner.message_task(record.id, f'more {n}'):
+                        taken.append(f'more {n}')
                 await anyio.sleep(0.001)
         final = await owner.wait_for(record.id)
         assert not owner.message_task(record.id, 'after the end')
@@ -276,3 +280,61 @@ async def test_a_process_that_does_not_own_a_task_steers_it_through_its_owner(re
         await until(lambda: (r := b.get(record.id)) is not None and r.is_terminal)
         assert b.get(record.id).messages == ('Only hermit crabs.',)  # type: ignore[union-attr]
         assert not b.message_task(record.id, 'too late')  # finished: refused in b already
+
+
+async def test_the_http_api_of_one_process_steers_a_worker_task_of_another(redis_url: str, namespace: str) -> None:
+    import httpx
+
+    from pydantic_ai_subagents.web import create_app
+
+    gated = Gated()
+    local = InMemoryTaskStore()
+    on_worker = SubAgentConfig(name='remote', instructions='Work.', model=FunctionModel(gated))
+    async with (
+        worker_and_owner(redis_url, namespace, on_worker, local) as (_, owner),
+        redis_task_manager(redis_url, namespace=namespace, **FAST) as other,
+    ):
+        await other.bus.wait_for_participant(owner.participant)  # type: ignore[attr-defined]
+        record = await owner.start(ON_OWNER, 'Survey tide-pool animals.', scope='app')
+        with anyio.fail_after(10):
+            await gated.started.wait()
+        await until(lambda: (r := other.get(record.id)) is not None and r.status is TaskStatus.RUNNING)
+        app = create_app(other, allow_unauthenticated=True)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url='http://other') as client:
+            reply = await client.post(f'/tasks/{record.id}/message', json={'message': 'Only hermit crabs.'})
+        assert reply.status_code == 200 and reply.json()['accepted'] is True, reply.text
+        # other process -> owner -> worker -> the live run
+        await until(lambda: any(r.messages == ('Only hermit crabs.',) for r in local.list()))
+        gated.release.set()
+        final = await owner.wait_for(record.id, timeout=10)
+        assert final.result == f'Survey tide-pool animals. | {STEER}Only hermit crabs.'
+        assert final.messages == ('Only hermit crabs.',)
+
+
+async def test_a_worker_task_s_retries_are_on_its_span_on_the_owner(
+    redis_url: str,
+    namespace: str,
+    spans: InMemorySpanExporter,  # noqa: F811
+) -> None:
+    failures = [ModelHTTPError(503, 'demo')]
+
+    def flaky(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if failures:
+            raise failures.pop(0)
+        return ModelResponse(parts=[TextPart('done')])
+
+    on_worker = SubAgentConfig(
+        name='remote', instructions='Work.', model=FunctionModel(flaky), model_retries=1, retry_backoff=0.01
+    )
+    async with worker_and_owner(redis_url, namespace, on_worker) as (_, owner):
+        final = await owner.wait_for((await owner.start(ON_OWNER, 'Do it.', scope='app')).id, timeout=10)
+        assert final.status is TaskStatus.COMPLETED and final.attempts == 2
+        owner_spans = [
+            s
+            for s in by_name(spans.get_finished_spans(), 'subagent remote')
+            if s.attributes and s.attributes.get('subagents.task_id') == final.id
+        ]
+    (span,) = owner_spans
+    assert span.attributes is not None and span.attributes['subagents.attempts'] == 2
+    (event,) = [e for e in span.events if e.name == 'subagents.retry']
+    assert event.attributes is not None and event.attributes['subagents.attempt'] == 2

@@ -11,6 +11,7 @@ worker runs the task, the owner watches its lease: if it runs out, the task is q
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable
 from typing import Any
 
@@ -86,6 +87,7 @@ class _WorkerRun:
 
     __slots__ = (
         'attempt',
+        'context',
         'delivered',
         'done',
         'executor',
@@ -114,6 +116,8 @@ class _WorkerRun:
         """How many of `messages` went to the current worker."""
         self.reached = False
         """Whether the current worker reported the run: it knows the task, so a message to it is not dropped."""
+        self.context = contextvars.copy_context()
+        """The task's context (its span current), for what the worker's reports record on the task's span."""
 
     def end(self, outcome: Outcome) -> None:
         if self.outcome is None:
@@ -197,7 +201,8 @@ class _WorkerRun:
             self.reached = True
             self._deliver()
         if update.retry_attempt is not None:
-            self.observer.retrying(update.retry_attempt, update.retry_error or '', update.retry_delay)
+            # Reports arrive through the manager's mailbox: the retry goes on the task's span, not the mailbox's.
+            self.context.run(self.observer.retrying, update.retry_attempt, update.retry_error or '', update.retry_delay)
             return
         status = update.status
         if status is TaskStatus.RUNNING:
