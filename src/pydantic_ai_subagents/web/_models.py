@@ -319,7 +319,7 @@ class MessageTaskResult(_Model):
 
     accepted: bool
     """Whether the message went into the run (or is held until a queued task starts): `false` when the task is
-    being cancelled, runs in another process, or its run ended just now."""
+    being cancelled, its run ended just now, or (in another process) its owner refused it."""
     task: TaskView
     """The task right after the request."""
 
