@@ -78,7 +78,7 @@ bench-redis: install system-deps ## Across processes on Redis: cancel latency fr
 	@$(UV) run --frozen python bench/redis_bench.py
 
 .PHONY: chaos
-chaos: install system-deps ## Redis killed and restarted (with and without data), a worker and a manager killed, during 400 tasks (PASS/FAIL)
+chaos: install system-deps ## Redis killed and restarted (with and without data), a worker and a manager killed, during 400 tasks (PASS/FAIL, about a minute)
 	@$(UV) run --frozen python -m tests.chaos --tasks 400
 
 .PHONY: eval

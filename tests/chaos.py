@@ -49,6 +49,9 @@ CONCURRENCY = 8
 ASKERS = CONCURRENCY // 2
 """Most of manager B's tasks that wait for an answer: each holds a worker's slot until B is found dead, so at any
 size they leave the workers most of their slots."""
+STARTUP_TIMEOUT = 60.0
+"""Seconds a worker process may take to serve its queue: importing Pydantic AI alone takes several seconds of a
+loaded 2-core machine."""
 PROBE_DEADLINE = 60.0
 """Seconds a fault may take to recover before the run gives up on it (and fails)."""
 
@@ -124,10 +127,14 @@ class Processes:
             '--subagents', 'tests.redis_procs:WORKER_SUBAGENTS', '--queue', QUEUE, '--concurrency', str(CONCURRENCY),
             '--lease-seconds', str(LEASE['lease_seconds']), '--heartbeat', str(LEASE['heartbeat_interval']),
         )  # fmt: skip
+        process = self.running[name]
         log = Path(self.logs.name) / f'{name}.log'
-        with anyio.fail_after(30):
-            while 'serves queue' not in (text := log.read_text(errors='replace').split('--- restart ---')[-1]):
-                await anyio.sleep(0.05)
+        started = time.monotonic()
+        while 'serves queue' not in (text := log.read_text(errors='replace').split('--- restart ---')[-1]):
+            if process.poll() is not None or time.monotonic() - started > STARTUP_TIMEOUT:
+                state = 'never served' if process.returncode is None else f'exited ({process.returncode})'
+                raise RuntimeError(f'{name} {state}; its log:\n{text[-3000:]}')
+            await anyio.sleep(0.05)
         line = next(line for line in text.splitlines() if 'serves queue' in line)
         self.participants.setdefault(name, []).append(line.split('worker ', 1)[1].split()[0])
 
