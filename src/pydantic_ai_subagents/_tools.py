@@ -30,7 +30,7 @@ from ._state import TaskRecord, TaskStatus
 from ._text import describe_record, list_line, truncate
 from ._tools_steer import steer_reply
 
-__all__ = ('INSTRUCTIONS', 'REPEAT_NOTE', 'RepeatGuard', 'SubagentTools', 'started_reply')
+__all__ = ('INSTRUCTIONS', 'REPEAT_NOTE', 'RepeatGuard', 'SubagentTools', 'started_reply', 'sync_reply')
 
 INSTRUCTIONS = (
     'You can delegate work to subagents with `task`, one job per task: for several jobs, start several tasks. '
@@ -299,7 +299,7 @@ class SubagentTools:
             raise
         manager.mark_seen(record)
         if record.status is TaskStatus.COMPLETED:
-            return truncate(render_output(record.result), self.owner.max_result_chars)
+            return sync_reply(truncate(render_output(record.result), self.owner.max_result_chars), record.id)
         if record.status is TaskStatus.WAITING_FOR_ANSWER:
             return (
                 f'Task {record.id} paused: the subagent asks: {record.question}\n'
@@ -395,6 +395,11 @@ def started_reply(task_id: str) -> str:
         f'Task started with ID: {task_id}\nIts result is not here yet: call wait_tasks(task_ids=["{task_id}"]) to get '
         'it (start your other tasks first, so they run in parallel).'
     )
+
+
+def sync_reply(result: str, task_id: str) -> str:
+    """The reply of a sync task that completed: its result, then its id, so the model can follow up on it."""
+    return f'{result}\n\n(Task {task_id}; continue_task_id="{task_id}" follows up on it.)'
 
 
 def _questions_asked(record: TaskRecord) -> int:
