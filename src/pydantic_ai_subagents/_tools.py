@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import replace
@@ -368,7 +369,8 @@ class RepeatGuard:
 
     def check(self, name: str, args: dict[str, Any], reply: object) -> object:
         """The reply to give for this call: `reply`, with a note when a recent identical call got it too."""
-        call = (name, args, reply)
+        # A sync task that gives the same result again is a repeat, though each task has an id of its own.
+        call = (name, args, _FOLLOW_UP_LINE.sub('', reply) if isinstance(reply, str) else reply)
         repeated = call in self._recent
         self._recent.append(call)
         if not repeated or not isinstance(reply, str):
@@ -399,7 +401,13 @@ def started_reply(task_id: str) -> str:
 
 def sync_reply(result: str, task_id: str) -> str:
     """The reply of a sync task that completed: its result, then its id, so the model can follow up on it."""
-    return f'{result}\n\n(Task {task_id}; continue_task_id="{task_id}" follows up on it.)'
+    return result + _FOLLOW_UP.format(task_id=task_id)
+
+
+_FOLLOW_UP = '\n\n(Task {task_id}; continue_task_id="{task_id}" follows up on it.)'
+"""The line after a completed sync task's result: the model never learns a sync task's id otherwise."""
+
+_FOLLOW_UP_LINE = re.compile(re.escape(_FOLLOW_UP).replace(re.escape('{task_id}'), r'\S+') + r'\Z')
 
 
 def _questions_asked(record: TaskRecord) -> int:
