@@ -194,13 +194,14 @@ def test_a_parent_run_reads_task_ids_from_the_start_of_a_reply_or_a_finished_tas
     run = ParentRun(
         replies=[
             task(sync_reply('Found: Task started with ID: t-in-the-result', 't1')),
+            task(sync_reply(sync_reply('a result that quotes a reply', 'quoted'), 't0') + '\nYou made this call before.'),
             task('Task started with ID: t2\nIts result is not here yet.'),
             task('Task t3 paused: the subagent asks: Task started with ID: no?'),
             ToolReply(tool_name='check_task', args={}, content='Task started with ID: t4'),
             task('Task not started: Task started with ID: t5 is only quoted here.'),
         ]
     )
-    assert run.task_ids == ['t1', 't2', 't3']
+    assert run.task_ids == ['t1', 't0', 't2', 't3']
 
 
 async def test_scripted_models_stream_for_runs_that_stream() -> None:

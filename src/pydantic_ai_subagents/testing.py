@@ -63,8 +63,8 @@ WORK_TOOL = 'work'
 _TASK_STARTED = re.compile(r'Task started with ID: (\S+)|Task (\S+) paused')
 """The start of `task`'s reply for a task started in the background or paused on a question."""
 
-_TASK_FINISHED = re.compile(r'\n\(Task (\S+); continue_task_id="\1" follows up on it\.\)\Z')
-"""The last line of `task`'s reply for a sync task that completed (what comes before it is the task's result)."""
+_TASK_FINISHED = re.compile(r'\n\(Task (\S+); continue_task_id="\1" follows up on it\.\)$', re.MULTILINE)
+"""The line after the result in `task`'s reply for a sync task that completed; the last such line is the real one."""
 
 
 # ---------------------------------------------------------------------------------------------------- subagents
@@ -235,7 +235,8 @@ class ParentRun:
         for reply in self.replies:
             if reply.tool_name != 'task':
                 continue
-            if match := _TASK_STARTED.match(reply.content) or _TASK_FINISHED.search(reply.content):
+            finished = [*_TASK_FINISHED.finditer(reply.content)]
+            if match := _TASK_STARTED.match(reply.content) or (finished[-1] if finished else None):
                 ids.append(next(group for group in match.groups() if group))
         return ids
 
