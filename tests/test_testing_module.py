@@ -26,7 +26,7 @@ async def test_the_module_docstring_example() -> None:
     agent = Agent(toolsets=[subagents])
     async with subagents:
         run = await run_parent(agent, [call('task', description='bicycles', subagent_type='researcher')])
-    assert run.texts[0].startswith('Found 3 sources on bicycles.\n\n(Task ')
+    assert run.texts[0].startswith('Found 3 sources on bicycles.')
     assert run.task_ids == [subagents.manager.list()[0].id]
     (record,) = subagents.manager.list()
     assert run.texts == [sync_reply('Found 3 sources on bicycles.', record.id)]
@@ -194,7 +194,9 @@ def test_a_parent_run_reads_task_ids_from_the_start_of_a_reply_or_a_finished_tas
     run = ParentRun(
         replies=[
             task(sync_reply('Found: Task started with ID: t-in-the-result', 't1')),
-            task(sync_reply(sync_reply('a result that quotes a reply', 'quoted'), 't0') + '\nYou made this call before.'),
+            task(
+                sync_reply(sync_reply('a result that quotes a reply', 'quoted'), 't0') + '\nYou made this call before.'
+            ),
             task('Task started with ID: t2\nIts result is not here yet.'),
             task('Task t3 paused: the subagent asks: Task started with ID: no?'),
             ToolReply(tool_name='check_task', args={}, content='Task started with ID: t4'),

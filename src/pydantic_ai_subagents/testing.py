@@ -21,7 +21,7 @@ async def test_my_agent_delegates_research():
     async with subagents:
         run = await run_parent(agent, [call('task', description='bicycles', subagent_type='researcher')])
     # A sync task's reply is its result, then a line with its id for a follow-up (`continue_task_id`).
-    assert run.texts[0].startswith('Found 3 sources on bicycles.\n\n(Task ')
+    assert run.texts[0].startswith('Found 3 sources on bicycles.')
     assert run.task_ids == [subagents.manager.list()[0].id]
 ```
 
