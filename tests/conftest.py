@@ -130,6 +130,24 @@ def task_id_from(reply: str) -> str:
     return reply.split('Task started with ID: ', 1)[1].split()[0]
 
 
+def sync_reply(result: str, task_id: str) -> str:
+    """What the model reads when a sync task completes: its result, then one line with its id (the wording pinned)."""
+    return f'{result}\n\n(Task {task_id}; continue_task_id="{task_id}" follows up on it.)'
+
+
+def split_sync_reply(reply: str) -> tuple[str, str]:
+    """A completed sync task's reply as `(result, task_id)`; fails unless the reply ends with the id line."""
+    result, _, line = reply.rpartition('\n\n(Task ')
+    task_id = line.split(';', 1)[0]
+    assert reply == sync_reply(result, task_id), reply
+    return result, task_id
+
+
+def sync_result(reply: str) -> str:
+    """The result in a completed sync task's reply, without the id line."""
+    return split_sync_reply(reply)[0]
+
+
 def child_text(answer: str) -> FunctionModel:
     """A child that answers at once."""
 

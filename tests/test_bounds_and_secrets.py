@@ -29,7 +29,7 @@ from pydantic_ai_subagents import SubAgentConfig, TaskManager, TaskStatus, creat
 from pydantic_ai_subagents._manager._questions import MAX_QUESTION_CHARS
 from pydantic_ai_subagents._run import render_output, safe_error
 
-from .conftest import Script, call, child_text, task_id_from
+from .conftest import Script, call, child_text, split_sync_reply, task_id_from
 
 pytestmark = pytest.mark.anyio
 
@@ -292,7 +292,8 @@ async def test_an_output_without_json_form_reaches_a_sync_caller_as_text(output_
     toolset = create_subagent_toolset([config])
     async with toolset:
         result = await Agent(script.model(), toolsets=[toolset]).run('go')
-    assert script.replies[1] == [shown]
+        (record,) = toolset.manager.list()
+    assert [split_sync_reply(r) for r in script.replies[1]] == [(shown, record.id)]
     assert result.output == 'done'
 
 

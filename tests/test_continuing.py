@@ -19,7 +19,7 @@ from pydantic_ai_subagents import (
     create_subagent_toolset,
 )
 
-from .conftest import Gate, Script, call, task_id_from
+from .conftest import Gate, Script, call, split_sync_reply, task_id_from
 
 pytestmark = pytest.mark.anyio
 
@@ -62,9 +62,9 @@ async def test_the_model_continues_a_finished_task_with_its_conversation() -> No
             call('task', description='now count them', subagent_type='worker', continue_task_id=old.id),
         )
         records = toolset.manager.list()
-    assert first == 'list the files'
-    assert follow_up == 'list the files | now count them'
+    assert split_sync_reply(first) == ('list the files', old.id)
     new = records[-1]
+    assert split_sync_reply(follow_up) == ('list the files | now count them', new.id)
     assert new.continued_from == old.id and new.status is TaskStatus.COMPLETED
     assert old.continued_from is None
 
@@ -129,11 +129,12 @@ async def test_continue_a_task_that_is_being_pruned_gets_a_clear_reply() -> None
         )
         await Agent(script.model(), toolsets=[toolset]).run('go', conversation_id='c1')
         replies = [script.replies[1][0], script.replies[2][0]]
+        (other,) = manager.list()
         with pytest.raises(TaskNotContinuableError, match='no longer kept'):
             await manager.start(worker(), 'again', scope='c1', continue_task_id=old.id)
         with pytest.raises(TaskNotFoundError):
             await manager.start(worker(), 'again', scope='another conversation', continue_task_id=old.id)
-    assert replies[0] == 'other work'
+    assert split_sync_reply(replies[0]) == ('other work', other.id)
     assert replies[1] == (
         f'Task not started: task {old.id!r} cannot be continued: it finished long ago and its conversation is no '
         'longer kept.'

@@ -45,7 +45,7 @@ from pydantic_ai_subagents import (
     create_subagent_toolset,
 )
 
-from .conftest import Gate, Script, call, child_text, task_id_from
+from .conftest import Gate, Script, call, child_text, split_sync_reply, task_id_from
 
 pytestmark = pytest.mark.anyio
 
@@ -252,7 +252,8 @@ async def test_a_fault_in_one_task_ends_that_task_failed_and_nothing_else(kind: 
             # The same manager still runs new work, in a conversation of its own.
             fresh = Script([[call('task', description='after', subagent_type='later')]])
             await Agent(fresh.model(), toolsets=[toolset]).run('go', conversation_id='c4')
-            assert fresh.replies[1] == ['still working']
+            (later,) = manager.list('c4')
+            assert [split_sync_reply(r) for r in fresh.replies[1]] == [('still working', later.id)]
             assert manager.participant == participant
             for record in manager.list():
                 assert record.note is None or MANAGER_CLOSED_NOTE not in record.note, (record.subagent, record.note)
@@ -440,8 +441,10 @@ async def test_fifty_first_runs_at_once_on_a_fresh_registration_all_complete(reg
         with anyio.fail_after(30):
             await manager.aclose()
     assert outputs == {i: f'parent {i}' for i in range(50)}
-    assert all(script.replies[1] == ['child result'] for script in scripts)
     records = manager.list()
+    for i, script in enumerate(scripts):
+        (record,) = manager.list(f'c{i}')
+        assert [split_sync_reply(r) for r in script.replies[1]] == [('child result', record.id)]
     assert len(records) == 50
     assert {r.status for r in records} == {TaskStatus.COMPLETED}
 

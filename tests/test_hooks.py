@@ -23,7 +23,7 @@ from pydantic_ai_subagents import (
     create_subagent_toolset,
 )
 
-from .conftest import Script, call, child_text, task_id_from
+from .conftest import Script, call, child_text, sync_reply, task_id_from
 
 pytestmark = pytest.mark.anyio
 
@@ -60,9 +60,9 @@ async def test_before_task_allows_refuses_and_rewrites() -> None:
         )
         records = toolset.manager.list()
     assert replies == [
-        'worker did it',
+        sync_reply('worker did it', records[0].id),
         'Task not started: deleting is not allowed in this workspace.',
-        'careful did it',
+        sync_reply('careful did it', records[1].id),
     ]
     assert [(r.subagent, r.description) for r in records] == [
         ('worker', 'sum the logs'),
@@ -126,7 +126,7 @@ async def test_after_task_redacts_the_result_before_the_parent_reads_it() -> Non
         secret, plain = toolset.manager.list()
         secret_transcript = toolset.manager.transcript(secret.id)
         plain_transcript = toolset.manager.transcript(plain.id)
-    assert replies == ['the key is [redacted]', 'plain did it']
+    assert replies == [sync_reply('the key is [redacted]', secret.id), sync_reply('plain did it', plain.id)]
     assert secret.result == 'the key is [redacted]'
     assert sorted(e.task.id for e in ends) == sorted([secret.id, plain.id])
     assert all(not e.task.is_terminal for e in ends)
@@ -152,7 +152,7 @@ async def test_an_after_task_hook_that_raises_withholds_the_result_and_fails_onl
         failed, ok = toolset.manager.list()
     assert failed.status is TaskStatus.FAILED and ok.status is TaskStatus.COMPLETED
     assert failed.error == 'its result was withheld: the after_task hook failed (ValueError: redactor crashed)'
-    assert 'sk-1' not in replies[0] and replies[1] == 'plain did it'
+    assert 'sk-1' not in replies[0] and replies[1] == sync_reply('plain did it', ok.id)
     assert 'the after_task hook failed' in caplog.text
 
 

@@ -38,7 +38,7 @@ from pydantic_ai_subagents import (
 from pydantic_ai_subagents._run._child import _child_main, _ChildSide
 from pydantic_ai_subagents._run._pipe import _Answer, _Done, _Failed, _Job, _Notice, _Progress, _Question, _RunEvent
 
-from .conftest import Script, call, leftover_tasks
+from .conftest import Script, call, leftover_tasks, sync_reply
 
 pytestmark = pytest.mark.anyio
 
@@ -293,7 +293,7 @@ async def test_completed_task_reports_result_and_usage_and_rolls_it_up() -> None
     async with toolset:
         result = await Agent(script.model(), toolsets=[toolset]).run('go')
         (record,) = toolset.manager.list()
-    assert script.replies[1] == ['42 facts']
+    assert script.replies[1] == [sync_reply('42 facts', record.id)]
     assert record.status is TaskStatus.COMPLETED
     assert record.result == '42 facts'
     assert record.usage.requests == 1

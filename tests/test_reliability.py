@@ -48,7 +48,7 @@ from pydantic_ai_subagents import (
     create_subagent_toolset,
 )
 
-from .conftest import Gate, Script, call, child_text, leftover_tasks, task_id_from
+from .conftest import Gate, Script, call, child_text, leftover_tasks, sync_reply, task_id_from
 
 pytestmark = pytest.mark.anyio
 
@@ -213,8 +213,8 @@ async def test_results_stay_retrievable_until_retention_drops_them() -> None:
         finished: list[str] = []
         for i in range(8):
             replies = await run_parent(toolset, call('task', description=f'job {i}', subagent_type='w'))
-            assert replies == ['result']
             finished.append(manager.list()[-1].id)
+            assert replies == [sync_reply('result', finished[-1])]
             # The 3 most recent results are kept; older ones are dropped, oldest first.
             for task_id in finished[-3:]:
                 record = manager.get(task_id)
@@ -635,6 +635,7 @@ async def test_sync_task_whose_record_is_pruned_before_the_waiter_wakes() -> Non
     other = SubAgentConfig(name='other', model=child_text('x'), can_ask_questions=False)
     script = Script([[call('task', description='job', subagent_type='w')]], final='parent done')
     outcome: list[Any] = []
+    completed: list[str] = []
     async with audited(manager), anyio.create_task_group() as tg:
 
         async def start_another_when_it_completes() -> None:
@@ -642,6 +643,7 @@ async def test_sync_task_whose_record_is_pruned_before_the_waiter_wakes() -> Non
             async with aclosing(manager.events()) as stream:
                 async for event in stream:
                     if isinstance(event, TaskCompleted) and event.subagent == 'w':
+                        completed.append(event.task_id)
                         await manager.start(other, 'unrelated', scope='someone-else')
                         return
 
@@ -657,7 +659,8 @@ async def test_sync_task_whose_record_is_pruned_before_the_waiter_wakes() -> Non
         except Exception as e:
             outcome.append(e)
     assert outcome == ['parent done'], outcome
-    assert script.replies[1] == ['the result']
+    assert manager.get(completed[0]) is None
+    assert script.replies[1] == [sync_reply('the result', completed[0])]
 
 
 async def test_question_that_times_out_before_the_manager_sees_it() -> None:
@@ -1130,7 +1133,8 @@ async def test_limit_nesting_depth_refuses_with_a_plain_reply() -> None:
     holder.append(toolset)
     async with audited(toolset.manager):
         replies = await run_parent(toolset, call('task', description='top', subagent_type='middle'))
-    assert replies == ['middle done']
+        (top,) = toolset.manager.list()
+    assert replies == [sync_reply('middle done', top.id)]
     assert middle_script.replies[1] == [
         'Task not started: nesting depth limit reached (1). Finish or cancel tasks first, or do this work yourself.'
     ]
@@ -1168,10 +1172,10 @@ async def test_limit_description_size_gets_a_retry_naming_the_limit() -> None:
     )
     async with audited(toolset.manager):
         await Agent(script.model(), toolsets=[toolset]).run('go')
-        assert len(toolset.manager.list()) == 1
+        (record,) = toolset.manager.list()
     (retry,) = script.replies[1] + script.retries[1]  # a retry prompt, however Pydantic AI words its envelope
     assert 'description has 51 characters; the limit is 50. Shorten it.' in retry
-    assert script.replies[2] == ['ok']
+    assert script.replies[2] == [sync_reply('ok', record.id)]
 
 
 async def test_limit_per_task_timeout_and_usage_budget_are_reported_plainly() -> None:
@@ -1286,7 +1290,7 @@ async def test_a_nested_subagent_cannot_see_or_cancel_its_parents_or_siblings_ta
             toolset, call('task', description='look around', subagent_type='spy'), conversation_id='alice'
         )
         spy_record = next(r for r in manager.list(scope='alice') if r.subagent == 'spy')
-        assert spy_reply == 'nothing to see'
+        assert spy_reply == sync_reply('nothing to see', spy_record.id)
         for task_id in siblings:
             record = manager.get(task_id)
             assert record is not None and record.status is TaskStatus.RUNNING and record.cancel is None

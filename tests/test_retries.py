@@ -23,7 +23,7 @@ from pydantic_ai_subagents import (
     create_subagent_toolset,
 )
 
-from .conftest import Script, call
+from .conftest import Script, call, sync_reply
 from .test_tracing import by_name, spans  # noqa: F401  # pyright: ignore[reportUnusedImport]
 
 pytestmark = pytest.mark.anyio
@@ -78,7 +78,7 @@ async def test_rate_limits_and_server_errors_are_retried_from_where_the_run_was(
             await anyio.sleep(0.01)
             tg.cancel_scope.cancel()
         (record,) = manager.list()
-    assert script.replies[1] == ['done after 3 messages']
+    assert script.replies[1] == [sync_reply('done after 3 messages', record.id)]
     assert record.status is TaskStatus.COMPLETED and record.attempts == 3
     # The tool ran once: each retry went on from the conversation, not from the start.
     assert flaky.tool_runs == 1 and flaky.calls == 4

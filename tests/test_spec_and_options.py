@@ -24,7 +24,7 @@ from pydantic_ai_subagents import (
     create_subagent_toolset,
 )
 
-from .conftest import Script, call
+from .conftest import Script, call, sync_reply
 
 pytestmark = pytest.mark.anyio
 
@@ -121,9 +121,10 @@ async def test_an_agent_built_from_a_spec_delegates(source: str, tmp_path: Path)
         'wait_tasks',
     ]
     # Each subagent ran on the model the spec named (TestModel's reply), and its task is on the record.
-    assert script.replies[1] == ['success (no tool calls)']
-    assert script.replies[2] == ['success (no tool calls)']
-    assert [r.subagent for r in manager.list()] == ['researcher', 'writer']
+    researched, written = manager.list()
+    assert script.replies[1] == [sync_reply('success (no tool calls)', researched.id)]
+    assert script.replies[2] == [sync_reply('success (no tool calls)', written.id)]
+    assert [researched.subagent, written.subagent] == ['researcher', 'writer']
 
 
 def test_the_spec_schema_describes_the_capability() -> None:

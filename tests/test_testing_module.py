@@ -11,7 +11,9 @@ from pydantic_ai.messages import AgentStreamEvent, FunctionToolCallEvent
 from pydantic_ai.toolsets import FunctionToolset
 
 from pydantic_ai_subagents import SubAgentConfig, SubAgents, TaskRunEvent, TaskStatus, create_subagent_toolset
-from pydantic_ai_subagents.testing import ParentRun, call, run_parent, scripted_subagent
+from pydantic_ai_subagents.testing import ParentRun, ToolReply, call, run_parent, scripted_subagent
+
+from .conftest import sync_reply
 
 pytestmark = pytest.mark.anyio
 
@@ -24,7 +26,10 @@ async def test_the_module_docstring_example() -> None:
     agent = Agent(toolsets=[subagents])
     async with subagents:
         run = await run_parent(agent, [call('task', description='bicycles', subagent_type='researcher')])
-    assert run.texts == ['Found 3 sources on bicycles.']
+    assert run.texts[0].startswith('Found 3 sources on bicycles.')
+    assert run.task_ids == [subagents.manager.list()[0].id]
+    (record,) = subagents.manager.list()
+    assert run.texts == [sync_reply('Found 3 sources on bicycles.', record.id)]
     assert run.output == 'Done.'
     assert [r.tool_name for r in run.replies] == ['task']
     assert run.replies[0].args == {'description': 'bicycles', 'subagent_type': 'researcher'}
@@ -47,7 +52,7 @@ async def test_a_subagent_that_asks_waits_for_the_answer_and_uses_it() -> None:
         (record,) = subagents.manager.list()
     assert run.reply('task').startswith(f'Task {run.task_ids[0]} paused: the subagent asks: Who is it for?')
     # The task was started in sync mode: answering its question waits for its result as `task` did.
-    assert run.reply('answer_subagent') == 'Draft for children after 2 steps.'
+    assert run.reply('answer_subagent') == sync_reply('Draft for children after 2 steps.', record.id)
     assert record.status is TaskStatus.COMPLETED
     assert record.result == 'Draft for children after 2 steps.'
     assert 'Draft for children after 2 steps.' in run.reply('wait_tasks')
@@ -121,7 +126,8 @@ async def test_notices_and_retries_are_reported_as_the_model_read_them() -> None
         )
     assert [r.retry for r in run.replies] == [False, True, False]
     assert "Unknown subagent_type 'nobody'. Valid: fast, slow." in run.replies[1].content
-    assert run.replies[2].content == 'Done.'
+    assert run.replies[2].content == sync_reply('Done.', run.task_ids[1])
+    assert [r.subagent for r in map(subagents.manager.get, run.task_ids)] == ['fast', 'slow']
     # The fast task finished while the parent waited on the slow one: its notice came into the run.
     assert len(run.notices) == 1 and 'fast result' in run.notices[0] and run.task_ids[0] in run.notices[0]
 
@@ -146,7 +152,8 @@ async def test_run_parent_passes_deps_and_prompt_and_keeps_the_agents_own_tools(
             final='All done.',
             deps='the deps',
         )
-    assert run.texts == ['noted', 'hello']
+        (record,) = subagents.manager.list()
+    assert run.texts == ['noted', sync_reply('hello', record.id)]
     assert seen == ['a', 'the deps']
     assert run.output == 'All done.'
     first_request = run.messages[0]
@@ -180,6 +187,25 @@ def test_a_parent_run_reads_its_replies_by_tool() -> None:
         run.reply('task')
 
 
+def test_a_parent_run_reads_task_ids_from_the_start_of_a_reply_or_a_finished_tasks_last_line() -> None:
+    def task(content: str) -> ToolReply:
+        return ToolReply(tool_name='task', args={}, content=content)
+
+    run = ParentRun(
+        replies=[
+            task(sync_reply('Found: Task started with ID: t-in-the-result', 't1')),
+            task(
+                sync_reply(sync_reply('a result that quotes a reply', 'quoted'), 't0') + '\nYou made this call before.'
+            ),
+            task('Task started with ID: t2\nIts result is not here yet.'),
+            task('Task t3 paused: the subagent asks: Task started with ID: no?'),
+            ToolReply(tool_name='check_task', args={}, content='Task started with ID: t4'),
+            task('Task not started: Task started with ID: t5 is only quoted here.'),
+        ]
+    )
+    assert run.task_ids == ['t1', 't0', 't2', 't3']
+
+
 async def test_scripted_models_stream_for_runs_that_stream() -> None:
     # With an event stream handler the parent's requests are streamed, and with forwarded subagent events the
     # subagent's are too: both scripted models answer the same way when streamed.
@@ -201,9 +227,10 @@ async def test_scripted_models_stream_for_runs_that_stream() -> None:
             [call('task', description='look', subagent_type='researcher')],
             event_stream_handler=collect,
         )
+        (record,) = subagents.manager.list()
     finally:
         await subagents.manager.aclose()
-    assert run.texts == ['Found 2 things.']
+    assert run.texts == [sync_reply('Found 2 things.', record.id)]
     parent_calls = [e.part.tool_name for e in events if isinstance(e, FunctionToolCallEvent)]
     assert parent_calls == ['task']
     child_calls = [

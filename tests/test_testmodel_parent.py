@@ -14,7 +14,7 @@ from pydantic_ai.models.test import TestModel
 
 from pydantic_ai_subagents import SubAgentConfig, TaskStatus, create_subagent_toolset
 
-from .conftest import child_text
+from .conftest import child_text, sync_reply
 
 pytestmark = pytest.mark.anyio
 
@@ -50,7 +50,7 @@ async def test_a_testmodel_parent_delegates_to_a_configured_subagent() -> None:
         if isinstance(p, ToolReturnPart) and p.tool_name == 'task'
     ]
     assert task_return.outcome == 'success'
-    assert task_return.model_response_str() == '42 facts'
+    assert task_return.model_response_str() == sync_reply('42 facts', record.id)
 
 
 async def test_a_testmodel_parent_with_only_the_general_purpose_subagent() -> None:

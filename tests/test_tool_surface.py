@@ -15,7 +15,7 @@ from pydantic_ai.models.test import TestModel
 from pydantic_ai_subagents import SubAgentConfig, TaskStatus, create_subagent_toolset
 from pydantic_ai_subagents._tools import INSTRUCTIONS, REPEAT_NOTE
 
-from .conftest import Gate, Script, call, child_text, task_id_from
+from .conftest import Gate, Script, call, child_text, sync_reply, task_id_from
 
 pytestmark = pytest.mark.anyio
 
@@ -133,7 +133,7 @@ async def test_answering_a_sync_task_waits_for_its_next_question_then_its_result
     assert 'asks: Who is it for?' in script.replies[1][0]
     assert 'asks: Which tone?' in script.replies[2][0]
     assert 'answer_subagent' in script.replies[2][0]
-    assert script.replies[3] == ['Card (Alice, warm)']
+    assert script.replies[3] == [sync_reply('Card (Alice, warm)', record.id)]
     assert record.status is TaskStatus.COMPLETED
     # The parent saw the result in the reply: no notice about the task is owed to it.
     assert all('[subagents]' not in r for replies in script.replies for r in replies)
@@ -225,16 +225,19 @@ async def test_a_repeated_identical_call_is_told_that_repeating_changes_nothing(
     toolset = create_subagent_toolset([researcher(child_text('384,400 km'))])
     async with toolset:
         await Agent(script.model(), toolsets=[toolset]).run('go')
+        first, second = toolset.manager.list()
     no_question = (
         "No task with ID '12345' asks you anything. To answer the user, write your answer as plain text, without a "
         'tool call.'
     )
     assert script.replies[1] == [no_question]
     assert script.replies[2] == [f'{no_question}\n{REPEAT_NOTE}']
-    # A cycle of calls is caught too: the same sync task with the same result, between other calls.
-    assert script.replies[3] == ['384,400 km']
+    # A cycle of calls is caught too: the same sync task with the same result, between other calls. Each task has
+    # an id of its own, and the repeat is caught all the same.
+    assert script.replies[3] == [sync_reply('384,400 km', first.id)]
     assert script.replies[4] == [f'{no_question}\n{REPEAT_NOTE}']
-    assert script.replies[5] == [f'384,400 km\n{REPEAT_NOTE}']
+    assert script.replies[5] == [f'{sync_reply("384,400 km", second.id)}\n{REPEAT_NOTE}']
+    assert first.id != second.id
     # Four other calls later, the call is no longer recent.
     assert script.replies[10] == [no_question]
 

@@ -28,7 +28,7 @@ from pydantic_ai_subagents import (
     create_subagent_toolset,
 )
 
-from .conftest import Gate, Script, call, child_text, leftover_tasks, task_id_from
+from .conftest import Gate, Script, call, child_text, leftover_tasks, split_sync_reply, sync_reply, task_id_from
 
 pytestmark = pytest.mark.anyio
 
@@ -42,8 +42,8 @@ async def test_sync_task_returns_result_and_rolls_up_usage() -> None:
     toolset = create_subagent_toolset([researcher()])
     async with toolset:
         result = await Agent(script.model(), toolsets=[toolset]).run('go')
-        assert script.replies[1] == ['42 facts']
         (record,) = toolset.manager.list()
+        assert script.replies[1] == [sync_reply('42 facts', record.id)]
         assert record.status is TaskStatus.COMPLETED
         assert record.mode == 'sync'
         assert record.usage.requests == 1
@@ -155,8 +155,8 @@ async def test_question_answered(mode: str) -> None:
         ]
         assert script.replies[-1][0].endswith('Result:\nReport for 1999')
     else:
-        # Answering a sync task's question goes on waiting as `task` did: the reply is the result itself.
-        assert script.replies[-1] == ['Report for 1999']
+        # Answering a sync task's question goes on waiting as `task` did: the reply is the result and the id.
+        assert script.replies[-1] == [sync_reply('Report for 1999', record.id)]
     statuses = [t.status for t in record.history]
     assert statuses == [
         TaskStatus.PENDING,
@@ -293,7 +293,8 @@ async def test_structured_output_reaches_the_parent_as_json() -> None:
     async with toolset:
         await Agent(script.model(), toolsets=[toolset]).run('go')
         (record,) = toolset.manager.list()
-    assert json.loads(script.replies[1][0]) == {'title': 'T', 'score': 3}
+    result, task_id = split_sync_reply(script.replies[1][0])
+    assert json.loads(result) == {'title': 'T', 'score': 3} and task_id == record.id
     assert record.result == Finding(title='T', score=3)
 
 
@@ -533,7 +534,8 @@ async def test_long_results_are_truncated_for_the_model_but_kept_whole() -> None
     async with toolset:
         await Agent(script.model(), toolsets=[toolset]).run('go')
         (record,) = toolset.manager.list()
-    assert script.replies[1][0] == 'y' * 100 + '\n[... 400 more characters truncated]'
+    # The id comes after the cut: it is never cut off.
+    assert script.replies[1][0] == sync_reply('y' * 100 + '\n[... 400 more characters truncated]', record.id)
     assert record.result == 'y' * 500
 
 
@@ -595,7 +597,7 @@ async def test_subagent_run_events_are_forwarded_tagged_with_the_task_when_turne
         if isinstance(e.event, PartDeltaEvent) and isinstance(e.event.delta, TextPartDelta)
     ]
     assert ''.join(deltas).endswith('regrow arms.')
-    assert script.replies[1] == ['Sea stars regrow arms.']
+    assert script.replies[1] == [sync_reply('Sea stars regrow arms.', events[0].task_id)]
 
 
 async def test_subagent_run_events_are_not_forwarded_by_default() -> None:

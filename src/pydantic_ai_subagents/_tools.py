@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import replace
@@ -30,7 +31,7 @@ from ._state import TaskRecord, TaskStatus
 from ._text import describe_record, list_line, truncate
 from ._tools_steer import steer_reply
 
-__all__ = ('INSTRUCTIONS', 'REPEAT_NOTE', 'RepeatGuard', 'SubagentTools', 'started_reply')
+__all__ = ('INSTRUCTIONS', 'REPEAT_NOTE', 'RepeatGuard', 'SubagentTools', 'started_reply', 'sync_reply')
 
 INSTRUCTIONS = (
     'You can delegate work to subagents with `task`, one job per task: for several jobs, start several tasks. '
@@ -299,7 +300,7 @@ class SubagentTools:
             raise
         manager.mark_seen(record)
         if record.status is TaskStatus.COMPLETED:
-            return truncate(render_output(record.result), self.owner.max_result_chars)
+            return sync_reply(truncate(render_output(record.result), self.owner.max_result_chars), record.id)
         if record.status is TaskStatus.WAITING_FOR_ANSWER:
             return (
                 f'Task {record.id} paused: the subagent asks: {record.question}\n'
@@ -368,7 +369,8 @@ class RepeatGuard:
 
     def check(self, name: str, args: dict[str, Any], reply: object) -> object:
         """The reply to give for this call: `reply`, with a note when a recent identical call got it too."""
-        call = (name, args, reply)
+        # A sync task that gives the same result again is a repeat, though each task has an id of its own.
+        call = (name, args, _FOLLOW_UP_LINE.sub('', reply) if isinstance(reply, str) else reply)
         repeated = call in self._recent
         self._recent.append(call)
         if not repeated or not isinstance(reply, str):
@@ -395,6 +397,17 @@ def started_reply(task_id: str) -> str:
         f'Task started with ID: {task_id}\nIts result is not here yet: call wait_tasks(task_ids=["{task_id}"]) to get '
         'it (start your other tasks first, so they run in parallel).'
     )
+
+
+def sync_reply(result: str, task_id: str) -> str:
+    """The reply of a sync task that completed: its result, then its id, so the model can follow up on it."""
+    return result + _FOLLOW_UP.format(task_id=task_id)
+
+
+_FOLLOW_UP = '\n\n(Task {task_id}; continue_task_id="{task_id}" follows up on it.)'
+"""The line after a completed sync task's result: the model never learns a sync task's id otherwise."""
+
+_FOLLOW_UP_LINE = re.compile(re.escape(_FOLLOW_UP).replace(re.escape('{task_id}'), r'\S+') + r'\Z')
 
 
 def _questions_asked(record: TaskRecord) -> int:

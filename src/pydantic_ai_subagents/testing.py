@@ -20,7 +20,9 @@ async def test_my_agent_delegates_research():
     agent = Agent(toolsets=[subagents])  # your agent; its model is replaced for the test run
     async with subagents:
         run = await run_parent(agent, [call('task', description='bicycles', subagent_type='researcher')])
-    assert run.texts == ['Found 3 sources on bicycles.']
+    # A sync task's reply is its result, then a line with its id for a follow-up (`continue_task_id`).
+    assert run.texts[0].startswith('Found 3 sources on bicycles.')
+    assert run.task_ids == [subagents.manager.list()[0].id]
 ```
 
 A step can also be a function of the run so far, to use a reply of an earlier call:
@@ -59,6 +61,10 @@ WORK_TOOL = 'work'
 """The tool a scripted subagent calls once per step of work."""
 
 _TASK_STARTED = re.compile(r'Task started with ID: (\S+)|Task (\S+) paused')
+"""The start of `task`'s reply for a task started in the background or paused on a question."""
+
+_TASK_FINISHED = re.compile(r'\n\(Task (\S+); continue_task_id="\1" follows up on it\.\)$', re.MULTILINE)
+"""The line after the result in `task`'s reply for a sync task that completed; the last such line is the real one."""
 
 
 # ---------------------------------------------------------------------------------------------------- subagents
@@ -224,11 +230,14 @@ class ParentRun:
 
     @property
     def task_ids(self) -> list[str]:
-        """The IDs of the tasks the parent started (async) or that paused on a question (sync), in order."""
+        """The IDs of the tasks the parent started, in order: from `task`'s replies (started, paused or finished)."""
         ids: list[str] = []
         for reply in self.replies:
-            if reply.tool_name == 'task' and (match := _TASK_STARTED.search(reply.content)):
-                ids.append(match.group(1) or match.group(2))
+            if reply.tool_name != 'task':
+                continue
+            finished = [*_TASK_FINISHED.finditer(reply.content)]
+            if match := _TASK_STARTED.match(reply.content) or (finished[-1] if finished else None):
+                ids.append(next(group for group in match.groups() if group))
         return ids
 
     def reply(self, tool_name: str, index: int = -1) -> str:
