@@ -41,7 +41,7 @@ from pydantic_ai_subagents import (
 from pydantic_ai_subagents.web import create_app
 
 from . import redis_server
-from .conftest import Gate, Script, call
+from .conftest import Gate, Script, call, sync_reply
 from .test_web_hostile import call_asgi, require_token
 
 pytestmark = pytest.mark.anyio
@@ -93,8 +93,8 @@ async def test_a_task_the_agent_delegated_is_continued_over_http_and_the_agent_h
         manager = toolset.manager
         script = Script([[call('task', description='list the files', subagent_type='worker')]])
         await Agent(script.model(), toolsets=[toolset]).run('go', conversation_id='c1')
-        assert script.replies[1] == ['list the files']
         (old,) = manager.list()
+        assert script.replies[1] == [sync_reply('list the files', old.id)]
         app = create_app(manager, allow_unauthenticated=True, subagents=toolset.subagents.values())
         async with client_of(app) as client:
             listed = (await client.get('/tasks')).json()['tasks']
@@ -396,29 +396,30 @@ async def test_unauthenticated_follow_ups_are_refused_before_the_body_is_read() 
 # ---------------------------------------------------------------------------------------------------- across processes
 
 
-async def test_a_task_whose_conversation_is_in_another_process_is_not_offered_and_gets_409(redis_url: str) -> None:
+async def test_a_task_run_in_another_process_is_offered_and_continued_from_redis(redis_url: str) -> None:
     from pydantic_ai_subagents.redis import redis_task_manager
 
     namespace = f'test-{uuid.uuid4().hex[:12]}'
     config = worker()
     async with (
-        redis_task_manager(redis_url, namespace=namespace) as ran_it,
+        redis_task_manager(redis_url, namespace=namespace, max_transcript_bytes=2000) as ran_it,
         redis_task_manager(redis_url, namespace=namespace) as serves_it,
     ):
         done = await finished(ran_it, config, 'here')
+        too_long = await finished(ran_it, config, 'x' * 3000)  # its conversation is over the store's cap
         with anyio.fail_after(10):
-            while (seen := serves_it.get(done)) is None or seen.status is not TaskStatus.COMPLETED:
-                await anyio.sleep(0.01)
+            for task_id in (done, too_long):
+                while (seen := serves_it.get(task_id)) is None or seen.status is not TaskStatus.COMPLETED:
+                    await anyio.sleep(0.01)
         async with client_of(create_app(serves_it, allow_unauthenticated=True, subagents=[config])) as client:
-            assert (await client.get(f'/tasks/{done}')).json()['can_continue'] is False
-            response = await client.post(f'/tasks/{done}/continue', json={'message': 'there'})
-            assert response.status_code == 409
-            assert response.json()['detail'] == (
-                f'task {done!r} cannot be continued: its conversation is not kept here (it ran on a worker or in '
-                'another process)'
-            )
-        # The manager that ran it keeps the conversation: its app continues it.
-        async with client_of(create_app(ran_it, allow_unauthenticated=True, subagents=[config])) as client:
+            # The conversation is in Redis, not in this process: offered, and read from there.
+            assert (await client.get(f'/tasks/{done}')).json()['can_continue'] is True
             response = await client.post(f'/tasks/{done}/continue', json={'message': 'there'})
             assert response.status_code == 200, response.text
-            assert (await ran_it.wait_for(response.json()['task']['id'])).result == 'here | there'
+            assert (await serves_it.wait_for(response.json()['task']['id'])).result == 'here | there'
+            # One the store did not keep is refused when asked, with the reason, and starts nothing.
+            before = len(serves_it.list())
+            response = await client.post(f'/tasks/{too_long}/continue', json={'message': 'more'})
+            assert response.status_code == 409
+            assert 'was larger than the store' in response.json()['detail']
+            assert len(serves_it.list()) == before

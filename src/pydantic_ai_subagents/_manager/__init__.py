@@ -3,6 +3,7 @@
 from ._hooks import AfterTaskHook, BeforeTaskHook, RefuseTask, TaskEnd, TaskRequest
 from ._manager import MANAGER_PREFIX, OnRunEnd, TaskManager
 from ._options import ManagerOptions, check_manager_options
+from ._transcripts import TranscriptStore
 from ._waiting import WaitMode
 
 __all__ = (
@@ -15,6 +16,7 @@ __all__ = (
     'TaskEnd',
     'TaskManager',
     'TaskRequest',
+    'TranscriptStore',
     'WaitMode',
     'check_manager_options',
 )

@@ -298,8 +298,7 @@ class TaskManager:
             continue_task_id: A completed task of the same scope and subagent to follow up on: the new task's run
                 starts from that task's conversation, and its record links to it
                 ([`continued_from`][pydantic_ai_subagents.TaskRecord.continued_from]).
-            message_history: A conversation to start the run from, when there is no task here to continue (a
-                worker runs a follow-up task of its owner with it); ignored with `continue_task_id`.
+            message_history: A conversation to start from when no task is continued (a worker's follow-up job).
 
         Raises:
             TaskLimitError: the nesting depth or the per-scope task limit is reached.

@@ -32,7 +32,7 @@ from .._errors import (
     TaskNotFoundError,
     TaskRefusedError,
 )
-from .._manager import TaskManager
+from .._manager import TaskManager, TranscriptStore
 from .._state import TaskRecord, TaskStatus
 from ._models import ContinueTaskBody
 
@@ -108,6 +108,8 @@ class FollowUps:
         self.configs = configs
         self.model = model
         self.deps = deps
+        self.shared = isinstance(manager.store, TranscriptStore)
+        """Whether conversations are kept by the store for every process (a follow-up reads them from it)."""
 
     def _config_refusal(self, record: TaskRecord) -> str | None:
         assert self.configs is not None
@@ -122,12 +124,16 @@ class FollowUps:
         return None
 
     def can_continue(self, record: TaskRecord) -> bool:
-        """Whether a follow-up of `record` can be started from here now (what the dashboard offers)."""
+        """Whether a follow-up of `record` can be started from here now (what the dashboard offers).
+
+        With a store that shares conversations, one kept only there is offered too: it is read when the follow-up
+        starts, and one the store no longer has is refused then (`409`, with the reason).
+        """
         return (
             self.configs is not None
             and record.status is TaskStatus.COMPLETED
             and self._config_refusal(record) is None
-            and bool(self.manager.transcript(record.id))
+            and (self.shared or bool(self.manager.transcript(record.id)))
         )
 
     async def start(self, record: TaskRecord, body: ContinueTaskBody) -> TaskRecord:

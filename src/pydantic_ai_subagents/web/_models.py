@@ -154,7 +154,8 @@ class TaskView(_Model):
     """The finished task whose conversation this one continues (a follow-up), if any."""
     can_continue: bool = False
     """Whether `POST /tasks/{task_id}/continue` can start a follow-up of it: it completed, its conversation is kept
-    here, and the app was given its subagent. Always `false` for an app made without `subagents`."""
+    here or by a store that shares it (Redis), and the app was given its subagent. Always `false` for an app made
+    without `subagents`."""
 
     @classmethod
     def from_record(
