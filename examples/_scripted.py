@@ -128,12 +128,13 @@ class History:
         return replies[-1] if replies else ''
 
     def task_ids(self) -> list[str]:
-        """The IDs of the tasks this agent started, from `task`'s replies and paused-task notes, in order."""
+        """The IDs of the tasks this agent started (read from `task`'s replies), in order."""
         ids: list[str] = []
         for reply in self.returns('task'):
-            match = re.search(r'Task started with ID: (\w+)|Task (\w+) paused', reply)
+            # Async start, a sync task paused on a question or note, a sync task finished (its last line).
+            match = re.search(r'Task started with ID: (\w+)|Task (\w+) paused|\(Task (\w+); continue_task_id=', reply)
             if match:
-                ids.append(match.group(1) or match.group(2))
+                ids.append(next(group for group in match.groups() if group))
         return ids
 
     @property

@@ -46,8 +46,8 @@ agent = Agent(demo_model(), toolsets=[toolset])
 
 
 def summarize(h: History) -> ModelResponse:
-    """The parent reads the JSON it got back, as a model would."""
-    plan = json.loads(h.last_return('task'))
+    """The parent reads the JSON it got back, as a model would (the reply ends with a line naming the task)."""
+    plan, _ = json.JSONDecoder().raw_decode(h.last_return('task'))
     return say(f'Go to {", ".join(plan["spots"])} at {plan["place"]}; low tide is at {plan["low_tide"]}.')
 
 

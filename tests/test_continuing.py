@@ -69,6 +69,21 @@ async def test_the_model_continues_a_finished_task_with_its_conversation() -> No
     assert old.continued_from is None
 
 
+async def test_the_model_follows_up_on_a_sync_task_with_the_id_its_reply_named() -> None:
+    # In one run, with nothing but what the replies say: the id in the sync reply is the one to continue.
+    def follow_up(script: Script) -> list[Any]:
+        _, task_id = split_sync_reply(script.reply())
+        return [call('task', description='now count them', subagent_type='worker', continue_task_id=task_id)]
+
+    toolset = create_subagent_toolset([worker()])
+    async with toolset:
+        script = Script([[call('task', description='list the files', subagent_type='worker')], follow_up])
+        await Agent(script.model(), toolsets=[toolset]).run('go', conversation_id='c1')
+        first, second = toolset.manager.list()
+    assert split_sync_reply(script.replies[2][0]) == ('list the files | now count them', second.id)
+    assert second.continued_from == first.id
+
+
 async def test_a_follow_up_of_a_follow_up_has_the_whole_conversation() -> None:
     async with TaskManager() as manager:
         config = worker()
