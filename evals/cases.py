@@ -22,7 +22,7 @@ from pydantic_evals.evaluators import Evaluator
 from pydantic_ai_subagents import SubAgentConfig, SubAgentToolset
 
 from . import children
-from .evaluators import AtMostCalls, Called, CalledBefore, Mentions, TasksEnded
+from .evaluators import AtMostCalls, Called, CalledBefore, Mentions, TasksContinued, TasksEnded
 from .harness import CaseOutput, Move, Scenario, StandIn, View
 
 __all__ = ('SCENARIOS', 'DelegationInputs', 'cases', 'team')
@@ -101,6 +101,21 @@ def team(work_seconds: float) -> list[SubAgentConfig]:
             model=children.structured(FORECASTS),
             output_type=Forecast,
         ),
+    ]
+
+
+def writers(work_seconds: float) -> list[SubAgentConfig]:
+    """A poet that revises its own haiku when a task is continued, and the researcher (the follow-up case)."""
+    return [
+        SubAgentConfig(
+            name='poet',
+            description='Writes and revises short poems.',
+            model=children.revising(
+                'Waves fold into foam / salt wind carries the gull cry / the tide keeps its time',
+                'Moonlit waves whisper / salt wind carries the owl cry / the tide keeps its dark',
+            ),
+        ),
+        *team(work_seconds)[:1],
     ]
 
 
@@ -477,6 +492,38 @@ _SCENARIOS: list[tuple[Scenario, list[Evaluator[Any, CaseOutput, Any]], str]] = 
             AtMostCalls(4),
         ],
         'a background result delivered into the next run',
+    ),
+    (
+        Scenario(
+            name='follow_up',
+            prompts=[
+                'Ask the poet subagent to write a haiku about the sea, and show it to me.',
+                'Now have the poet revise that haiku so that it is set at night. Continue its earlier task (so it '
+                'remembers the haiku) rather than starting a new one, and show me the revised haiku.',
+            ],
+            subagents=writers,
+            stand_in=[
+                StandIn([_call('task', description='Write a haiku about the sea.', subagent_type='poet')], _relay),
+                StandIn(
+                    [
+                        lambda view: _call(
+                            'task',
+                            description='Revise your haiku so that it is set at night.',
+                            subagent_type='poet',
+                            continue_task_id=view.ids()[-1],
+                        )(view)
+                    ],
+                    _relay,
+                ),
+            ],
+        ),
+        [
+            Called('task', at_least=2, where={'subagent_type': 'poet'}),
+            TasksContinued('poet'),
+            Mentions(all_of=['moonlit'], run=-1),
+            AtMostCalls(5),
+        ],
+        'a follow-up that continues a finished task',
     ),
     (
         Scenario(

@@ -17,7 +17,7 @@ from pydantic_ai.messages import (
 )
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-__all__ = ('asking', 'lookup', 'normalize', 'stepper', 'structured')
+__all__ = ('asking', 'lookup', 'normalize', 'revising', 'stepper', 'structured')
 
 
 def normalize(text: str) -> str:
@@ -97,6 +97,24 @@ def stepper(items: Sequence[str], *, what: str) -> FunctionModel:
         return ModelResponse(parts=[TextPart(f'All {len(done)} {what} covered: {", ".join(done)}.')])
 
     return FunctionModel(respond, model_name='scripted-stepper')
+
+
+def revising(draft: str, revision: str) -> FunctionModel:
+    """A subagent that writes `draft`; asked again in the same conversation (a follow-up), it answers `revision`.
+
+    A new task that asks for a revision gets no revision: that subagent has written nothing yet.
+    """
+
+    async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if any(isinstance(m, ModelResponse) for m in messages):  # its own earlier answer: a follow-up
+            return ModelResponse(parts=[TextPart(revision)])
+        if 'revis' in normalize(_task_text(messages)):
+            return ModelResponse(
+                parts=[TextPart('I have written nothing to revise in this task: what should I revise?')]
+            )
+        return ModelResponse(parts=[TextPart(draft)])
+
+    return FunctionModel(respond, model_name='scripted-revising')
 
 
 def structured(values: Mapping[str, Mapping[str, object]]) -> FunctionModel:

@@ -16,7 +16,7 @@ from pydantic_evals.evaluators import EvaluationReason, Evaluator, EvaluatorCont
 from .children import normalize
 from .harness import CaseOutput, ToolCall
 
-__all__ = ('Answered', 'AtMostCalls', 'Called', 'CalledBefore', 'Mentions', 'TasksEnded')
+__all__ = ('Answered', 'AtMostCalls', 'Called', 'CalledBefore', 'Mentions', 'TasksContinued', 'TasksEnded')
 
 Context = EvaluatorContext[Any, CaseOutput, Any]
 
@@ -197,4 +197,25 @@ class TasksEnded(Evaluator[Any, CaseOutput, Any]):
         if count < self.at_least:
             states = ', '.join(f'{t["subagent"]}:{t["status"]}/{t["cancel"]}' for t in tasks) or 'no tasks'
             return EvaluationReason(False, reason=f'tasks at the end: {states}')
+        return EvaluationReason(True)
+
+
+@dataclass(repr=False)
+class TasksContinued(Evaluator[Any, CaseOutput, Any]):
+    """At least `at_least` tasks of `subagent` are follow-ups: they continue an earlier task's conversation."""
+
+    subagent: str
+    at_least: int = 1
+
+    def get_default_evaluation_name(self) -> str:
+        """The check's name in the report, from its parameters."""
+        return f'{self.at_least}+ {self.subagent} tasks continued'
+
+    def evaluate(self, ctx: Context) -> EvaluationReason:
+        """Judge the case; a failure's reason says what the parent did instead."""
+        tasks = [t for t in ctx.output.tasks if t['subagent'] == self.subagent]
+        if sum(1 for t in tasks if t['continued_from']) < self.at_least:
+            return EvaluationReason(
+                False, reason=f'{len(tasks)} {self.subagent} tasks, none continued: {_trajectory(ctx.output)}'
+            )
         return EvaluationReason(True)

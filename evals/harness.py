@@ -176,6 +176,8 @@ class View:
     """Every tool reply of the run so far (a refused call's is the reason it was refused), oldest first."""
     prompts: list[str]
     """Every user prompt of the run so far, and the content of the task notices the toolset enqueued."""
+    earlier: list[str] = field(default_factory=list[str])
+    """The tool replies of the conversation's earlier runs (in the history a model reads)."""
 
     @property
     def last(self) -> str:
@@ -183,9 +185,9 @@ class View:
         return self.replies[-1] if self.replies else ''
 
     def ids(self) -> list[str]:
-        """The task IDs the replies and notices have mentioned, in order of first mention."""
+        """The task IDs the replies and notices have mentioned, earlier runs' included, in order of first mention."""
         found: dict[str, None] = {}
-        for text in (*self.prompts, *self.replies):
+        for text in (*self.earlier, *self.prompts, *self.replies):
             for match in _ID.finditer(text):
                 found[match.group(1) or match.group(2)] = None
         return list(found)
@@ -222,8 +224,12 @@ def _view(messages: list[ModelMessage]) -> View:
     run_id = messages[-1].run_id
     replies: list[str] = []
     prompts: list[str] = []
+    earlier: list[str] = []
     for message in messages:
-        if not isinstance(message, ModelRequest) or message.run_id != run_id:
+        if not isinstance(message, ModelRequest):
+            continue
+        if message.run_id != run_id:
+            earlier.extend(p.model_response_str() for p in message.parts if isinstance(p, ToolReturnPart))
             continue
         for part in message.parts:
             if isinstance(part, ToolReturnPart):
@@ -236,7 +242,7 @@ def _view(messages: list[ModelMessage]) -> View:
                         item if isinstance(item, str) else getattr(item, 'content', '') for item in content
                     )
                 prompts.append(content)
-    return View(replies=replies, prompts=prompts)
+    return View(replies=replies, prompts=prompts, earlier=earlier)
 
 
 # ----------------------------------------------------------------------------------------------- cases and outputs
@@ -293,7 +299,7 @@ class CaseOutput:
     error: str | None = None
     """Why the case did not end with an answer (an exception of the run, or the case's deadline)."""
     tasks: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
-    """Every task the case started, as it was at the end: subagent, mode, status, cancel kind."""
+    """Every task the case started, as it was at the end: subagent, mode, status, cancel kind, the task it continues."""
 
     @property
     def answer(self) -> str:
@@ -348,6 +354,7 @@ async def play(scenario: Scenario, parent: ParentModel) -> CaseOutput:
                     'mode': r.mode,
                     'status': r.status.value,
                     'cancel': None if r.cancel is None else f'{r.cancel.kind} by {r.cancel.requested_by}',
+                    'continued_from': r.continued_from,
                 }
                 for r in toolset.manager.list()
             ]

@@ -40,7 +40,7 @@ def failed_checks(row: dict[str, Any]) -> list[str]:
     return [c['name'] for c in row['checks'] if not c['passed']]
 
 
-@pytest.mark.timeout(120)  # thirteen cases, each a few agent runs: seconds, unless the machine is very busy
+@pytest.mark.timeout(120)  # fourteen cases, each a few agent runs: seconds, unless the machine is very busy
 async def test_the_scripted_stand_in_passes_every_case(tmp_path: Path) -> None:
     report = await run_suite(ParentModel(name='scripted stand-in', work_seconds=0.05))
 
@@ -68,6 +68,8 @@ async def test_the_scripted_stand_in_passes_every_case(tmp_path: Path) -> None:
     ]
     assert by_name['hard_cancel']['tasks'][0]['cancel'] == 'hard by model'
     assert by_name['wrong_subagent']['trajectory'][0]['retry'] is True
+    first, follow_up = by_name['follow_up']['tasks']
+    assert follow_up['continued_from'] is not None and first['continued_from'] is None
 
     path = tmp_path / 'out' / 'report.json'
     write_report(report, path)
@@ -118,6 +120,23 @@ async def test_a_parent_that_loops_on_answer_subagent_fails_question_sync() -> N
     assert row['error'].startswith('Looping: stopped: the same call 3 times in a row: answer_subagent(')
     assert [c['tool'] for c in row['trajectory']] == ['task'] + ['answer_subagent'] * 3
     assert {'Answered', 'answer_subagent(answer~alice) x1..2'} <= set(failed_checks(row))
+
+
+async def test_a_parent_that_starts_a_new_task_instead_of_continuing_fails_follow_up() -> None:
+    async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        run_id = messages[-1].run_id
+        if not any(isinstance(m, ModelResponse) and m.run_id == run_id for m in messages):
+            description = 'Revise the haiku: set it at night.' if len(messages) > 1 else 'Write a haiku about the sea.'
+            return ModelResponse(parts=[ToolCallPart('task', {'description': description, 'subagent_type': 'poet'})])
+        reply = [p.model_response_str() for p in getattr(messages[-1], 'parts', []) if isinstance(p, ToolReturnPart)]
+        return ModelResponse(parts=[TextPart(f'The poet says: {reply[0]}')])
+
+    report = await run_suite(scripted_parent(respond), ['follow_up'])
+
+    (row,) = report['cases']
+    assert not row['passed']
+    assert failed_checks(row) == ['1+ poet tasks continued', 'answer mentions moonlit']
+    assert [t['continued_from'] for t in row['tasks']] == [None, None]
 
 
 def test_parent_model_from_env() -> None:
