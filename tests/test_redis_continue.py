@@ -33,7 +33,7 @@ from pydantic_ai_subagents.redis import RedisTaskStore, Worker, redis_task_manag
 from pydantic_ai_subagents.redis._worker_steer import history_of
 
 from . import redis_server
-from .conftest import Script, call
+from .conftest import Script, call, split_sync_reply
 
 pytestmark = pytest.mark.anyio
 
@@ -106,8 +106,8 @@ async def test_the_model_in_one_process_continues_a_task_run_in_another(
     script = Script([[call('task', description='now count them', subagent_type='worker', continue_task_id=first.id)]])
     await Agent(script.model(), toolsets=[toolset]).run('go', conversation_id='c1')  # the manager stays open
     (reply,) = script.replies[1]
-    assert reply == 'list the files | now count them'
     follow_up = b.list('c1')[-1]
+    assert split_sync_reply(reply) == ('list the files | now count them', follow_up.id)
     assert follow_up.continued_from == first.id and follow_up.owner == b.participant
     await finished_in(a, follow_up.id)
     # ... and the follow-up's own conversation is kept in Redis in turn, for the first process.
