@@ -41,12 +41,12 @@ async def delegate() -> None:
             [
                 call('task', description='bicycles', subagent_type='researcher'),
                 call('task', description='write it up', subagent_type='writer'),
-                lambda run: call('answer_subagent', task_id=run.task_ids[0], answer='children'),
+                lambda run: call('answer_subagent', task_id=run.task_ids[-1], answer='children'),
                 lambda run: call('wait_tasks', task_ids=run.task_ids),
             ],
         )
         statuses = [record.status for record in subagents.manager.list()]
-    assert run.texts[0] == 'Found 3 sources on bicycles.', run.texts
+    assert run.texts[0].startswith('Found 3 sources on bicycles.\n\n(Task '), run.texts
     assert 'A draft for children.' in run.reply('wait_tasks'), run.texts
     assert statuses == [TaskStatus.COMPLETED, TaskStatus.COMPLETED], statuses
 
