@@ -291,6 +291,12 @@ async def run(tasks: int) -> Report:
                     if not report.workers_back and os.environ.get('CHAOS_DEBUG'):
                         print('last batch', [(f.status, f.error, f.note) for f in finals], file=sys.stderr)
                 mine += [r.id for r in last]
+                # A task's event reaches the listener just after its waiters wake: let the last ones arrive.
+                with anyio.move_on_after(10):
+                    while not {i for i in mine if (r := a.get(i)) is not None and r.is_terminal} <= {
+                        e.task_id for e in heard if e.is_terminal
+                    }:
+                        await anyio.sleep(0.05)
                 tg.cancel_scope.cancel()
             await events.aclose()
             await a.store.flush()  # type: ignore[attr-defined]

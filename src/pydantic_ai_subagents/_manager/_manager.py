@@ -7,12 +7,9 @@ Rules it keeps:
   still live and waits for it, so nothing is orphaned. Starting it is idempotent and safe under concurrency.
 - A failure's blast radius is one task: whatever a task's run raises ends that task through the settle point, and
   nothing else; the task group only ever sees the manager's own cancellation.
-- All state changes happen on the manager's event loop. The application entry points
-  ([`soft_cancel`][pydantic_ai_subagents.TaskManager.soft_cancel],
-  [`hard_cancel`][pydantic_ai_subagents.TaskManager.hard_cancel],
-  [`answer`][pydantic_ai_subagents.TaskManager.answer],
-  [`message_task`][pydantic_ai_subagents.TaskManager.message_task]) may be called from any thread: off the loop
-  they hand the call to it and wait for its answer.
+- All state changes happen on the manager's event loop. The application entry points (`soft_cancel`, `hard_cancel`,
+  `answer`, `message_task`) may be called from any thread: off the loop they hand the call to it and wait for its
+  answer.
 """
 
 from __future__ import annotations
@@ -22,6 +19,7 @@ import gc
 import secrets
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import AbstractAsyncContextManager
+from functools import partial
 from typing import Any, Literal
 
 import anyio
@@ -463,12 +461,12 @@ class TaskManager:
         Returns:
             Whether the request was accepted: `False` for an unknown or finished task, or a repeated request.
         """
-        # No collection lands in the call (see `Cancelling.hard`), from its first allocation on this thread.
+        # No collection lands in the call (see `Cancelling.hard`): no closure, whose cells are made at the call's start.
         held = gc.isenabled() and self._host.on_loop_thread()
         if held:
             gc.disable()
         try:
-            return self._call(lambda: self._cancelling.hard(task_id, requested_by))
+            return self._call(partial(self._cancelling.hard, task_id, requested_by))
         finally:
             if held:
                 gc.enable()
