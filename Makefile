@@ -82,7 +82,7 @@ chaos: install system-deps ## Redis killed and restarted (with and without data)
 	@$(UV) run --frozen python -m tests.chaos --tasks 400
 
 .PHONY: eval
-eval: install ## Delegation evals: the parent model SUBAGENTS_EVAL_MODEL (default: scripted stand-in) on 13 cases (docs/evals.md)
+eval: install ## Delegation evals: the parent model SUBAGENTS_EVAL_MODEL (default: scripted stand-in) on 14 cases (docs/evals.md)
 	@$(UV) run --frozen python -m evals $(EVAL_ARGS)
 
 .PHONY: soak
