@@ -7,11 +7,9 @@ from typing import Any
 
 import pytest
 from pydantic_ai import Agent
-from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
-from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.models.function import FunctionModel
 
 from pydantic_ai_subagents import (
-    SubAgentConfig,
     TaskManager,
     TaskNotContinuableError,
     TaskNotFoundError,
@@ -20,30 +18,9 @@ from pydantic_ai_subagents import (
 )
 
 from .conftest import Gate, Script, call, split_sync_reply, task_id_from
+from .remembering import prompts_of, worker
 
 pytestmark = pytest.mark.anyio
-
-
-def prompts_of(messages: list[ModelMessage]) -> list[str]:
-    return [
-        p.content
-        for m in messages
-        if isinstance(m, ModelRequest)
-        for p in m.parts
-        if isinstance(p, UserPromptPart) and isinstance(p.content, str)
-    ]
-
-
-def remembering(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-    """Answers with every prompt of its conversation, so a test sees what it remembers."""
-    return ModelResponse(parts=[TextPart(' | '.join(prompts_of(messages)))])
-
-
-REMEMBERING = FunctionModel(remembering)
-
-
-def worker(model: Any = REMEMBERING, name: str = 'worker', **kw: Any) -> SubAgentConfig:
-    return SubAgentConfig(name=name, instructions='You work.', model=model, **kw)
 
 
 async def model_says(toolset: Any, *calls: Any) -> list[str]:
@@ -157,12 +134,8 @@ async def test_continue_a_task_that_is_being_pruned_gets_a_clear_reply() -> None
     assert manager.transcript(old.id) is None
 
 
-def _remembering_in_child(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-    return ModelResponse(parts=[TextPart(' | '.join(prompts_of(messages)))])
-
-
 async def test_a_task_in_its_own_process_is_continued_in_another(tmp_path: Path) -> None:
-    config = worker(FunctionModel(_remembering_in_child), isolation='process')
+    config = worker(isolation='process')
     async with TaskManager() as manager:
         first = await manager.wait_for((await manager.start(config, 'one', scope='s')).id, timeout=30)
         second = await manager.start(config, 'two', scope='s', continue_task_id=first.id)

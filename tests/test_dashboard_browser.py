@@ -31,6 +31,7 @@ from pydantic_ai_subagents import SubAgentConfig, TaskManager, TaskStatus, creat
 from pydantic_ai_subagents.web import create_app
 
 from .conftest import Gate, Script, call, child_text, task_id_from, text
+from .remembering import remembering
 
 pytestmark = pytest.mark.anyio
 
@@ -718,20 +719,6 @@ async def test_dashboard_steers_retries_and_follow_ups_in_chromium(tmp_path: Pat
             slow.release.set()
     for name in ('drawer-steer', 'drawer-follow-up', 'drawer-retried'):
         assert (tmp_path / f'{name}.png').stat().st_size > 10_000
-
-
-def remembering(messages: list[Any], info: Any) -> Any:
-    """Answers with every prompt of its conversation, so the page shows what a follow-up remembers."""
-    from pydantic_ai.messages import ModelRequest, ModelResponse, TextPart, UserPromptPart
-
-    prompts = [
-        p.content
-        for m in messages
-        if isinstance(m, ModelRequest)
-        for p in m.parts
-        if isinstance(p, UserPromptPart) and isinstance(p.content, str)
-    ]
-    return ModelResponse(parts=[TextPart(' | '.join(prompts))])
 
 
 async def test_dashboard_continues_a_finished_task_in_chromium(tmp_path: Path) -> None:

@@ -11,13 +11,14 @@ import anyio
 import anyio.to_thread
 import pytest
 from pydantic_ai import Agent
-from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, ToolCallPart, UserPromptPart
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.toolsets import FunctionToolset
 
 from pydantic_ai_subagents import SubAgentConfig, TaskManager, TaskStatus, create_subagent_toolset
 
 from .conftest import Gate, Script, call, leftover_tasks, task_id_from
+from .remembering import prompts_of
 
 pytestmark = pytest.mark.anyio
 
@@ -36,16 +37,6 @@ async def model_says(toolset: Any, *calls: Any, conversation_id: str = 'c1') -> 
     script = Script([list(calls)])
     await Agent(script.model(), toolsets=[toolset]).run('go', conversation_id=conversation_id)
     return script.replies[1]
-
-
-def prompts_of(messages: list[ModelMessage]) -> list[str]:
-    return [
-        p.content
-        for m in messages
-        if isinstance(m, ModelRequest)
-        for p in m.parts
-        if isinstance(p, UserPromptPart) and isinstance(p.content, str)
-    ]
 
 
 class Steerable:

@@ -19,7 +19,6 @@ import pytest
 from pydantic_ai import Agent, RunContext
 from pydantic_ai.messages import (
     ModelMessage,
-    ModelRequest,
     ModelResponse,
     TextPart,
     ToolCallPart,
@@ -42,6 +41,7 @@ from pydantic_ai_subagents.web import create_app
 
 from . import redis_server
 from .conftest import Gate, Script, call, sync_reply
+from .remembering import REMEMBERING, worker
 from .test_web_hostile import call_asgi, require_token
 
 pytestmark = pytest.mark.anyio
@@ -49,28 +49,6 @@ redis_url = redis_server.redis_url
 
 BASE = 'http://t'
 OK = {'X-Token': 'secret'}
-
-
-def prompts_of(messages: list[ModelMessage]) -> list[str]:
-    return [
-        p.content
-        for m in messages
-        if isinstance(m, ModelRequest)
-        for p in m.parts
-        if isinstance(p, UserPromptPart) and isinstance(p.content, str)
-    ]
-
-
-def remembering(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-    """Answers with every prompt of its conversation, so a test sees what the subagent remembers."""
-    return ModelResponse(parts=[TextPart(' | '.join(prompts_of(messages)))])
-
-
-REMEMBERING = FunctionModel(remembering)
-
-
-def worker(model: Any = REMEMBERING, name: str = 'worker', **kw: Any) -> SubAgentConfig:
-    return SubAgentConfig(name=name, instructions='You work.', model=model, **kw)
 
 
 @asynccontextmanager
