@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -33,19 +32,15 @@ from pydantic_ai_subagents._errors import BusClosedError, BusError, ReplyTimeout
 from pydantic_ai_subagents.redis import MessageCodecError, RedisMessageBus, register_message_type
 from pydantic_ai_subagents.redis._codec import decode, encode
 
-from . import redis_server
+from . import redis_helpers, redis_server
 from .conftest import leftover_tasks
 
 pytestmark = pytest.mark.anyio
 
 redis_url = redis_server.redis_url
+namespace = redis_helpers.namespace
 
 FAST = {'refresh_interval': 0.05, 'lease_seconds': 2.0, 'read_block': 0.2}
-
-
-@pytest.fixture
-def namespace() -> str:
-    return f'test-{uuid.uuid4().hex[:12]}'
 
 
 @pytest.fixture

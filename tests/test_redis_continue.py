@@ -7,17 +7,14 @@ Two managers, each with its own bus, store and connections (two processes as far
 from __future__ import annotations
 
 import dataclasses
-import uuid
-from collections.abc import AsyncIterator
 from functools import partial
-from typing import Any
 
 import anyio
 import pytest
 import redis.asyncio as aioredis
 from pydantic_ai import Agent
-from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
-from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.messages import ModelMessage
+from pydantic_ai.models.function import FunctionModel
 
 from pydantic_ai_subagents import (
     SubAgentConfig,
@@ -32,65 +29,18 @@ from pydantic_ai_subagents._remote import WorkerJob, WorkerUpdate
 from pydantic_ai_subagents.redis import RedisTaskStore, Worker, redis_task_manager
 from pydantic_ai_subagents.redis._worker_steer import history_of
 
-from . import redis_server
+from . import redis_helpers, redis_server
 from .conftest import Script, call, split_sync_reply
+from .redis_helpers import FAST, fast_worker, finished_in
+from .remembering import prompts_of, remembering
 
 pytestmark = pytest.mark.anyio
 
 redis_url = redis_server.redis_url
-
-FAST: dict[str, Any] = {
-    'lease_seconds': 1.0,
-    'heartbeat_interval': 0.1,
-    'bus_options': {'refresh_interval': 0.05, 'lease_seconds': 2.0, 'read_block': 0.2},
-}
-
-
-def prompts_of(messages: list[ModelMessage]) -> list[str]:
-    return [
-        p.content
-        for m in messages
-        if isinstance(m, ModelRequest)
-        for p in m.parts
-        if isinstance(p, UserPromptPart) and isinstance(p.content, str)
-    ]
-
-
-def remembering(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-    """Answers with every prompt of its conversation, so a test sees what it remembers."""
-    return ModelResponse(parts=[TextPart(' | '.join(prompts_of(messages)))])
-
+namespace = redis_helpers.namespace
+two = redis_helpers.two
 
 CONFIG = SubAgentConfig(name='worker', instructions='You work.', model=FunctionModel(remembering))
-
-
-@pytest.fixture
-def namespace() -> str:
-    return f'test-{uuid.uuid4().hex[:12]}'
-
-
-@pytest.fixture
-async def two(redis_url: str, namespace: str) -> AsyncIterator[tuple[TaskManager, TaskManager]]:
-    async with (
-        redis_task_manager(redis_url, namespace=namespace, **FAST) as a,
-        redis_task_manager(redis_url, namespace=namespace, **FAST) as b,
-    ):
-        await b.bus.wait_for_participant(a.participant)  # type: ignore[attr-defined]
-        await a.bus.wait_for_participant(b.participant)  # type: ignore[attr-defined]
-        yield a, b
-
-
-async def until(predicate: Any, timeout: float = 10.0) -> None:
-    with anyio.fail_after(timeout):
-        while not predicate():
-            await anyio.sleep(0.01)
-
-
-async def finished_in(manager: TaskManager, task_id: str) -> TaskRecord:
-    await until(lambda: (r := manager.get(task_id)) is not None and r.is_terminal)
-    record = manager.get(task_id)
-    assert record is not None
-    return record
 
 
 async def test_the_model_in_one_process_continues_a_task_run_in_another(
@@ -235,16 +185,7 @@ async def test_a_task_run_on_a_worker_is_continued_from_another_process_on_a_wor
     redis_url: str, namespace: str
 ) -> None:
     on_owner = SubAgentConfig(name='remote', description='Works on a worker.', worker_queue='follow')
-    on_worker = SubAgentConfig(name='remote', instructions='Work.', model=FunctionModel(remembering))
-    worker = Worker(
-        [on_worker],
-        url=redis_url,
-        namespace=namespace,
-        queue='follow',
-        lease_seconds=1.0,
-        heartbeat_interval=0.1,
-        bus_options=FAST['bus_options'],
-    )
+    worker = worker_for(redis_url, namespace, 'follow')
     async with (
         anyio.create_task_group() as tg,
         redis_task_manager(redis_url, namespace=namespace, **FAST) as a,
@@ -283,15 +224,7 @@ async def test_a_follow_up_job_whose_conversation_does_not_load_fails_rather_tha
 
 def worker_for(redis_url: str, namespace: str, queue: str) -> Worker:
     on_worker = SubAgentConfig(name='remote', instructions='Work.', model=FunctionModel(remembering))
-    return Worker(
-        [on_worker],
-        url=redis_url,
-        namespace=namespace,
-        queue=queue,
-        lease_seconds=1.0,
-        heartbeat_interval=0.1,
-        bus_options=FAST['bus_options'],
-    )
+    return fast_worker([on_worker], redis_url, namespace, queue)
 
 
 async def test_the_owners_cap_applies_to_a_worker_task_s_transcript(redis_url: str, namespace: str) -> None:

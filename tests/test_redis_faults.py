@@ -27,6 +27,7 @@ from pydantic_ai_subagents.redis import RedisMessageBus, RedisTaskStore, Worker,
 
 from . import redis_server
 from .conftest import Gate, Script, call, child_text, sync_result
+from .redis_helpers import until
 
 pytestmark = pytest.mark.anyio
 
@@ -44,12 +45,6 @@ def namespace() -> str:
 async def blocked(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
     await anyio.sleep_forever()
     raise AssertionError('unreachable')
-
-
-async def until(predicate: Any, timeout: float = 10.0) -> None:
-    with anyio.fail_after(timeout):
-        while not predicate():
-            await anyio.sleep(0.01)
 
 
 async def stored(url: str, namespace: str) -> dict[str, Any]:

@@ -7,17 +7,15 @@ processes as far as Redis can tell). The worker's local manager uses a store the
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import anyio
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic_ai import Agent
 from pydantic_ai.exceptions import ModelHTTPError
-from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from pydantic_ai_subagents import (
@@ -31,41 +29,20 @@ from pydantic_ai_subagents import (
 )
 from pydantic_ai_subagents.redis import Worker, redis_task_manager
 
-from . import redis_server
+from . import redis_helpers, redis_server
 from .conftest import Script, call, task_id_from
+from .redis_helpers import FAST, fast_worker, until
+from .remembering import remembering
 from .test_tracing import by_name, spans  # noqa: F401  # pyright: ignore[reportUnusedImport]
 
 pytestmark = pytest.mark.anyio
 
 redis_url = redis_server.redis_url
+namespace = redis_helpers.namespace
 
-FAST: dict[str, Any] = {
-    'lease_seconds': 1.0,
-    'heartbeat_interval': 0.1,
-    'bus_options': {'refresh_interval': 0.05, 'lease_seconds': 2.0, 'read_block': 0.2},
-}
 STEER = 'Message from the agent that gave you this task: '
 
 ON_OWNER = SubAgentConfig(name='remote', description='Works on a worker.', worker_queue='steer')
-
-
-@pytest.fixture
-def namespace() -> str:
-    return f'test-{uuid.uuid4().hex[:12]}'
-
-
-def prompts_of(messages: list[ModelMessage]) -> list[str]:
-    return [
-        p.content
-        for m in messages
-        if isinstance(m, ModelRequest)
-        for p in m.parts
-        if isinstance(p, UserPromptPart) and isinstance(p.content, str)
-    ]
-
-
-def remembering(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-    return ModelResponse(parts=[TextPart(' | '.join(prompts_of(messages)))])
 
 
 class Gated:
@@ -82,26 +59,12 @@ class Gated:
         return remembering(messages, info)
 
 
-async def until(predicate: Any, timeout: float = 10.0) -> None:
-    with anyio.fail_after(timeout):
-        while not predicate():
-            await anyio.sleep(0.01)
-
-
 @asynccontextmanager
 async def worker_and_owner(
     redis_url: str, namespace: str, on_worker: SubAgentConfig, local_store: InMemoryTaskStore | None = None
 ) -> AsyncGenerator[tuple[Worker, TaskManager]]:
-    worker = Worker(
-        [on_worker],
-        url=redis_url,
-        namespace=namespace,
-        queue='steer',
-        lease_seconds=1.0,
-        heartbeat_interval=0.1,
-        bus_options=FAST['bus_options'],
-        store=InMemoryTaskStore() if local_store is None else local_store,
-    )
+    store = InMemoryTaskStore() if local_store is None else local_store
+    worker = fast_worker([on_worker], redis_url, namespace, 'steer', store=store)
     async with anyio.create_task_group() as tg, redis_task_manager(redis_url, namespace=namespace, **FAST) as owner:
         tg.start_soon(worker.run)
         await worker.wait_ready()
@@ -142,15 +105,7 @@ async def test_the_parent_model_steers_a_worker_task_held_while_it_was_queued(re
         await Agent(script.model(), toolsets=[toolset]).run('go', conversation_id='c1')
         (record,) = owner.list('c1')
         assert script.replies[2][0].startswith('Message queued for task'), script.replies[2]
-        worker = Worker(
-            [on_worker],
-            url=redis_url,
-            namespace=namespace,
-            queue='steer',
-            lease_seconds=1.0,
-            heartbeat_interval=0.1,
-            bus_options=FAST['bus_options'],
-        )
+        worker = fast_worker([on_worker], redis_url, namespace, 'steer')
         async with anyio.create_task_group() as tg:
             tg.start_soon(worker.run)
             final = await owner.wait_for(record.id, timeout=10)

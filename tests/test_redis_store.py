@@ -3,7 +3,6 @@ the write guard, leases and orphans, and the worker queues."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,16 +13,12 @@ import redis.asyncio as aioredis
 from pydantic_ai_subagents import InMemoryTaskStore, SharedTaskStore, SubagentsError, TaskRecord, TaskStatus
 from pydantic_ai_subagents.redis import RedisTaskStore
 
-from . import redis_server
+from . import redis_helpers, redis_server
 
 pytestmark = pytest.mark.anyio
 
 redis_url = redis_server.redis_url
-
-
-@pytest.fixture
-def namespace() -> str:
-    return f'test-{uuid.uuid4().hex[:12]}'
+namespace = redis_helpers.namespace
 
 
 def new(task_id: str, *, scope: str = 'conv', owner: str | None = 'manager:a') -> TaskRecord:

@@ -8,8 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +21,14 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai_subagents import InMemoryTaskStore, SubAgentConfig, TaskCompleted, TaskManager, TaskRecord, TaskStatus
 from pydantic_ai_subagents.redis import redis_task_manager
 
-from . import redis_server
+from . import redis_helpers, redis_server
+from .redis_helpers import FAST, fast_worker, until
 
 pytestmark = pytest.mark.anyio
 
 redis_url = redis_server.redis_url
-
-FAST: dict[str, Any] = {
-    'lease_seconds': 1.0,
-    'heartbeat_interval': 0.1,
-    'bus_options': {'refresh_interval': 0.05, 'lease_seconds': 2.0, 'read_block': 0.2},
-}
-
-
-@pytest.fixture
-def namespace() -> str:
-    return f'test-{uuid.uuid4().hex[:12]}'
+namespace = redis_helpers.namespace
+two = redis_helpers.two
 
 
 async def blocked_child(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
@@ -50,23 +41,6 @@ async def asking_child(messages: list[ModelMessage], info: AgentInfo) -> ModelRe
     if not returns:
         return ModelResponse(parts=[ToolCallPart('ask_parent', {'question': 'Which year?'})])
     return ModelResponse(parts=[TextPart(f'Report for {returns[-1].content}')])
-
-
-@pytest.fixture
-async def two(redis_url: str, namespace: str) -> AsyncIterator[tuple[TaskManager, TaskManager]]:
-    async with (
-        redis_task_manager(redis_url, namespace=namespace, **FAST) as a,
-        redis_task_manager(redis_url, namespace=namespace, **FAST) as b,
-    ):
-        await b.bus.wait_for_participant(a.participant)  # type: ignore[attr-defined]
-        await a.bus.wait_for_participant(b.participant)  # type: ignore[attr-defined]
-        yield a, b
-
-
-async def until(predicate: Any, timeout: float = 10.0) -> None:
-    with anyio.fail_after(timeout):
-        while not predicate():
-            await anyio.sleep(0.01)
 
 
 async def test_task_started_in_one_process_is_seen_and_hard_cancelled_from_another(
@@ -131,19 +105,10 @@ def quick_child(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
 
 
 async def test_task_runs_on_a_worker(redis_url: str, namespace: str) -> None:
-    from pydantic_ai_subagents.redis import Worker
 
     on_parent = SubAgentConfig(name='remote', description='Works elsewhere.', worker_queue='q1')
     on_worker = SubAgentConfig(name='remote', instructions='Work.', model=FunctionModel(quick_child))
-    worker = Worker(
-        [on_worker],
-        url=redis_url,
-        namespace=namespace,
-        queue='q1',
-        lease_seconds=1.0,
-        heartbeat_interval=0.1,
-        bus_options=FAST['bus_options'],
-    )
+    worker = fast_worker([on_worker], redis_url, namespace, 'q1')
     async with anyio.create_task_group() as tg, redis_task_manager(redis_url, namespace=namespace, **FAST) as parent:
         tg.start_soon(worker.run)
         await worker.wait_ready()
