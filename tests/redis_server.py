@@ -39,6 +39,29 @@ def _answers_ping(port: int) -> bool:
         return False
 
 
+def _launch(args: list[str], port: int, what: str, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start a server and wait until it answers PING on `port`; if it exits or stays silent, kill it and raise
+    `RuntimeError` naming `what` it is (with its log, when given)."""
+    process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while not _answers_ping(port):
+        if process.poll() is not None:
+            output = '' if log is None else ':\n' + (log.read_text(errors='replace') if log.exists() else '')
+            raise RuntimeError(f'{what} exited with code {process.returncode}{output}')
+        if time.monotonic() > deadline:
+            _kill(process)
+            raise RuntimeError(f'{what} did not answer PING within {STARTUP_TIMEOUT:g} s')
+        time.sleep(0.01)
+    return process
+
+
+def _kill(process: subprocess.Popen[bytes] | None) -> None:
+    """Kill a server at once (SIGKILL), as a crash would, and reap it."""
+    if process is not None:
+        process.kill()
+        process.wait()
+
+
 @pytest.fixture(scope='session')
 def redis_url() -> Iterator[str]:
     """Start `redis-server` on a free local port, yield its URL, and stop it when the session ends."""
@@ -50,46 +73,22 @@ def redis_url() -> Iterator[str]:
             pytrace=False,
         )
     port = _free_port()
-    workdir = tempfile.TemporaryDirectory(prefix='redis-test-')
-    log = Path(workdir.name) / 'redis.log'
-    process = subprocess.Popen(
-        [
-            binary,
-            '--port',
-            str(port),
-            '--bind',
-            '127.0.0.1',
-            '--save',
-            '',
-            '--appendonly',
-            'no',
-            '--dir',
-            workdir.name,
-            '--logfile',
-            str(log),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while not _answers_ping(port):
-            if process.poll() is not None:
-                output = log.read_text(errors='replace') if log.exists() else ''
-                pytest.fail(f'redis-server exited with code {process.returncode}:\n{output}', pytrace=False)
-            if time.monotonic() > deadline:
-                pytest.fail(f'redis-server did not answer PING within {STARTUP_TIMEOUT:g} s', pytrace=False)
-            time.sleep(0.02)
-        yield f'redis://127.0.0.1:{port}/0'
-    finally:
-        process.terminate()
+    with tempfile.TemporaryDirectory(prefix='redis-test-') as directory:
+        log = Path(directory) / 'redis.log'
+        args = [binary, '--port', str(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']
         try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        workdir.cleanup()
+            process = _launch([*args, '--dir', directory, '--logfile', str(log)], port, 'redis-server', log)
+        except RuntimeError as error:
+            pytest.fail(str(error), pytrace=False)
+        try:
+            yield f'redis://127.0.0.1:{port}/0'
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 @dataclass
@@ -117,29 +116,19 @@ class RedisServer:
         if binary is None:
             raise RuntimeError('redis-server is not on PATH (on Debian/Ubuntu: apt-get install -y redis-server)')
         directory = self.workdir.name
-        self.process = subprocess.Popen(
+        self.process = _launch(
             [
                 *(binary, '--port', str(self.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'yes'),
                 *('--appendfsync', 'always', '--dir', directory, '--logfile', str(Path(directory) / 'redis.log')),
             ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            self.port,
+            'redis-server',
         )
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while not _answers_ping(self.port):
-            if self.process.poll() is not None:
-                raise RuntimeError(f'redis-server exited with code {self.process.returncode}')
-            if time.monotonic() > deadline:
-                raise RuntimeError(f'redis-server did not answer PING within {STARTUP_TIMEOUT:g} s')
-            time.sleep(0.01)
 
     def kill(self) -> None:
         """Kill the server at once (SIGKILL), as a crash would."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
+        _kill(self.process)
+        self.process = None
 
     def wipe(self) -> None:
         """Delete the data of a killed server: it starts again from an empty database."""
@@ -198,28 +187,14 @@ class SentinelServer:
                 ]
             )
         )
-        self.process = subprocess.Popen(
-            [binary, str(config), '--sentinel'],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        self.process = _launch(
+            [binary, str(config), '--sentinel'], self.port, 'redis-server --sentinel', directory / 'sentinel.log'
         )
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while not _answers_ping(self.port):
-            if self.process.poll() is not None:
-                log = directory / 'sentinel.log'
-                output = log.read_text(errors='replace') if log.exists() else ''
-                raise RuntimeError(f'redis-server --sentinel exited with code {self.process.returncode}:\n{output}')
-            if time.monotonic() > deadline:
-                raise RuntimeError(f'redis-server --sentinel did not answer PING within {STARTUP_TIMEOUT:g} s')
-            time.sleep(0.01)
 
     def close(self) -> None:
         """Stop the Sentinel and remove its files."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
+        _kill(self.process)
+        self.process = None
         self.workdir.cleanup()
 
 
