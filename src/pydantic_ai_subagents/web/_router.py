@@ -208,6 +208,19 @@ def create_router(
     def view(record: TaskRecord) -> TaskView:
         return task_views([record], manager.list(), follow_ups.can_continue)[0]
 
+    async def control_live(task_id: str, scope: str | None, control: Callable[[], bool]) -> tuple[bool, TaskView]:
+        """Run `control` on a task that has not finished: `409` if it had, or had by the time a refusal came back."""
+        record = find(task_id, scope)
+        if record.is_terminal:
+            raise HTTPException(409, f'task {task_id!r} is already {record.status.value}')
+        # The manager's control methods are safe from any thread: from a worker thread they run on its own loop,
+        # whether or not this app shares that loop.
+        accepted = await anyio.to_thread.run_sync(control)
+        record = current(record)
+        if not accepted and record.is_terminal:
+            raise HTTPException(409, f'task {task_id!r} is already {record.status.value}')
+        return accepted, view(record)
+
     @router.get('/', response_class=HTMLResponse, include_in_schema=False, name='subagents_dashboard')
     async def dashboard() -> HTMLResponse:  # pyright: ignore[reportUnusedFunction]
         """The dashboard page: a live task tree with answer and cancel controls."""
@@ -305,17 +318,9 @@ def create_router(
         """
         # Read here, not as a parameter, so that `auth` has run before any of it is read.
         body = await read_json_body(request, CancelTaskBody, max_bytes=max_body_bytes)
-        record = find(task_id, scope)
-        if record.is_terminal:
-            raise HTTPException(409, f'task {task_id!r} is already {record.status.value}')
         control = manager.hard_cancel if body.kind == 'hard' else manager.soft_cancel
-        # The manager's control methods are safe from any thread: from a worker thread they run on its own loop,
-        # whether or not this app shares that loop.
-        accepted = await anyio.to_thread.run_sync(partial(control, task_id, requested_by=REQUESTED_BY))
-        record = current(record)
-        if not accepted and record.is_terminal:
-            raise HTTPException(409, f'task {task_id!r} is already {record.status.value}')
-        return CancelTaskResult(accepted=accepted, task=view(record))
+        accepted, task = await control_live(task_id, scope, partial(control, task_id, requested_by=REQUESTED_BY))
+        return CancelTaskResult(accepted=accepted, task=task)
 
     @router.post(
         '/tasks/{task_id}/answer',
@@ -358,14 +363,8 @@ def create_router(
         listed in the task's `messages`. A task that has already finished answers `409`.
         """
         body = await read_json_body(request, MessageTaskBody, max_bytes=max_body_bytes)
-        record = find(task_id, scope)
-        if record.is_terminal:
-            raise HTTPException(409, f'task {task_id!r} is already {record.status.value}')
-        accepted = await anyio.to_thread.run_sync(manager.message_task, task_id, body.message)
-        record = current(record)
-        if not accepted and record.is_terminal:
-            raise HTTPException(409, f'task {task_id!r} is already {record.status.value}')
-        return MessageTaskResult(accepted=accepted, task=view(record))
+        accepted, task = await control_live(task_id, scope, partial(manager.message_task, task_id, body.message))
+        return MessageTaskResult(accepted=accepted, task=task)
 
     @router.post(
         '/tasks/{task_id}/continue',
