@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,13 +25,13 @@ from typing import Any
 import anyio
 import pytest
 import uvicorn
-from playwright.async_api import ConsoleMessage, Page, async_playwright, expect
+from playwright.async_api import Page, async_playwright, expect
 
 from pydantic_ai_subagents import SubAgentConfig, TaskManager, TaskStatus, create_subagent_toolset
 from pydantic_ai_subagents.web import create_app
 
 from .conftest import Gate, Script, call, child_text, task_id_from, text
-from .remembering import remembering
+from .remembering import prompts_of, remembering
 
 pytestmark = pytest.mark.anyio
 
@@ -49,6 +49,7 @@ CHROMIUM_ARGS = [
 ]
 XSS_DESCRIPTION = 'Summarise <script>window.__xss=1</script> the notes'
 XSS_RESULT = '<img src="x" onerror="window.__xss=2">Done <b>bold</b>'
+WIDE = {'width': 1400, 'height': 950}
 
 
 class Server(uvicorn.Server):
@@ -86,42 +87,64 @@ def row(page: Page, task_id: str) -> Any:
     return page.locator(f'li.task[data-task-id="{task_id}"]')
 
 
-async def test_dashboard_shows_controls_and_escapes_tasks_in_chromium(tmp_path: Path) -> None:
+async def expect_state(page: Page, task_id: str, state: str) -> None:
+    """Wait until the page shows the task in `state` (as Playwright's `expect` waits)."""
+    await expect(row(page, task_id)).to_have_attribute('data-state', state)
+
+
+async def launch(pw: Any) -> Any:
     if not CHROMIUM_FOUND:
         pytest.fail(
             f'{CHROMIUM} is missing: install Debian\'s chromium ("apt-get install -y chromium") to run this test'
         )
-    started = time.monotonic()
-    slow, nested = Gate(), Gate()
-    problems: list[str] = []
+    return await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
 
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type in ('error', 'warning'):
-            problems.append(f'console {message.type}: {message.text}')
 
-    async with TaskManager(max_nesting_depth=2) as manager, serving(manager) as url, async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+@contextlib.asynccontextmanager
+async def dashboard(
+    url: str, problems: list[str], *, viewport: Any = WIDE, permissions: Sequence[str] = ()
+) -> AsyncIterator[Page]:
+    """The dashboard at `url` in a new headless Chromium, once its event stream is live; the console's errors and
+    warnings, and the page's errors, are added to `problems`. The browser is closed on the way out."""
+    async with async_playwright() as pw:
+        browser = await launch(pw)
         try:
-            page = await browser.new_page(viewport={'width': 1280, 'height': 900})
-            page.on('console', on_console)
+            context = await browser.new_context(viewport=viewport, permissions=list(permissions))
+            page = await context.new_page()
+            page.on('console', lambda m: problems.append(m.text) if m.type in ('error', 'warning') else None)
             page.on('pageerror', lambda error: problems.append(f'page error: {error}'))
             await page.goto(url)
             await expect(page.locator('#connection')).to_have_attribute('data-state', 'live')
+            yield page
+        finally:
+            await browser.close()
+
+
+async def test_dashboard_shows_controls_and_escapes_tasks_in_chromium(tmp_path: Path) -> None:
+    started = time.monotonic()
+    slow, nested = Gate(), Gate()
+    problems: list[str] = []
+    async with (
+        TaskManager(max_nesting_depth=2) as manager,
+        serving(manager) as url,
+        dashboard(url, problems, viewport={'width': 1280, 'height': 900}) as page,
+    ):
+        try:
             await expect(page.locator('#empty')).to_be_visible()
 
             # Tasks started after the page loaded appear through the event stream.
             slow_id = (await manager.start(worker(slow.model(), 'researcher'), 'Survey every tide pool', scope='c1')).id
-            await expect(row(page, slow_id)).to_have_attribute('data-state', 'running')
+            await expect_state(page, slow_id, 'running')
             await expect(row(page, slow_id).locator('.description').first).to_have_text('Survey every tide pool')
             await expect(page.locator('#counts')).to_have_text('1 task, 1 live')
             await expect(row(page, slow_id).locator('.usage')).to_have_text('0 requests · 0 tool calls · 0 tokens')
 
             xss_id = (await manager.start(worker(child_text(XSS_RESULT), 'writer'), XSS_DESCRIPTION, scope='c1')).id
-            await expect(row(page, xss_id)).to_have_attribute('data-state', 'completed')
+            await expect_state(page, xss_id, 'completed')
 
             asking = Script([[call('ask_parent', question='Which <i>pool</i> first?')], lambda s: [text(s.reply())]])
             ask_id = (await manager.start(worker(asking.model(), 'planner'), 'Plan the visit', scope='c1')).id
-            await expect(row(page, ask_id)).to_have_attribute('data-state', 'waiting_for_answer')
+            await expect_state(page, ask_id, 'waiting_for_answer')
 
             lead_tools = create_subagent_toolset([worker(nested.model())], manager=manager, general_purpose=False)
             lead_script = Script(
@@ -151,13 +174,13 @@ async def test_dashboard_shows_controls_and_escapes_tasks_in_chromium(tmp_path: 
             # Answer the question from the page.
             await row(page, ask_id).locator('.answer-input').fill('The <b>north</b> pool')
             await row(page, ask_id).locator('.answer-button').click()
-            await expect(row(page, ask_id)).to_have_attribute('data-state', 'completed')
+            await expect_state(page, ask_id, 'completed')
             await expect(row(page, ask_id).locator('.output-text')).to_have_text('The <b>north</b> pool')
 
             # Hard-cancel the slow task with its button, and confirm.
             await row(page, slow_id).locator('.cancel-hard').first.click()
             await page.locator('#confirm .confirm-stop').click()
-            await expect(row(page, slow_id)).to_have_attribute('data-state', 'cancelled')
+            await expect_state(page, slow_id, 'cancelled')
             await expect(row(page, slow_id).locator('.badge')).to_have_text('cancelled')
             await expect(row(page, slow_id).locator('.cancel-hard')).to_be_hidden()
             record = manager.get(slow_id)
@@ -169,7 +192,6 @@ async def test_dashboard_shows_controls_and_escapes_tasks_in_chromium(tmp_path: 
             await page.screenshot(path=tmp_path / 'dashboard-after.png', full_page=True)
             assert problems == []
         finally:
-            await browser.close()
             nested.release.set()
     assert (tmp_path / 'dashboard.png').stat().st_size > 10_000
     assert time.monotonic() - started < 30
@@ -196,14 +218,6 @@ def usage_text(usage: dict[str, int]) -> str:
 
 def minus(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
     return {k: a[k] - b[k] for k in a}
-
-
-async def launch(pw: Any) -> Any:
-    if not CHROMIUM_FOUND:
-        pytest.fail(
-            f'{CHROMIUM} is missing: install Debian\'s chromium ("apt-get install -y chromium") to run this test'
-        )
-    return await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
 
 
 def priced_reader() -> tuple[SubAgentConfig, list[int]]:
@@ -238,7 +252,7 @@ def priced_reader() -> tuple[SubAgentConfig, list[int]]:
 
 async def start_noter(manager: TaskManager) -> tuple[str, anyio.Event]:
     """A subagent in a tool call until `go` is set; asked to wrap up, it answers with a partial result."""
-    from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, ToolCallPart, UserPromptPart
+    from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
     from pydantic_ai.models.function import AgentInfo, FunctionModel
     from pydantic_ai.toolsets import FunctionToolset
 
@@ -251,14 +265,7 @@ async def start_noter(manager: TaskManager) -> tuple[str, anyio.Event]:
         return '2 notes taken'
 
     async def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-        prompts = [
-            p.content
-            for m in messages
-            if isinstance(m, ModelRequest)
-            for p in m.parts
-            if isinstance(p, UserPromptPart) and isinstance(p.content, str)
-        ]
-        if any('CANCELLATION REQUEST' in p for p in prompts):
+        if any('CANCELLATION REQUEST' in p for p in prompts_of(messages)):
             return ModelResponse(parts=[TextPart('Partial: 2 of 5 notes taken.')])
         return ModelResponse(parts=[ToolCallPart('take_notes', {})])
 
@@ -277,18 +284,12 @@ async def start_noter(manager: TaskManager) -> tuple[str, anyio.Event]:
 async def test_dashboard_explains_a_task_in_chromium(tmp_path: Path) -> None:
     problems: list[str] = []
     slow = Gate()
-    async with TaskManager(max_nesting_depth=2) as manager, serving(manager) as url, async_playwright() as pw:
-        browser = await launch(pw)
+    async with (
+        TaskManager(max_nesting_depth=2) as manager,
+        serving(manager) as url,
+        dashboard(url, problems, permissions=['clipboard-read', 'clipboard-write']) as page,
+    ):
         try:
-            context = await browser.new_context(
-                viewport={'width': 1400, 'height': 950}, permissions=['clipboard-read', 'clipboard-write']
-            )
-            page = await context.new_page()
-            page.on('console', lambda m: problems.append(m.text) if m.type in ('error', 'warning') else None)
-            page.on('pageerror', lambda error: problems.append(f'page error: {error}'))
-            await page.goto(url)
-            await expect(page.locator('#connection')).to_have_attribute('data-state', 'live')
-
             # A lead with two subtasks: a quick one that finishes, a slow one still running.
             team = create_subagent_toolset(
                 [worker(child_text('Counted 14 crabs'), 'counter'), worker(slow.model(), 'surveyor')],
@@ -321,8 +322,8 @@ async def test_dashboard_explains_a_task_in_chromium(tmp_path: Path) -> None:
                     await anyio.sleep(0.01)
             [counter] = [r for r in manager.list() if r.subagent == 'counter']
             [surveyor] = [r for r in manager.list() if r.subagent == 'surveyor']
-            await expect(row(page, writer_id)).to_have_attribute('data-state', 'completed')
-            await expect(row(page, asker_id)).to_have_attribute('data-state', 'waiting_for_answer')
+            await expect_state(page, writer_id, 'completed')
+            await expect_state(page, asker_id, 'waiting_for_answer')
             await expect(row(page, lead_id).locator(f'li.task[data-task-id="{surveyor.id}"]')).to_be_visible()
 
             # Usage: words agree with their numbers, and a parent shows its own usage apart from its subtasks'.
@@ -438,8 +439,8 @@ async def test_dashboard_explains_a_task_in_chromium(tmp_path: Path) -> None:
             assert lead_record is not None and lead_record.cancel is None
             await card(page, lead_id).locator('.cancel-hard').click()
             await dialog.locator('.confirm-stop').click()
-            await expect(row(page, lead_id)).to_have_attribute('data-state', 'cancelled')
-            await expect(row(page, surveyor.id)).to_have_attribute('data-state', 'cancelled')
+            await expect_state(page, lead_id, 'cancelled')
+            await expect_state(page, surveyor.id, 'cancelled')
             # The stopped lead's drawer: its tool calls, the one it was stopped in without a result; no price known.
             lead_calls = drawer.locator('.tool-calls .tool-call')
             await expect(lead_calls).to_have_count(3)
@@ -453,7 +454,7 @@ async def test_dashboard_explains_a_task_in_chromium(tmp_path: Path) -> None:
             await expect(dialog.locator('.confirm-text')).to_contain_text('This stops the reader task now')
             await expect(dialog.locator('.confirm-stop')).to_have_text('Stop 1 task')
             await dialog.locator('.confirm-stop').click()
-            await expect(row(page, reader_id)).to_have_attribute('data-state', 'cancelled')
+            await expect_state(page, reader_id, 'cancelled')
             await card(page, reader_id).locator('.details').click()
             calls = drawer.locator('.tool-calls .tool-call')
             await expect(calls).to_have_count(4)
@@ -474,7 +475,7 @@ async def test_dashboard_explains_a_task_in_chromium(tmp_path: Path) -> None:
             await card(page, noter_id).locator('.cancel-soft').click()
             await expect(card(page, noter_id).locator('.cancel-info')).to_have_text('soft cancel requested by web')
             go.set()
-            await expect(row(page, noter_id)).to_have_attribute('data-state', 'cancelled')
+            await expect_state(page, noter_id, 'cancelled')
             await card(page, noter_id).locator('.details').click()
             await expect(drawer.locator('.output-label')).to_have_text('Partial result')
             await expect(drawer.locator('.output-text')).to_have_text('Partial: 2 of 5 notes taken.')
@@ -483,7 +484,6 @@ async def test_dashboard_explains_a_task_in_chromium(tmp_path: Path) -> None:
             assert await page.evaluate('typeof window.__xss') == 'undefined'
             assert problems == []
         finally:
-            await browser.close()
             slow.release.set()
     for name in (
         'usage',
@@ -525,21 +525,15 @@ async def test_the_demo_keeps_producing_work_for_a_late_visitor(tmp_path: Path) 
     try:
         url = (await line_with('Dashboard: ')).split('Dashboard: ', 1)[1].strip()
         await line_with('parent (round 2)')
-        async with async_playwright() as pw:
-            browser = await launch(pw)
-            try:
-                page = await browser.new_page(viewport={'width': 1400, 'height': 950})
-                await page.goto(url)  # a visitor who comes late still finds work going on, and more arriving
-                await expect(page.locator('#connection')).to_have_attribute('data-state', 'live')
-                await expect(page.locator('li.task[data-state="running"]').first).to_be_visible()
-                conversations = page.locator('#scope-filter option')
-                await expect(conversations.nth(2)).to_be_attached()  # "any" and a conversation per round so far
-                await line_with('parent (round 3)')
-                await expect(conversations).to_have_count(4)
-                await expect(page.locator('#counts')).to_contain_text(' live')
-                await page.screenshot(path=tmp_path / 'demo.png', full_page=True)
-            finally:
-                await browser.close()
+        # A visitor who comes late still finds work going on, and more arriving.
+        async with dashboard(url, []) as page:
+            await expect(page.locator('li.task[data-state="running"]').first).to_be_visible()
+            conversations = page.locator('#scope-filter option')
+            await expect(conversations.nth(2)).to_be_attached()  # "any" and a conversation per round so far
+            await line_with('parent (round 3)')
+            await expect(conversations).to_have_count(4)
+            await expect(page.locator('#counts')).to_contain_text(' live')
+            await page.screenshot(path=tmp_path / 'demo.png', full_page=True)
         await line_with('3 rounds started')
         process.send_signal(signal.SIGINT)
         rest, _ = await anyio.to_thread.run_sync(partial(process.communicate, timeout=30))
@@ -585,14 +579,8 @@ class FlakyOnce:
 async def test_dashboard_steers_retries_and_follow_ups_in_chromium(tmp_path: Path) -> None:
     problems: list[str] = []
     slow = Gate(answer='Surveyed, skipping the north pool')
-    async with TaskManager() as manager, serving(manager) as url, async_playwright() as pw:
-        browser = await launch(pw)
+    async with TaskManager() as manager, serving(manager) as url, dashboard(url, problems) as page:
         try:
-            page = await browser.new_page(viewport={'width': 1400, 'height': 950})
-            page.on('console', lambda m: problems.append(m.text) if m.type in ('error', 'warning') else None)
-            page.on('pageerror', lambda error: problems.append(f'page error: {error}'))
-            await page.goto(url)
-            await expect(page.locator('#connection')).to_have_attribute('data-state', 'live')
             drawer = page.locator('#drawer')
 
             # Steering a live task from its drawer: the message is sent, listed, and reaches the subagent's run.
@@ -633,7 +621,7 @@ async def test_dashboard_steers_retries_and_follow_ups_in_chromium(tmp_path: Pat
                 f"Not sent: task '{slow_id}' is already completed (HTTP 409)"
             )
             await expect(steer.locator('.steer-reply')).to_have_class(re.compile(r'\brefused\b'))
-            await expect(row(page, slow_id)).to_have_attribute('data-state', 'completed')
+            await expect_state(page, slow_id, 'completed')
             assert any('Skip the <b>north</b> pool' in p for p in slow.seen_prompts)
             # Finished: no box to send from any more, the messages it took are still listed.
             await expect(steer.locator('.steer-form')).to_be_hidden()
@@ -651,13 +639,13 @@ async def test_dashboard_steers_retries_and_follow_ups_in_chromium(tmp_path: Pat
             await expect(steer.locator('.steer-form')).to_be_hidden()
             await expect(steer.locator('.steer-reply')).to_be_hidden()  # the last reply was for another task
             go.set()
-            await expect(row(page, noter_id)).to_have_attribute('data-state', 'cancelled')
+            await expect_state(page, noter_id, 'cancelled')
             await expect(steer).to_be_hidden()
 
             # A finished task that was never steered shows no steering section; a completed one says how to continue.
             writer = worker(child_text('Tide tables, <i>twice</i> a day'), 'writer')
             first_id = (await manager.start(writer, 'Write about the tides', scope='bay')).id
-            await expect(row(page, first_id)).to_have_attribute('data-state', 'completed')
+            await expect_state(page, first_id, 'completed')
             await card(page, first_id).locator('.details').click()
             await expect(drawer.locator('.drawer-id .task-id')).to_have_text(first_id)
             await expect(steer).to_be_hidden()
@@ -673,7 +661,7 @@ async def test_dashboard_steers_retries_and_follow_ups_in_chromium(tmp_path: Pat
 
             # A follow-up: its card says so, its drawer links to the task it continues.
             follow_id = (await manager.start(writer, 'And at night?', scope='bay', continue_task_id=first_id)).id
-            await expect(row(page, follow_id)).to_have_attribute('data-state', 'completed')
+            await expect_state(page, follow_id, 'completed')
             await expect(card(page, follow_id).locator('.follow-up-badge')).to_be_visible()
             await expect(card(page, first_id).locator('.follow-up-badge')).to_be_hidden()
             await card(page, follow_id).locator('.details').click()
@@ -687,12 +675,12 @@ async def test_dashboard_steers_retries_and_follow_ups_in_chromium(tmp_path: Pat
             # A task retried after a rate limit: a badge on its card, the attempt and the retry in its drawer.
             flaky = FlakyOnce()
             flaky_id = (await manager.start(flaky.config(), 'Look up the tide times', scope='bay')).id
-            await expect(row(page, flaky_id)).to_have_attribute('data-state', 'running')
+            await expect_state(page, flaky_id, 'running')
             await expect(card(page, flaky_id).locator('.attempts-badge')).to_be_hidden()
             await card(page, flaky_id).locator('.details').click()
             await expect(drawer.locator('.attempt')).to_be_hidden()
             flaky.go.set()  # the page knows the task: the retry event finds it
-            await expect(row(page, flaky_id)).to_have_attribute('data-state', 'completed')
+            await expect_state(page, flaky_id, 'completed')
             await expect(card(page, flaky_id).locator('.attempts-badge')).to_be_visible()
             await expect(card(page, flaky_id).locator('.attempts-badge')).to_have_text('2 attempts')
             await expect(drawer.locator('.attempt')).to_be_visible()
@@ -715,7 +703,6 @@ async def test_dashboard_steers_retries_and_follow_ups_in_chromium(tmp_path: Pat
             # The only complaint is the browser's own note of the refused message.
             assert problems == ['Failed to load resource: the server responded with a status of 409 (Conflict)']
         finally:
-            await browser.close()
             slow.release.set()
     for name in ('drawer-steer', 'drawer-follow-up', 'drawer-retried'):
         assert (tmp_path / f'{name}.png').stat().st_size > 10_000
@@ -737,15 +724,9 @@ async def test_dashboard_continues_a_finished_task_in_chromium(tmp_path: Path) -
     async with (
         TaskManager(before_task=no_buoys, max_retained=3) as manager,
         serving(manager, subagents=[writer, slow]) as url,
-        async_playwright() as pw,
+        dashboard(url, problems) as page,
     ):
-        browser = await launch(pw)
         try:
-            page = await browser.new_page(viewport={'width': 1400, 'height': 950})
-            page.on('console', lambda m: problems.append(m.text) if m.type in ('error', 'warning') else None)
-            page.on('pageerror', lambda error: problems.append(f'page error: {error}'))
-            await page.goto(url)
-            await expect(page.locator('#connection')).to_have_attribute('data-state', 'live')
             drawer = page.locator('#drawer')
             section = drawer.locator('.continue-section')
 
@@ -757,13 +738,13 @@ async def test_dashboard_continues_a_finished_task_in_chromium(tmp_path: Path) -
             await expect(drawer.locator('.steer-form')).to_be_visible()
             await expect(section).to_be_hidden()
             gate.release.set()
-            await expect(row(page, live_id)).to_have_attribute('data-state', 'completed')
+            await expect_state(page, live_id, 'completed')
             await expect(section).to_be_visible()
             await expect(section.locator('.continue-form')).to_be_visible()
             await expect(section.locator('.continue-note')).to_be_hidden()
 
             first_id = (await manager.start(writer, 'Write about the tides', scope='bay')).id
-            await expect(row(page, first_id)).to_have_attribute('data-state', 'completed')
+            await expect_state(page, first_id, 'completed')
             await card(page, first_id).locator('.details').click()
             await expect(drawer.locator('.drawer-id .task-id')).to_have_text(first_id)
             await expect(section.locator('.continue-help')).to_be_visible()
@@ -787,7 +768,7 @@ async def test_dashboard_continues_a_finished_task_in_chromium(tmp_path: Path) -
             await expect(drawer.locator('.follow-up')).to_be_visible()
             await expect(drawer.locator('.follow-link')).to_have_text(first_id[:8])
             await expect(drawer.locator('.description')).to_have_text('And at <b>night</b>?')
-            await expect(row(page, follow_id)).to_have_attribute('data-state', 'completed')
+            await expect_state(page, follow_id, 'completed')
             await expect(card(page, follow_id).locator('.follow-up-badge')).to_be_visible()
             await expect(drawer.locator('.output-text')).to_have_text('Write about the tides | And at <b>night</b>?')
             assert await page.locator('#drawer b, #tree b').count() == 0
@@ -824,6 +805,5 @@ async def test_dashboard_continues_a_finished_task_in_chromium(tmp_path: Path) -
                 'Failed to load resource: the server responded with a status of 404 (Not Found)',
             ]
         finally:
-            await browser.close()
             gate.release.set()
     assert (tmp_path / 'drawer-continued.png').stat().st_size > 10_000
