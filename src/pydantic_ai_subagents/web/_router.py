@@ -195,6 +195,10 @@ def create_router(
         **not_found,
         413: {'model': ErrorDetail, 'description': f'The body is larger than {max_body_bytes} bytes'},
     }
+    controlling: dict[int | str, dict[str, Any]] = {
+        **posting,
+        409: {'model': ErrorDetail, 'description': 'The task has already finished'},
+    }
 
     def find(task_id: str, scope: str | None) -> TaskRecord:
         record = manager.get(task_id, scope=scope)
@@ -301,10 +305,7 @@ def create_router(
         name='subagents_cancel_task',
         summary='Cancel a task',
         openapi_extra=request_body_openapi(CancelTaskBody),
-        responses={
-            **posting,
-            409: {'model': ErrorDetail, 'description': 'The task has already finished'},
-        },
+        responses=controlling,
     )
     async def cancel_task(  # pyright: ignore[reportUnusedFunction]
         task_id: str, request: Request, scope: ScopeQuery = None
@@ -349,10 +350,7 @@ def create_router(
         name='subagents_message_task',
         summary='Send a running task a message',
         openapi_extra=request_body_openapi(MessageTaskBody),
-        responses={
-            **posting,
-            409: {'model': ErrorDetail, 'description': 'The task has already finished'},
-        },
+        responses=controlling,
     )
     async def message_task(  # pyright: ignore[reportUnusedFunction]
         task_id: str, request: Request, scope: ScopeQuery = None
