@@ -5,7 +5,8 @@ random live task, time from `manager.hard_cancel(id)` to the moment its run has 
 `stopped` event, awaited right after the call), then start a replacement so L stay live. Right after `hard_cancel`
 returns, the status must still be non-terminal; once `stopped` is set it must be terminal: both are checked on every
 sample. floor: plain `child.run(...)` tasks, each in its own anyio `CancelScope`; time from `scope.cancel()` to the
-task's exit.
+task's exit. Ours also times its own part once the run has stopped: from the run's `RunCancelled` reaching the
+in-process executor to status CANCELLED.
 
 Soft cancel: a child that loops model turn -> `work` tool (5 ms each). After a few turns, at a random moment,
 `manager.soft_cancel(id)`; count the child model turns that start after the request until the task ends. A
@@ -34,6 +35,7 @@ from pydantic_ai.toolsets import FunctionToolset
 from _harness import VARIANTS, Metric, Settings, Variant, WorkloadResult, latency, ratio
 from _models import CHILD_INSTRUCTIONS, Entered, blocked_child, request_text
 from pydantic_ai_subagents import SubAgentConfig, TaskManager, TaskStatus
+from pydantic_ai_subagents._run import _inprocess  # pyright: ignore[reportPrivateUsage]
 
 GOAL_P99_US = 500.0
 SEED = 20_240_601
@@ -69,6 +71,9 @@ class HardCancelSample:
     exit_to_status_us: list[float] = field(default_factory=list[float])
     """From the child's model call leaving (cancelled) to the status saying CANCELLED (ours) or the run having
     exited (floor): Pydantic AI's own unwinding of the run, plus, in ours, the settle point."""
+    run_exit_to_status_us: list[float] = field(default_factory=list[float])
+    """Ours only: from the run's exit (its `RunCancelled` reaching our in-process executor) to the status saying
+    CANCELLED: this library's own part of the way, with Pydantic AI's unwinding left out."""
     premature_terminal: int = 0
     """Status already terminal when `hard_cancel` returned (before the run exited)."""
     not_terminal_after_stop: int = 0
@@ -94,6 +99,26 @@ async def ours_population(live: int) -> AsyncIterator[SampleFn]:
     exits: list[float] = []
     model = blocked_child(entered.enter, on_exit=lambda: exits.append(time.monotonic()))
     config = SubAgentConfig(name='worker', instructions=CHILD_INSTRUCTIONS, model=model)
+    run_exits: list[float] = []
+    outcome_of = _inprocess.outcome_of
+
+    def timed_outcome_of(error: BaseException) -> Any:
+        # What the executor calls first once the run has exited with an error (a cancel's `RunCancelled`).
+        run_exits.append(time.monotonic())
+        return outcome_of(error)
+
+    _inprocess.outcome_of = timed_outcome_of
+    try:
+        async with _ours(live, config, entered, exits, run_exits) as sample:
+            yield sample
+    finally:
+        _inprocess.outcome_of = outcome_of
+
+
+@asynccontextmanager
+async def _ours(
+    live: int, config: SubAgentConfig, entered: Entered, exits: list[float], run_exits: list[float]
+) -> AsyncIterator[SampleFn]:
     async with TaskManager(max_concurrent_tasks=None, max_tasks_per_scope=live + 1) as manager:
         ids = [(await manager.start(config, f'Job {i}.', scope='bench')).id for i in range(live)]
         await entered.wait_for(live)
@@ -123,6 +148,8 @@ async def ours_population(live: int) -> AsyncIterator[SampleFn]:
             if final is not None and final.finished_at is not None and exits:
                 # The store stamps each transition on the monotonic clock: the status says CANCELLED from then on.
                 out.exit_to_status_us.append((final.finished_at - exits[-1]) * 1e6)
+            if final is not None and final.finished_at is not None and run_exits:
+                out.run_exit_to_status_us.append((final.finished_at - run_exits[-1]) * 1e6)
             out.add(started, returned, stopped, clean=watch.full == full_gcs)
             ids[index] = (await manager.start(config, 'Replacement job.', scope='bench')).id
             await entered.wait_for(entered.count + 1)
@@ -355,6 +382,18 @@ def run(settings: Settings) -> WorkloadResult:
                 )
             )
             result.series[f'exit_to_status_{live}_live'] = {'ours': oe, 'floor': fe}
+        if ours.run_exit_to_status_us:
+            re_ = latency(ours.run_exit_to_status_us)
+            result.add(
+                Metric(
+                    '  run exited -> CANCELLED (ours only)',
+                    'us',
+                    re_,
+                    note="from the run's cancellation reaching our executor to the status written: the library's "
+                    'own part after the run has stopped',
+                )
+            )
+            result.series[f'run_exit_to_status_{live}_live'] = {'ours': re_}
         result.series[f'hard_cancel_{live}_live'] = {'ours': o, 'floor': f, 'ours_no_gc': oc, 'floor_no_gc': fc}
         checks[str(live)] = {
             'premature_terminal': ours.premature_terminal,

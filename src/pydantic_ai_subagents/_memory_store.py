@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import fields as dataclass_fields
 from typing import Any
 
@@ -20,18 +20,27 @@ from ._state import CancelKind, CancelRequest, StatusChange, TaskRecord, TaskSta
 __all__ = ('InMemoryTaskStore',)
 
 
-_RECORD_FIELDS = tuple(f.name for f in dataclass_fields(TaskRecord))
+def _copier(cls: type[TaskRecord]) -> Callable[..., TaskRecord]:
+    """A `dataclasses.replace` for `cls`, written out once as one function: the store copies a record on every write.
 
-
-def _copy(record: TaskRecord, **changes: Any) -> TaskRecord:
-    """`dataclasses.replace` for the store's writes, without its per-call look at the fields: half the cost.
-
-    The store checks the names in `changes` before it calls this.
+    Each field is set through its slot's own setter (the class is frozen), from `changes` or from the record, in
+    straight-line code: no loop over the fields and no `getattr` per field, so a copy is about half the time of a
+    loop that reads each field by name, and two function calls rather than 23. The store checks the names in
+    `changes` before it calls this.
     """
-    copy = object.__new__(TaskRecord)
-    for name in _RECORD_FIELDS:
-        object.__setattr__(copy, name, changes[name] if name in changes else getattr(record, name))
+    names = [f.name for f in dataclass_fields(cls)]
+    scope: dict[str, Any] = {'new': object.__new__, 'cls': cls}
+    lines = ['def copy(record, /, **changes):', '    made = new(cls)']
+    for i, name in enumerate(names):
+        scope[f'set_{i}'] = getattr(cls, name).__set__
+        lines.append(f'    set_{i}(made, changes[{name!r}] if {name!r} in changes else record.{name})')
+    lines.append('    return made')
+    exec('\n'.join(lines), scope)  # the source is made here, from the class's own field names
+    copy: Callable[..., TaskRecord] = scope['copy']
     return copy
+
+
+_copy = _copier(TaskRecord)
 
 
 _UPDATABLE = frozenset({'usage', 'note', 'metadata', 'question', 'partial_result', 'messages', 'attempts'})

@@ -155,9 +155,17 @@ class Host:
             await self._done.wait()
         await after()
 
-    def on_loop_thread(self) -> bool:
-        """Whether the caller runs on the thread of the manager's loop (`call` then runs `func` right there)."""
-        return threading.get_ident() == self._loop_thread
+    def runs_here(self) -> bool:
+        """Whether `call` would run its function right here, so that the caller can call it itself.
+
+        That is: the manager is open and the caller is on its loop's thread, with that loop not closed.
+        """
+        loop = self._loop
+        return (
+            not self.closed
+            and threading.get_ident() == self._loop_thread
+            and not (loop is not None and loop.is_closed())
+        )
 
     def call(self, func: Callable[[], bool]) -> bool:
         """Run `func` on the manager's loop and return its answer; `False` once the manager is closed."""

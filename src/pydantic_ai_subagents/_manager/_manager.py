@@ -15,7 +15,6 @@ Rules it keeps:
 from __future__ import annotations
 
 import asyncio
-import gc
 import secrets
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -461,15 +460,11 @@ class TaskManager:
         Returns:
             Whether the request was accepted: `False` for an unknown or finished task, or a repeated request.
         """
-        # No collection lands in the call (see `Cancelling.hard`): no closure, whose cells are made at the call's start.
-        held = gc.isenabled() and self._host.on_loop_thread()
-        if held:
-            gc.disable()
-        try:
-            return self._call(partial(self._cancelling.hard, task_id, requested_by))
-        finally:
-            if held:
-                gc.enable()
+        # On the loop's thread, `Cancelling.hard` itself (which holds the collector off for its work): no closure or
+        # partial to build, no layer between.
+        if self._host.runs_here():
+            return self._cancelling.hard(task_id, requested_by)
+        return self._call(partial(self._cancelling.hard, task_id, requested_by))
 
     def answer(self, task_id: str, answer: str) -> bool:
         """Answer the question a task's subagent is waiting on. Safe from any thread.

@@ -106,7 +106,7 @@ class _ChildSide:
         last: _Done | _Failed
         current_task.set(task)
         try:
-            output = await drive(task, token=None, on_run=self._bind, after_response=self._after_response)
+            output = await drive(task, on_run=self._bind, after_response=self._after_response)
         except Exception as e:
             outcome = outcome_of(e)
             last = _Failed(error=outcome.error or safe_error(e), usage=usage)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pydantic_ai import CallToolsNode, CancellationToken, ModelRequestNode, RunCancelled
+from pydantic_ai import CallToolsNode, ModelRequestNode, RunCancelled
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.exceptions import AgentRunError, UsageLimitExceeded
 from pydantic_ai.messages import ModelMessage
@@ -34,7 +34,6 @@ __all__ = ('drive', 'outcome_of')
 async def drive(
     job: TaskJob,
     *,
-    token: CancellationToken | None,
     on_run: Callable[[AgentRun[Any, Any]], None],
     after_response: Callable[[], None] | None = None,
 ) -> Any:
@@ -64,7 +63,6 @@ async def drive(
                 deps=job.deps,
                 usage=job.usage,
                 usage_limits=job.usage_limits,
-                cancellation_token=token,
                 toolsets=toolsets,
                 capabilities=capabilities,
             ) as run:

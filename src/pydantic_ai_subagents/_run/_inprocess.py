@@ -1,11 +1,13 @@
 """The in-process executor: the task's run is a coroutine on the manager's own event loop.
 
-A stop fires the run's [`CancellationToken`][pydantic_ai.CancellationToken]: Pydantic AI then stops the run and
-raises `RunCancelled` with its partial transcript. The soft-cancel notice is enqueued into the live run with
-priority `asap`, as a [`SoftCancelNotice`][pydantic_ai_subagents.SoftCancelNotice], and so is a message from the
-parent (steering): Pydantic AI delivers it with the run's next model request, or gives the run one more turn for it
-if it was about to end; once the run has ended it refuses it. Whatever the run raises, `BaseException` included,
-becomes this task's outcome; only the caller's own cancellation propagates.
+A stop cancels the run through its own cancellation, the one [`AgentRun.cancel`][pydantic_ai.run.AgentRun.cancel]
+uses, so no [`CancellationToken`][pydantic_ai.CancellationToken] is made per task: Pydantic AI then stops the run and
+raises `RunCancelled` with its partial transcript. A stop asked for before the run exists is held on the job and
+applied as the run is bound; one asked for between two tries of a run is seen by the retry. The soft-cancel notice is
+enqueued into the live run with priority `asap`, as a [`SoftCancelNotice`][pydantic_ai_subagents.SoftCancelNotice],
+and so is a message from the parent (steering): Pydantic AI delivers it with the run's next model request, or gives
+the run one more turn for it if it was about to end; once the run has ended it refuses it. Whatever the run raises,
+`BaseException` included, becomes this task's outcome; only the caller's own cancellation propagates.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from pydantic_ai import CancellationToken
 from pydantic_ai.exceptions import UserError
 from pydantic_ai.run import AgentRun
 
@@ -23,7 +24,7 @@ from ._drive import drive, outcome_of
 from ._protocol import Outcome, RunObserver, TaskJob, current_task
 from ._support import SOFT_CANCEL_NOTICE, is_real_cancel
 
-__all__ = ('InProcessExecutor',)
+__all__ = ('InProcessExecutor', 'cancel_run')
 
 
 class InProcessExecutor:
@@ -40,7 +41,7 @@ class InProcessExecutor:
         try:
             observer.started()
             # Usage is read again once each response is in, so the record counts a request while its tools run.
-            output = await drive(job, token=control.token, on_run=control.bind, after_response=observer.progress)
+            output = await drive(job, on_run=control.bind, after_response=observer.progress)
         except BaseException as e:
             if is_real_cancel(e):
                 raise
@@ -53,14 +54,30 @@ class InProcessExecutor:
         return Outcome(kind='completed', output=output, transcript=transcript)
 
 
+def cancel_run(run: AgentRun[Any, Any]) -> None:
+    """Cancel `run` as [`AgentRun.cancel`][pydantic_ai.run.AgentRun.cancel] does, with the same effect.
+
+    `AgentRun.cancel()` is `self.ctx.deps.cancellation.cancel()`, and `run.ctx` builds a new context object on each
+    read: two objects for the collector and eight calls inside a hard cancel, which is meant to allocate next to
+    nothing. This reads the same cancellation from Pydantic AI's non-public `_graph_run` (the object `ctx` is built
+    from); should that attribute go, it falls back to the public call. `tests/test_cancellation.py` checks that the
+    two still name the same cancellation and that `AgentRun.cancel` still does only this.
+    """
+    try:
+        cancellation = run._graph_run.deps.cancellation  # pyright: ignore[reportPrivateUsage]
+    except AttributeError:  # pragma: no cover - a Pydantic AI that changed its run's insides
+        run.cancel()
+    else:
+        cancellation.cancel()
+
+
 class _Control:
     """The manager's handle on a run in this loop."""
 
-    __slots__ = ('job', 'run', 'token')
+    __slots__ = ('job', 'run')
 
     def __init__(self, job: TaskJob) -> None:
         self.job = job
-        self.token = CancellationToken()
         self.run: AgentRun[Any, Any] | None = None
 
     def bind(self, run: AgentRun[Any, Any]) -> None:
@@ -70,7 +87,10 @@ class _Control:
         self.job.attach(self)
 
     def stop(self) -> None:
-        self.token.cancel()
+        # Called on the run's loop (the manager's), so it cancels the task driving the run at once; a no-op once the
+        # run has ended. Before the run exists there is nothing to cancel: the job holds the stop until `bind`.
+        if self.run is not None:
+            cancel_run(self.run)
 
     def soft_notice(self) -> None:
         if self.run is not None:
