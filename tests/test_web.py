@@ -317,6 +317,45 @@ async def test_answer_a_waiting_question() -> None:
 
 
 @pytest.mark.anyio
+async def test_views_carry_a_revision_and_events_the_time_of_their_transition() -> None:
+    # A reply and the event stream travel apart: a client tells the later view of a task by its revision, and finds
+    # an event's transition in a view's history by its time.
+    go = anyio.Event()
+
+    async def finish(s: Script) -> list[Any]:
+        await go.wait()
+        return [text(f'Painted {s.reply()}')]
+
+    script = Script([[call('ask_parent', question='Which colour?')], finish])
+    seen: list[dict[str, Any]] = []
+    async with serve() as (manager, client), anyio.create_task_group() as tg:
+
+        async def follow() -> None:
+            async for event in manager.events():
+                seen.append(event_to_json(event))
+
+        tg.start_soon(follow)
+        tid = (await manager.start(worker(script.model(), 'painter'), 'Paint the gate', scope='c1')).id
+        await manager.wait_for(tid)
+        asked = (await client.get(f'/tasks/{tid}')).json()
+        reply = (await client.post(f'/tasks/{tid}/answer', json={'answer': 'blue'})).json()
+        assert reply['accepted'] is True
+        go.set()
+        done = await manager.wait_for(tid)
+        assert done.status is TaskStatus.COMPLETED
+        final = (await client.get(f'/tasks/{tid}')).json()
+        assert asked['revision'] < reply['task']['revision'] < final['revision'] == done.revision
+        assert [h['state'] for h in reply['task']['history']][-1] == 'running'
+        with anyio.fail_after(5):
+            while not any(e['type'] == 'TaskCompleted' for e in seen):
+                await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+    transitions = [(e['status'], datetime.fromisoformat(e['timestamp'])) for e in seen if e['task_id'] == tid]
+    history = [(h['state'], datetime.fromisoformat(h['timestamp'])) for h in final['history']]
+    assert transitions == history
+
+
+@pytest.mark.anyio
 async def test_get_requests_never_change_a_task() -> None:
     gate = Gate()
     async with serve() as (manager, client):

@@ -156,6 +156,9 @@ class TaskView(_Model):
     """Whether `POST /tasks/{task_id}/continue` can start a follow-up of it: it completed, its conversation is kept
     here or by a store that shares it (Redis), and the app was given its subagent. Always `false` for an app made
     without `subagents`."""
+    revision: int = 0
+    """How many times the task's record has been written: of two views of one task, the later has the higher. A
+    client that reads a task on more than one connection (replies, the event stream) keeps the later view."""
 
     @classmethod
     def from_record(
@@ -207,6 +210,7 @@ class TaskView(_Model):
             attempts=record.attempts,
             continued_from=record.continued_from,
             can_continue=can_continue,
+            revision=record.revision,
             history=history,
         )
 

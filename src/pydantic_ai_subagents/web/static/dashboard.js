@@ -3,6 +3,10 @@
 'use strict';
 (() => {
   const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
+  // The events that report a transition: their `status` and `timestamp` are those of a step of the task's history.
+  const TRANSITIONS = new Set([
+    'TaskCreated', 'TaskStarted', 'TaskQuestionAsked', 'TaskAnswered', 'TaskCompleted', 'TaskFailed', 'TaskCancelled',
+  ]);
   const LIVE_REFRESH_SECONDS = 5;
   const LABELS = {
     pending: 'pending',
@@ -109,6 +113,20 @@
 
   // ------------------------------------------------------------------ loading
 
+  // A reply and the event stream come on different connections, so a view read before an event can arrive after
+  // it. Of two copies of a task, the page keeps the later: a view with a lower revision, or with fewer steps than
+  // the events have shown, is older than what the page has (the refresh that follows each event brings the newer).
+  function later(current, view) {
+    if (!current) return view;
+    return view.revision < current.revision || view.history.length < current.history.length ? current : view;
+  }
+
+  // An ISO 8601 time in microseconds since the epoch (views end with `Z`, events with `+00:00`).
+  function micros(iso) {
+    const fraction = /\.(\d+)/.exec(iso);
+    return Date.parse(iso.replace(/\.\d+/, '')) * 1000 + Number(((fraction ? fraction[1] : '') + '000000').slice(0, 6));
+  }
+
   let refreshTimer = 0;
   let refreshing = false;
   let refreshAgain = false;
@@ -126,6 +144,7 @@
     }
     refreshing = true;
     lastAttempt = performance.now();
+    const known = new Set(tasks.keys());
     try {
       const response = await fetch(apiUrl('tasks'), { headers: { Accept: 'application/json' }, cache: 'no-store' });
       if (!response.ok) {
@@ -134,8 +153,11 @@
       }
       const data = await response.json();
       fetchedAt = performance.now();
+      // A task the page learned of while this read was under way (a reply's) is kept though it is not listed.
+      const read = new Map(data.tasks.map((view) => [view.id, later(tasks.get(view.id), view)]));
+      for (const [id, task] of tasks) if (!read.has(id) && !known.has(id)) read.set(id, task);
       tasks.clear();
-      for (const task of data.tasks) tasks.set(task.id, task);
+      for (const [id, task] of read) tasks.set(id, task);
       // The retries of tasks no longer listed (pruned) go too; those of a task created since the read stay.
       for (const [id, seen] of retries) {
         if (!tasks.has(id) && Date.now() - new Date(seen[seen.length - 1].timestamp) > 60_000) retries.delete(id);
@@ -698,7 +720,7 @@
       return { error: `${detail} (HTTP ${response.status})` };
     }
     if (data && data.task) {
-      tasks.set(data.task.id, data.task);
+      tasks.set(data.task.id, later(tasks.get(data.task.id), data.task));
       fetchedAt = performance.now();
       render();
     }
@@ -790,14 +812,17 @@
     }
     const task = tasks.get(event.task_id);
     if (!task) return; // a new task: the refresh brings it with everything it has
-    if (task.status.state !== event.status) {
+    if (TRANSITIONS.has(event.type)) {
+      // A view read after this transition may have come first: then the task already has this step.
+      const at = micros(event.timestamp);
+      if (task.history.some((step) => step.state === event.status && micros(step.timestamp) === at)) return;
       task.history = [...task.history, { state: event.status, timestamp: event.timestamp }];
+      task.status = { state: event.status, timestamp: event.timestamp };
+      if (event.type === 'TaskQuestionAsked') task.question = event.question;
+      if (event.type === 'TaskAnswered') task.question = null;
     }
-    task.status = { state: event.status, timestamp: event.timestamp };
     if (event.type === 'TaskRetrying') task.attempts = Math.max(task.attempts, event.attempt);
-    if (event.type === 'TaskQuestionAsked') task.question = event.question;
-    if (event.type === 'TaskAnswered') task.question = null;
-    if (event.type === 'TaskCancelRequested') {
+    if (event.type === 'TaskCancelRequested' && (task.cancel === null || event.cancel_kind === 'hard')) {
       task.cancel = { kind: event.cancel_kind, requested_by: event.requested_by, requested_at: event.timestamp };
     }
     render();
