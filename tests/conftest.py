@@ -132,13 +132,21 @@ def task_id_from(reply: str) -> str:
 
 def sync_reply(result: str, task_id: str) -> str:
     """What the model reads when a sync task completes: its result, then one line with its id (the wording pinned)."""
-    return f'{result}\n\n(Task {task_id}; continue_task_id="{task_id}" follows up on it.)'
+    return (
+        f'{result}\n\n(Task {task_id}. To revise or extend this result, call task with '
+        f'continue_task_id="{task_id}": the subagent remembers its work; a new task would not.)'
+    )
+
+
+def answered_reply(result: str, task_id: str) -> str:
+    """What the model reads when answering a sync task's question lets it complete: a confirmation, then its result."""
+    return f'Answer delivered; task {task_id} completed. Result:\n{sync_reply(result, task_id)}'
 
 
 def split_sync_reply(reply: str) -> tuple[str, str]:
     """A completed sync task's reply as `(result, task_id)`; fails unless the reply ends with the id line."""
     result, _, line = reply.rpartition('\n\n(Task ')
-    task_id = line.split(';', 1)[0]
+    task_id = line.split('.', 1)[0]
     assert reply == sync_reply(result, task_id), reply
     return result, task_id
 

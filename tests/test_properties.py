@@ -212,7 +212,9 @@ class ManagerMachine(RuleBasedStateMachine):
         listing, checked = script.replies[1]
         own = {t for t, s in self.scope.items() if s == scope}
         if listing != 'No active tasks.':
-            assert {line.split(' ', 1)[0] for line in listing.splitlines()} <= own
+            count, *lines = listing.splitlines()
+            assert count == f'{len(lines)} active task{"s" if len(lines) > 1 else ""}:', listing
+            assert {line.split(' ', 1)[0] for line in lines} <= own
         if probe not in own:
             # The reply is the same for a foreign id as for an unknown one; it names only this scope's own live tasks.
             assert checked.startswith(f"No task with ID '{probe}' in this conversation. "), checked

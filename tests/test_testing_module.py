@@ -13,7 +13,7 @@ from pydantic_ai.toolsets import FunctionToolset
 from pydantic_ai_subagents import SubAgentConfig, SubAgents, TaskRunEvent, TaskStatus, create_subagent_toolset
 from pydantic_ai_subagents.testing import ParentRun, ToolReply, call, run_parent, scripted_subagent
 
-from .conftest import sync_reply
+from .conftest import answered_reply, sync_reply
 
 pytestmark = pytest.mark.anyio
 
@@ -52,7 +52,7 @@ async def test_a_subagent_that_asks_waits_for_the_answer_and_uses_it() -> None:
         (record,) = subagents.manager.list()
     assert run.reply('task').startswith(f'Task {run.task_ids[0]} paused: the subagent asks: Who is it for?')
     # The task was started in sync mode: answering its question waits for its result as `task` did.
-    assert run.reply('answer_subagent') == sync_reply('Draft for children after 2 steps.', record.id)
+    assert run.reply('answer_subagent') == answered_reply('Draft for children after 2 steps.', record.id)
     assert record.status is TaskStatus.COMPLETED
     assert record.result == 'Draft for children after 2 steps.'
     assert 'Draft for children after 2 steps.' in run.reply('wait_tasks')

@@ -15,7 +15,7 @@ from pydantic_ai.models.test import TestModel
 from pydantic_ai_subagents import SubAgentConfig, TaskStatus, create_subagent_toolset
 from pydantic_ai_subagents._tools import INSTRUCTIONS, REPEAT_NOTE
 
-from .conftest import Gate, Script, call, child_text, sync_reply, task_id_from
+from .conftest import Gate, Script, answered_reply, call, child_text, split_sync_reply, sync_reply, task_id_from
 
 pytestmark = pytest.mark.anyio
 
@@ -133,7 +133,7 @@ async def test_answering_a_sync_task_waits_for_its_next_question_then_its_result
     assert 'asks: Who is it for?' in script.replies[1][0]
     assert 'asks: Which tone?' in script.replies[2][0]
     assert 'answer_subagent' in script.replies[2][0]
-    assert script.replies[3] == [sync_reply('Card (Alice, warm)', record.id)]
+    assert script.replies[3] == [answered_reply('Card (Alice, warm)', record.id)]
     assert record.status is TaskStatus.COMPLETED
     # The parent saw the result in the reply: no notice about the task is owed to it.
     assert all('[subagents]' not in r for replies in script.replies for r in replies)
@@ -225,21 +225,95 @@ async def test_a_repeated_identical_call_is_told_that_repeating_changes_nothing(
     toolset = create_subagent_toolset([researcher(child_text('384,400 km'))])
     async with toolset:
         await Agent(script.model(), toolsets=[toolset]).run('go')
-        first, second = toolset.manager.list()
+        (first,) = toolset.manager.list()
     no_question = (
         "No task with ID '12345' asks you anything. To answer the user, write your answer as plain text, without a "
         'tool call.'
     )
     assert script.replies[1] == [no_question]
     assert script.replies[2] == [f'{no_question}\n{REPEAT_NOTE}']
-    # A cycle of calls is caught too: the same sync task with the same result, between other calls. Each task has
-    # an id of its own, and the repeat is caught all the same.
+    # A cycle of calls is caught too: the same call between other calls.
     assert script.replies[3] == [sync_reply('384,400 km', first.id)]
     assert script.replies[4] == [f'{no_question}\n{REPEAT_NOTE}']
-    assert script.replies[5] == [f'{sync_reply("384,400 km", second.id)}\n{REPEAT_NOTE}']
-    assert first.id != second.id
+    # The same job again is not run again: the reply is the first one's result.
+    assert script.replies[5] == [done_before('researcher', first.id, '384,400 km')]
     # Four other calls later, the call is no longer recent.
     assert script.replies[10] == [no_question]
+
+
+def done_before(subagent: str, task_id: str, result: str) -> str:
+    return (
+        f'Not started: you gave this same job to {subagent} as task {task_id}, and it completed. Result:\n{result}\n'
+        'Use this result. To run the job anew, change the description.'
+    )
+
+
+async def test_a_job_the_run_already_saw_completed_is_not_run_again() -> None:
+    def moon(**more: str) -> ToolCallPart:
+        return call('task', description='How far is the Moon?', subagent_type='researcher', **more)
+
+    def first_id(s: Script) -> str:
+        return s.replies[1][0].rpartition('\n\n(Task ')[2].split('.', 1)[0]
+
+    script = Script(
+        [
+            [moon()],
+            [moon()],
+            # Another description, or a follow-up on the first task, is new work.
+            [call('task', description='How far is the Moon? Again, please.', subagent_type='researcher')],
+            lambda s: [moon(continue_task_id=first_id(s))],
+        ]
+    )
+    toolset = create_subagent_toolset([researcher(child_text('384,400 km'))])
+    async with toolset:
+        await Agent(script.model(), toolsets=[toolset]).run('go')
+        first, *others = toolset.manager.list()
+        assert len(others) == 2
+        # In a later run the same job runs again: what the model saw completed was in another run.
+        later = Script([[moon()]])
+        await Agent(later.model(), toolsets=[toolset]).run('again')
+        assert len(toolset.manager.list()) == 4
+    assert script.replies[2] == [done_before('researcher', first.id, '384,400 km')]
+    assert [split_sync_reply(r[0])[0] for r in (script.replies[3], script.replies[4], later.replies[1])] == [
+        '384,400 km'
+    ] * 3
+
+
+async def test_the_same_job_started_twice_at_once_runs_twice() -> None:
+    gate = Gate()
+
+    def job() -> ToolCallPart:
+        return call('task', description='Roll a die', subagent_type='researcher', mode='async')
+
+    async def release(s: Script) -> list[Any]:
+        gate.release.set()
+        return [call('wait_tasks', task_ids=[task_id_from(r) for r in s.replies[1]])]
+
+    script = Script([[job(), job()], release])
+    toolset = create_subagent_toolset([researcher(gate.model())])
+    async with toolset:
+        await Agent(script.model(), toolsets=[toolset]).run('go')
+        assert len(toolset.manager.list()) == 2
+    assert [r.startswith('Task started with ID: ') for r in script.replies[1]] == [True, True]
+
+
+async def test_a_wait_that_times_out_spells_out_how_to_stop_the_task() -> None:
+    gate = Gate()
+    script = Script(
+        [
+            [call('task', description='long job', subagent_type='researcher', mode='async')],
+            lambda s: [call('wait_tasks', task_ids=[task_id_from(s.replies[1][0])], timeout=0)],
+        ]
+    )
+    toolset = create_subagent_toolset([researcher(gate.model())])
+    async with toolset:
+        await Agent(script.model(), toolsets=[toolset]).run('go')
+        gate.release.set()
+    tid = task_id_from(script.replies[1][0])
+    assert script.replies[2][0].endswith(
+        f'Still running. To wait more, call wait_tasks again. To stop it: soft_cancel_task(task_id="{tid}") keeps '
+        f'its partial result, hard_cancel_task(task_id="{tid}") stops it at once.'
+    )
 
 
 async def test_a_repeat_whose_reply_changed_is_not_flagged() -> None:

@@ -28,7 +28,17 @@ from pydantic_ai_subagents import (
     create_subagent_toolset,
 )
 
-from .conftest import Gate, Script, call, child_text, leftover_tasks, split_sync_reply, sync_reply, task_id_from
+from .conftest import (
+    Gate,
+    Script,
+    answered_reply,
+    call,
+    child_text,
+    leftover_tasks,
+    split_sync_reply,
+    sync_reply,
+    task_id_from,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -75,7 +85,7 @@ async def test_async_task_wait_check_and_list() -> None:
     async with toolset:
         await Agent(script.model(), toolsets=[toolset]).run('go')
     tid = task_id_from(script.replies[1][0])
-    assert script.replies[2][0].startswith(f'{tid} researcher running')
+    assert script.replies[2][0].startswith(f'1 active task:\n{tid} researcher running')
     assert script.replies[3][0].startswith(f'Task {tid} (researcher) is running')
     assert script.replies[4][0] == f'Task {tid} (researcher) completed. Result:\nasync result'
     assert script.replies[5] == [f'Task {tid} (researcher) completed. Result:\nasync result', 'No active tasks.']
@@ -156,7 +166,7 @@ async def test_question_answered(mode: str) -> None:
         assert script.replies[-1][0].endswith('Result:\nReport for 1999')
     else:
         # Answering a sync task's question goes on waiting as `task` did: the reply is the result and the id.
-        assert script.replies[-1] == [sync_reply('Report for 1999', record.id)]
+        assert script.replies[-1] == [answered_reply('Report for 1999', record.id)]
     statuses = [t.status for t in record.history]
     assert statuses == [
         TaskStatus.PENDING,

@@ -40,6 +40,8 @@ class ParentRun:
     """The budget the run's tasks draw their requests from."""
     started: list[str] = field(default_factory=list[str])
     """The tasks the run started, for its `on_run_end` policy."""
+    jobs: dict[tuple[str, str], str] = field(default_factory=dict[tuple[str, str], str])
+    """The latest task the run gave each (subagent, description), so a job already done is not run again."""
     users: int = 0
     in_flight: BaseException | None = None
     """The exception already being handled when the run began (not the run's own)."""

@@ -26,12 +26,12 @@ from ._config import SubAgentConfig
 from ._errors import TaskLimitError, TaskNotContinuableError, TaskNotFoundError, TaskRefusedError
 from ._manager import TaskManager
 from ._run import render_output
-from ._runs import ParentRuns, scope_of
+from ._runs import ParentRun, ParentRuns, scope_of
 from ._state import TaskRecord, TaskStatus
 from ._text import describe_record, list_line, truncate
 from ._tools_steer import steer_reply
 
-__all__ = ('INSTRUCTIONS', 'REPEAT_NOTE', 'RepeatGuard', 'SubagentTools', 'started_reply', 'sync_reply')
+__all__ = ('FOLLOW_UP', 'INSTRUCTIONS', 'REPEAT_NOTE', 'RepeatGuard', 'SubagentTools', 'started_reply', 'sync_reply')
 
 INSTRUCTIONS = (
     'You can delegate work to subagents with `task`, one job per task: for several jobs, start several tasks. '
@@ -146,6 +146,9 @@ class SubagentTools:
         if config is None:
             raise ModelRetry(f'Unknown subagent_type {_shown(subagent_type)}. Valid: {", ".join(self.subagents)}.')
         run = self.runs.get(ctx)
+        job = (subagent_type, description)
+        if run is not None and not continue_task_id.strip() and (done := self._done_before(run, job)) is not None:
+            return done
         deps = config.deps(ctx.deps) if config.deps is not None else ctx.deps
         try:
             record = await manager.start(
@@ -170,6 +173,7 @@ class SubagentTools:
             return f'Task not started: {e.reason}'
         if run is not None:
             run.started.append(record.id)
+            run.jobs[job] = record.id
         if record.mode == 'async':  # as started: the application's before_task hook may have changed it
             return started_reply(record.id)
         return await self._until_settled_or_asked(record)
@@ -190,7 +194,8 @@ class SubagentTools:
         records = self.manager.list(scope_of(ctx), active_only=True)
         if not records:
             return 'No active tasks.'
-        return '\n'.join(list_line(r) for r in records)
+        count = f'{len(records)} active task{"s" if len(records) > 1 else ""}:'
+        return '\n'.join([count, *(list_line(r) for r in records)])
 
     async def soft_cancel_task(self, ctx: RunContext[Any], task_id: str) -> str:
         """Stop a task, keeping its partial result."""
@@ -243,7 +248,10 @@ class SubagentTools:
             record = self.manager.get(task_id) or record
             if record.is_terminal:
                 return f'Task {task_id} asks nothing now. {self._ended(record)}\n{_NOT_FOR_THE_USER}'
-            return f'Task {task_id} asks nothing now; it is {record.status.value}. {_wait_hint(task_id)}'
+            return (
+                f'Task {task_id} asks nothing now; it is {record.status.value}. {_wait_hint(task_id)}\n'
+                f'{_NOT_FOR_THE_USER}'
+            )
         if record.mode == 'sync':
             # A sync task's question interrupted the wait for its result: answering resumes that wait.
             return await self._until_settled_or_asked(record, answered=True)
@@ -270,8 +278,9 @@ class SubagentTools:
             for record in records:
                 self.manager.mark_seen(record)
                 lines.append(self.manager.describe(record, self.owner.max_result_chars))
-            if any(not r.is_terminal and r.status is not TaskStatus.WAITING_FOR_ANSWER for r in records):
-                lines.append('Tasks still running: wait again, or cancel them.')
+            running = [r.id for r in records if not r.is_terminal and r.status is not TaskStatus.WAITING_FOR_ANSWER]
+            if running:
+                lines.append(_still_running(running))
         return '\n'.join(lines)
 
     async def message_task(self, ctx: RunContext[Any], task_id: str, message: str) -> str:
@@ -300,7 +309,9 @@ class SubagentTools:
             raise
         manager.mark_seen(record)
         if record.status is TaskStatus.COMPLETED:
-            return sync_reply(truncate(render_output(record.result), self.owner.max_result_chars), record.id)
+            reply = sync_reply(truncate(render_output(record.result), self.owner.max_result_chars), record.id)
+            # After an answer, a bare result does not read as the task's end: a model would start the job again.
+            return f'Answer delivered; task {record.id} completed. Result:\n{reply}' if answered else reply
         if record.status is TaskStatus.WAITING_FOR_ANSWER:
             return (
                 f'Task {record.id} paused: the subagent asks: {record.question}\n'
@@ -320,6 +331,22 @@ class SubagentTools:
         # The caller reports the outcome itself, so no notice is sent about these tasks while it waits.
         waiting = self.manager._waiting  # pyright: ignore[reportPrivateUsage]
         return await waiting.wait(task_ids, mode=mode, until_question=until_question, timeout=timeout, direct=True)
+
+    def _done_before(self, run: ParentRun, job: tuple[str, str]) -> str | None:
+        """The reply to a job this run already gave the same subagent and saw completed: that result, not a rerun.
+
+        A model that misses that its job is done starts it again and again; one that wants a fresh run can say so.
+        """
+        task_id = run.jobs.get(job)
+        record = None if task_id is None else self.manager.get(task_id)
+        if record is None or record.status is not TaskStatus.COMPLETED:
+            return None
+        self.manager.mark_seen(record)
+        result = truncate(render_output(record.result), self.owner.max_result_chars)
+        return (
+            f'Not started: you gave this same job to {job[0]} as task {record.id}, and it completed. Result:\n'
+            f'{result}\nUse this result. To run the job anew, change the description.'
+        )
 
     def _own(self, ctx: RunContext[Any], task_id: str) -> TaskRecord | None:
         return self.manager.get(task_id.strip(), scope=scope_of(ctx))
@@ -401,13 +428,16 @@ def started_reply(task_id: str) -> str:
 
 def sync_reply(result: str, task_id: str) -> str:
     """The reply of a sync task that completed: its result, then its id, so the model can follow up on it."""
-    return result + _FOLLOW_UP.format(task_id=task_id)
+    return result + FOLLOW_UP.format(task_id=task_id)
 
 
-_FOLLOW_UP = '\n\n(Task {task_id}; continue_task_id="{task_id}" follows up on it.)'
+FOLLOW_UP = (
+    '\n\n(Task {task_id}. To revise or extend this result, call task with continue_task_id="{task_id}": '
+    'the subagent remembers its work; a new task would not.)'
+)
 """The line after a completed sync task's result: the model never learns a sync task's id otherwise."""
 
-_FOLLOW_UP_LINE = re.compile(re.escape(_FOLLOW_UP).replace(re.escape('{task_id}'), r'\S+') + r'\Z')
+_FOLLOW_UP_LINE = re.compile(re.escape(FOLLOW_UP).replace(re.escape('{task_id}'), r'\S+') + r'\Z')
 
 
 def _questions_asked(record: TaskRecord) -> int:
@@ -416,6 +446,20 @@ def _questions_asked(record: TaskRecord) -> int:
 
 _NOT_FOR_THE_USER = 'To answer the user, write your answer as plain text, without a tool call.'
 """Models mistake `answer_subagent` for the way to answer the user: a reply that has no question to take says so."""
+
+
+def _still_running(task_ids: list[str]) -> str:
+    """What a model can do about tasks a wait left running, with the calls spelled out: wait more, or stop them."""
+    if len(task_ids) == 1:
+        task = f'task_id="{task_ids[0]}"'
+        return (
+            f'Still running. To wait more, call wait_tasks again. To stop it: soft_cancel_task({task}) keeps its '
+            f'partial result, hard_cancel_task({task}) stops it at once.'
+        )
+    return (
+        'Tasks still running. To wait more, call wait_tasks again. To stop one: soft_cancel_task keeps its partial '
+        'result, hard_cancel_task stops it at once.'
+    )
 
 
 def _wait_hint(task_id: str) -> str:

@@ -54,6 +54,7 @@ from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
 from ._config import SubAgentConfig
 from ._notices import TaskNotice
 from ._run import SOFT_CANCEL_NOTICE
+from ._tools import FOLLOW_UP
 
 __all__ = ('ParentRun', 'Step', 'ToolReply', 'call', 'run_parent', 'scripted_subagent')
 
@@ -63,7 +64,11 @@ WORK_TOOL = 'work'
 _TASK_STARTED = re.compile(r'Task started with ID: (\S+)|Task (\S+) paused')
 """The start of `task`'s reply for a task started in the background or paused on a question."""
 
-_TASK_FINISHED = re.compile(r'\n\(Task (\S+); continue_task_id="\1" follows up on it\.\)$', re.MULTILINE)
+_TASK_FINISHED = re.compile(
+    re.escape(FOLLOW_UP.strip()).replace(re.escape('{task_id}'), r'(\S+?)', 1).replace(re.escape('{task_id}'), r'\1')
+    + '$',
+    re.MULTILINE,
+)
 """The line after the result in `task`'s reply for a sync task that completed; the last such line is the real one."""
 
 
