@@ -14,6 +14,7 @@ import sys
 import weakref
 from collections.abc import Generator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -21,6 +22,7 @@ import pytest
 from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.tools import ToolDefinition
 
 from pydantic_ai_subagents import (
     SubAgentConfig,
@@ -29,6 +31,7 @@ from pydantic_ai_subagents import (
     create_subagent_toolset,
 )
 from pydantic_ai_subagents._manager import _settle
+from pydantic_ai_subagents._run._support import _ask_parent  # pyright: ignore[reportPrivateUsage]
 
 from .conftest import Gate, Script, call, child_text
 
@@ -97,6 +100,34 @@ async def test_ask_parent_reaches_built_and_ready_agents_and_a_ready_one_is_not_
     assert seen == [['ask_parent']] * 4
     if agent is not None:
         assert [t.name for ts in agent.toolsets for t in getattr(ts, 'tools', {}).values()] == []
+
+
+@pytest.mark.parametrize('ready_agent', [False, True])
+async def test_ask_parent_reaches_the_model_as_a_plain_tool_would_and_is_made_once(ready_agent: bool) -> None:
+    """The child's model gets `ask_parent` as Pydantic AI would send a plain tool of the same function, and the same
+    definition object on every request of every task: no run builds it again or copies it (to drop its return
+    schema, or to stamp its toolset's id)."""
+    seen: list[ToolDefinition] = []
+
+    async def fn(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        seen.extend(info.function_tools)
+        return ModelResponse(parts=[TextPart('ok')])
+
+    plain = Agent(FunctionModel(fn))
+    plain.tool_plain(name='ask_parent', retries=2)(_ask_parent)
+    await plain.run('job')
+    expected = seen.pop()
+    agent = Agent(FunctionModel(fn), name='ready') if ready_agent else None
+    config = SubAgentConfig(name='worker', model=None if ready_agent else FunctionModel(fn), agent=agent)
+    async with TaskManager() as manager:
+        for i in range(3):
+            assert (await manager.wait_for((await manager.start(config, f'job {i}', scope='s')).id)).result == 'ok'
+    assert len(seen) == 3
+    if not ready_agent:
+        assert seen[0] == expected
+    else:  # the shared toolset's own id, where the agent's tool has the agent's
+        assert seen[0] == replace(expected, toolset_id='pydantic-ai-subagents-ask-parent')
+    assert all(d is seen[0] for d in seen)
 
 
 async def test_a_wait_on_many_tasks_holds_one_watch_per_task_and_leaves_none() -> None:
