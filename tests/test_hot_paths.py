@@ -15,6 +15,7 @@ import weakref
 from collections.abc import Generator
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -24,6 +25,7 @@ from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCall
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.tools import ToolDefinition
 
+import pydantic_ai_subagents
 from pydantic_ai_subagents import (
     SubAgentConfig,
     TaskManager,
@@ -128,6 +130,31 @@ async def test_ask_parent_reaches_the_model_as_a_plain_tool_would_and_is_made_on
     else:  # the shared toolset's own id, where the agent's tool has the agent's
         assert seen[0] == replace(expected, toolset_id='pydantic-ai-subagents-ask-parent')
     assert all(d is seen[0] for d in seen)
+
+
+async def test_a_task_s_run_has_two_coroutine_frames_of_ours_above_it() -> None:
+    """Each step of a run resumes every coroutine frame above it: with no tracer, a task's model request runs under
+    the task's own coroutine, which settles it, and the drive loop, which also ends the run and makes its outcome."""
+    package = str(Path(pydantic_ai_subagents.__file__).parent)
+    ours: list[list[str]] = []
+
+    async def fn(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        # The chain of coroutines the task driving this run awaits, down to where it waits now.
+        (task,) = [t for t in asyncio.all_tasks() if t.get_name().startswith('subagent task ')]
+        frames: list[str] = []
+        awaited: Any = task.get_coro()
+        while awaited is not None:
+            code = getattr(awaited, 'cr_code', None) or getattr(awaited, 'ag_code', None)
+            if code is not None and code.co_filename.startswith(package):
+                frames.append(code.co_name)
+            awaited = getattr(awaited, 'cr_await', None) or getattr(awaited, 'ag_await', None)
+        ours.append(frames)
+        return ModelResponse(parts=[TextPart('ok')])
+
+    config = SubAgentConfig(name='worker', model=FunctionModel(fn))
+    async with TaskManager() as manager:
+        await manager.wait_for((await manager.start(config, 'job', scope='s')).id)
+    assert ours == [['_execute', 'drive']]
 
 
 async def test_a_wait_on_many_tasks_holds_one_watch_per_task_and_leaves_none() -> None:
