@@ -252,7 +252,9 @@ class AskParentTool(Tool[Any]):
     carries a return schema, which each model request then copies the definition to drop (a return schema is sent
     only where asked for), and the run copies it once more to stamp its toolset's id. This one's definition has no
     return schema and has its toolset's id from the start, so a run uses it as it is. Nothing in it is per task:
-    the tool finds its task through the `current_task` context variable.
+    the tool finds its task through the `current_task` context variable. Being one object, it is the same for every
+    run: a `prepare_tools` that changed tool definitions in place, not with `replace` as Pydantic AI does, would
+    change it for later runs too.
     """
 
     def __init__(self) -> None:
