@@ -71,15 +71,15 @@ async def drive(
     cancellation once more per node), costs calls on every step.
     """
     observer = job.observer
-    toolsets: list[AbstractToolset[Any]] = [ASK_PARENT_TOOLSET] if needs_ask_toolset(job) else []
-    capabilities: list[AbstractCapability[Any]] = []
-    ready_agent = job.config.agent is not None
-    if ready_agent or (job.ledger is not None and job.ledger.bounded):
-        tools = sync_tool_names(job.agent.toolsets) if ready_agent else frozenset[str]()
-        capabilities.append(TaskTracker(job, tools))
-    stream = job.forward_events and observer is not None
-    retry = Retry(job)
     try:
+        toolsets: list[AbstractToolset[Any]] = [ASK_PARENT_TOOLSET] if needs_ask_toolset(job) else []
+        capabilities: list[AbstractCapability[Any]] = []
+        ready_agent = job.config.agent is not None
+        if ready_agent or (job.ledger is not None and job.ledger.bounded):
+            tools = sync_tool_names(job.agent.toolsets) if ready_agent else frozenset[str]()
+            capabilities.append(TaskTracker(job, tools))
+        stream = job.forward_events and observer is not None
+        retry = Retry(job)
         while True:
             try:
                 async with job.agent.iter(
