@@ -259,30 +259,29 @@ class AskParentTool(Tool[Any]):
 
     def __init__(self) -> None:
         super().__init__(_ask_parent, name='ask_parent', max_retries=2)
-        self.toolset_id: str | None = None
+        self._toolset_id: str | None = None
         self._definition: ToolDefinition | None = None
+
+    def owned_by(self, toolsets: Sequence[AbstractToolset[Any]]) -> None:
+        """Take the id of the toolset among `toolsets` that holds this tool: its definition is made again with it."""
+        for toolset in toolsets:
+            if isinstance(toolset, FunctionToolset) and toolset.tools.get(self.name) is self:
+                self._toolset_id = toolset.id
+                self._definition = None
 
     @property
     def tool_def(self) -> ToolDefinition:
         definition = self._definition
         if definition is None:
-            definition = replace(super().tool_def, return_schema=None, toolset_id=self.toolset_id)
+            definition = replace(super().tool_def, return_schema=None, toolset_id=self._toolset_id)
             self._definition = definition
         return definition
-
-
-def _owned(tool: AskParentTool, toolsets: Sequence[AbstractToolset[Any]]) -> AskParentTool:
-    """`tool`, knowing the id of the toolset among `toolsets` that holds it."""
-    for toolset in toolsets:
-        if isinstance(toolset, FunctionToolset) and toolset.tools.get(tool.name) is tool:
-            tool.toolset_id = toolset.id
-    return tool
 
 
 _SHARED_ASK_PARENT = AskParentTool()
 ASK_PARENT_TOOLSET: FunctionToolset[Any] = FunctionToolset([_SHARED_ASK_PARENT], id='pydantic-ai-subagents-ask-parent')
 """The `ask_parent` tool, built once and shared, for a ready agent (which is never changed)."""
-_owned(_SHARED_ASK_PARENT, [ASK_PARENT_TOOLSET])
+_SHARED_ASK_PARENT.owned_by([ASK_PARENT_TOOLSET])
 
 _AGENTS_THAT_ASK: weakref.WeakValueDictionary[int, Agent[Any, Any]] = weakref.WeakValueDictionary()
 
@@ -301,7 +300,7 @@ def task_agent(config: SubAgentConfig) -> Agent[Any, Any]:
         replace(config, toolsets=[contained(t) for t in config.toolsets]), tools=() if tool is None else (tool,)
     )
     if tool is not None:
-        _owned(tool, agent.toolsets)
+        tool.owned_by(agent.toolsets)
         _AGENTS_THAT_ASK[id(agent)] = agent
     return agent
 
