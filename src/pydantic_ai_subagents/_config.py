@@ -24,6 +24,7 @@ from pydantic_ai.exceptions import UserError
 from pydantic_ai.models import KnownModelName, Model
 from pydantic_ai.output import OutputSpec
 from pydantic_ai.settings import ModelSettings
+from pydantic_ai.tools import Tool
 from pydantic_ai.toolsets import AbstractToolset
 from pydantic_ai.usage import UsageLimits
 
@@ -334,8 +335,8 @@ def _one_line(text: str, limit: int = 120) -> str:
     return sentence if len(sentence) <= limit else sentence[: limit - 1].rstrip() + '…'
 
 
-def build_agent(config: SubAgentConfig) -> Agent[Any, Any]:
-    """Build the agent a config describes (the model is passed per run, so one agent serves every model)."""
+def build_agent(config: SubAgentConfig, *, tools: Sequence[Tool[Any]] = ()) -> Agent[Any, Any]:
+    """Build the agent a config describes, with `tools` as its own (the model is given per run: one serves all)."""
     if config.agent is not None:
         return config.agent
     instructions = [config.instructions] if config.instructions else []
@@ -349,4 +350,5 @@ def build_agent(config: SubAgentConfig) -> Agent[Any, Any]:
         model_settings=config.model_settings,
         capabilities=list(config.capabilities) or None,
         deps_type=object,
+        tools=tools,
     )

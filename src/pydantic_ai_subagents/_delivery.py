@@ -102,7 +102,8 @@ class Delivery:
 
     def forwards(self, scope: str) -> bool:
         """Whether an attached run of `scope` forwards task events."""
-        return any(live.events is not None for live in self._live.get(scope, ()))
+        lives = self._live.get(scope)
+        return lives is not None and any(live.events is not None for live in lives)
 
     def forward(self, event: TaskEvent) -> None:
         """Pass a task event to the attached runs of its scope that forward events."""

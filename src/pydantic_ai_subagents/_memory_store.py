@@ -15,7 +15,7 @@ from dataclasses import fields as dataclass_fields
 from typing import Any
 
 from ._errors import InvalidTransitionError, TaskAlreadyFinishedError, TaskNotFoundError
-from ._state import CancelKind, CancelRequest, StatusChange, TaskRecord, TaskStatus, Transition
+from ._state import LEGAL, TERMINAL, CancelKind, CancelRequest, StatusChange, TaskRecord, TaskStatus, Transition
 
 __all__ = ('InMemoryTaskStore',)
 
@@ -127,9 +127,9 @@ class InMemoryTaskStore:
         with self._lock:
             current = self._current(task_id)
             old = current.status
-            if old.is_terminal:
+            if old in TERMINAL:
                 raise TaskAlreadyFinishedError(task_id, old.value, to.value)
-            if not old.can_become(to):
+            if to not in LEGAL[old]:
                 raise InvalidTransitionError(task_id, old.value, to.value)
             now = self._clock()
             if old is TaskStatus.WAITING_FOR_ANSWER and 'question' not in fields:
@@ -142,7 +142,7 @@ class InMemoryTaskStore:
                 **fields,
             )
             self._records[task_id] = updated
-            if to.is_terminal:
+            if to in TERMINAL:
                 self._finished[task_id] = now
         return StatusChange(record=updated, old=old, new=to)
 

@@ -67,15 +67,16 @@ class TaskStatus(StrEnum):
     @property
     def is_terminal(self) -> bool:
         """Whether the task is finished: `COMPLETED`, `FAILED` or `CANCELLED`."""
-        return self in _TERMINAL
+        return self in TERMINAL
 
     def can_become(self, other: TaskStatus) -> bool:
         """Whether the state machine allows a transition from this state to `other`."""
-        return other in _LEGAL[self]
+        return other in LEGAL[self]
 
 
-_TERMINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
-_LEGAL: dict[TaskStatus, frozenset[TaskStatus]] = {
+TERMINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+"""The terminal statuses: `status in TERMINAL` is `status.is_terminal` without a call, for the hot paths."""
+LEGAL: dict[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.PENDING: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED, TaskStatus.FAILED}),
     TaskStatus.RUNNING: frozenset(
         {TaskStatus.WAITING_FOR_ANSWER, TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}
@@ -85,6 +86,7 @@ _LEGAL: dict[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.FAILED: frozenset(),
     TaskStatus.CANCELLED: frozenset(),
 }
+"""The statuses each status may become: `other in LEGAL[status]` is `status.can_become(other)` without a call."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -8,7 +8,7 @@ from typing import Any
 from .._events import retrying_event, run_event
 from .._otel import retry_event
 from .._run import usage_snapshot
-from .._state import TaskStatus
+from .._state import TERMINAL, TaskStatus
 from ._cancelling import Cancelling
 from ._questions import Questions
 from ._runtime import TaskRuntime
@@ -46,7 +46,7 @@ class TaskObserver:
         store, job = self.settler.store, self.runtime.job
         usage = usage_snapshot(job)
         record = store.get(job.id)
-        if record is not None and not record.is_terminal and record.usage != usage:
+        if record is not None and record.status not in TERMINAL and record.usage != usage:
             store.update(job.id, usage=usage)
 
     def run_event(self, event: Any) -> None:

@@ -25,6 +25,7 @@ except ImportError:  # pragma: no cover - anyio works without sniffio
 from .._otel import end_attributes, task_span, tracing
 from .._run import Executor, Outcome, safe_error
 from .._run._support import is_real_cancel
+from .._state import TERMINAL
 from ._observer import TaskObserver
 from ._runtime import TaskRuntime
 from ._settle import Settler
@@ -94,7 +95,7 @@ class Running:
     async def _execute(self, runtime: TaskRuntime) -> None:
         """Run one task and settle it. Raises nothing but the manager's own cancellation."""
         record = self.settler.store.get(runtime.id)
-        if record is None or record.is_terminal:
+        if record is None or record.status in TERMINAL:
             self.end(runtime)  # cancelled between its spawn and its start
             return
         outcome: Outcome | None = None

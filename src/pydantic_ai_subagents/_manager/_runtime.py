@@ -28,6 +28,10 @@ class TaskRuntime:
     """One live task: its job, where it runs, and the manager's bookkeeping of it (never handed to users)."""
 
     job: TaskJob
+    id: str
+    """The task id, its job's: a field, as the hot paths read it often (a property is a call each time)."""
+    depth: int
+    """The task's nesting level, its job's (1: started by the parent the model talks to)."""
     executor: Executor
     timeout: float | None
     parent_usage: RunUsage | None = None
@@ -50,16 +54,6 @@ class TaskRuntime:
     # (many tasks are many objects for the garbage collector to walk).
     _cancel_scope: anyio.CancelScope | None = field(default=None, init=False, repr=False)
     _stopped: anyio.Event | None = field(default=None, init=False, repr=False)
-
-    @property
-    def id(self) -> str:
-        """The task id."""
-        return self.job.id
-
-    @property
-    def depth(self) -> int:
-        """The task's nesting level (1: started by the parent the model talks to)."""
-        return self.job.depth
 
     @property
     def cancel_scope(self) -> anyio.CancelScope:

@@ -23,7 +23,7 @@ from .._delivery import Delivery
 from .._errors import SubagentsError, TaskAlreadyFinishedError, TaskNotFoundError
 from .._events import EVENTS_TOPIC, TaskEvent, TaskEventMessage, event_for_change
 from .._run import Outcome, partial_from_messages, render_output, usage_snapshot
-from .._state import StatusChange, TaskRecord, TaskStatus, TaskStore
+from .._state import TERMINAL, StatusChange, TaskRecord, TaskStatus, TaskStore
 from ._runtime import TaskRuntime
 from ._transcripts import TranscriptStore
 
@@ -94,7 +94,7 @@ class Settler:
             if outcome.transcript is not None:
                 self.transcripts[job.id] = outcome.transcript
             record = self.store.get(job.id)
-            if record is None or record.is_terminal:
+            if record is None or record.status in TERMINAL:
                 return
             status, fields = _terminal(record, runtime, outcome)
             waiting = TaskStatus.WAITING_FOR_ANSWER
@@ -145,7 +145,7 @@ class Settler:
         scope = change.record.scope
         if change.old is None:
             self.live_per_scope[scope] = self.live_per_scope.get(scope, 0) + 1
-        elif change.new.is_terminal:
+        elif change.new in TERMINAL:
             left = self.live_per_scope.get(scope, 1) - 1
             if left:
                 self.live_per_scope[scope] = left
@@ -163,7 +163,7 @@ class Settler:
             self.dispatch(event_for_change(change), change.record)
         # What can end a wait: the task finished or asks a question. A start or an answer taken ends none, so it
         # wakes no waiter (a sync delegation's tool call wakes once, for its result).
-        news = change.new.is_terminal or change.new is TaskStatus.WAITING_FOR_ANSWER
+        news = change.new in TERMINAL or change.new is TaskStatus.WAITING_FOR_ANSWER
         if news and runtime is not None:
             runtime.notify()
         # Tell the parent's model, unless one of its tool calls is waiting on the task right now.

@@ -110,6 +110,8 @@ class Starter:
         job.ledger = None if ledger is None else ledger.child(job.usage, limits)
         runtime = TaskRuntime(
             job=job,
+            id=job.id,
+            depth=job.depth,
             executor=self._executor_for(config),
             timeout=config.timeout or self.default_timeout,
             parent_usage=parent_usage,

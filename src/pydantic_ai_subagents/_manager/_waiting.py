@@ -17,7 +17,7 @@ from typing import Literal
 import anyio
 
 from .._errors import TaskNotFoundError
-from .._state import TaskRecord, TaskStatus
+from .._state import TERMINAL, TaskRecord, TaskStatus
 from ._runtime import TaskRuntime, Watcher
 from ._settle import Settler
 
@@ -58,7 +58,7 @@ class Waiting:
         store = self.settler.store
 
         def settled(record: TaskRecord) -> bool:
-            return record.is_terminal or (until_question and record.status is TaskStatus.WAITING_FOR_ANSWER)
+            return record.status in TERMINAL or (until_question and record.status is TaskStatus.WAITING_FOR_ANSWER)
 
         runtimes = self.settler.runtimes
         held: dict[str, TaskRuntime] = {task_id: runtimes[task_id] for task_id in task_ids if task_id in runtimes}
@@ -116,7 +116,7 @@ class Waiting:
                         if record is None or settled(record):
                             unsettled.discard(task_id)
                             wanted -= 1
-                            if record is not None and record.is_terminal:
+                            if record is not None and record.status in TERMINAL:
                                 finals[task_id] = record
                                 held.pop(task_id, None)
                         else:

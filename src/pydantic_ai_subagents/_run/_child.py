@@ -38,7 +38,7 @@ from ._pipe import (
     _Retrying,
     _RunEvent,
 )
-from ._protocol import TaskJob, current_task
+from ._protocol import Outcome, TaskJob, current_task
 from ._support import SOFT_CANCEL_NOTICE, partial_from_messages, safe_error, task_agent
 
 __all__ = ('_ChildSide', '_child_main')
@@ -60,6 +60,16 @@ def _child_main(conn: Connection, payload: bytes) -> None:
             conn.send(_Failed(error=f'process isolation: the child process could not load the task: {safe_error(e)}'))
         sys.exit(1)
     asyncio.run(_ChildSide(conn=conn, job=job).run())
+
+
+def _failure(error: BaseException) -> Outcome:
+    """What the parent hears of a run that raised `error`: it failed, with the error (a stopped run's too).
+
+    Only an `Exception` is reported: anything else ends this process, which the parent sees as a crash.
+    """
+    if not isinstance(error, Exception):
+        raise error
+    return Outcome(kind='failed', error=outcome_of(error).error or safe_error(error))
 
 
 def _leave() -> None:
@@ -105,14 +115,11 @@ class _ChildSide:
         usage = task.usage
         last: _Done | _Failed
         current_task.set(task)
-        try:
-            output = await drive(task, on_run=self._bind, after_response=self._after_response)
-        except Exception as e:
-            outcome = outcome_of(e)
-            last = _Failed(error=outcome.error or safe_error(e), usage=usage)
+        outcome = await drive(task, on_run=self._bind, after_response=self._after_response, failed=_failure)
+        if outcome.kind == 'completed':
+            last = _Done(output=outcome.output, usage=usage, messages=outcome.transcript)
         else:
-            messages = None if self.run_ is None else self.run_.all_messages()
-            last = _Done(output=output, usage=usage, messages=messages)
+            last = _Failed(error=outcome.error or 'the run failed', usage=usage)
         with contextlib.suppress(OSError):  # the parent is gone
             try:
                 self._send(last)

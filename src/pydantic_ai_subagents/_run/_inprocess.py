@@ -13,6 +13,8 @@ the run one more turn for it if it was about to end; once the run has ended it r
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Coroutine
+from contextvars import Token
 from typing import Any
 
 from pydantic_ai.exceptions import UserError
@@ -30,28 +32,31 @@ __all__ = ('InProcessExecutor', 'cancel_run')
 class InProcessExecutor:
     """Runs a task in this event loop."""
 
-    async def execute(self, job: TaskJob, observer: RunObserver) -> Outcome:
-        """Run the job here; never raises except for the caller's own cancellation."""
+    def execute(self, job: TaskJob, observer: RunObserver) -> Coroutine[Any, Any, Outcome]:
+        """Run the job here; the coroutine never raises except for the caller's own cancellation.
+
+        The coroutine is the drive loop's own: each step of the run resumes every coroutine frame above it, so the
+        run is set up here, outside it, and the loop ends it (`on_exit`) and turns what it raises into the outcome.
+        """
         exhausted = exhausted_limit(job.usage_limits)
         if exhausted is not None:
-            return Outcome(kind='failed', error=f"usage limit reached: the parent's {exhausted} is used up")
+            return _ready(Outcome(kind='failed', error=f"usage limit reached: the parent's {exhausted} is used up"))
         job.observer = observer
         control = _Control(job)
-        reset = current_task.set(job)
+        control.reset = current_task.set(job)
         try:
             observer.started()
             # Usage is read again once each response is in, so the record counts a request while its tools run.
-            output = await drive(job, on_run=control.bind, after_response=observer.progress)
+            return drive(job, on_run=control.bind, after_response=observer.progress, on_exit=control.exit)
         except BaseException as e:
+            control.exit()
             if is_real_cancel(e):
                 raise
-            return outcome_of(e)
-        finally:
-            job.detach()
-            current_task.reset(reset)
-        # The conversation is kept, so that a follow-up task can continue it.
-        transcript = None if control.run is None else control.run.all_messages()
-        return Outcome(kind='completed', output=output, transcript=transcript)
+            return _ready(outcome_of(e))
+
+
+async def _ready(outcome: Outcome) -> Outcome:
+    return outcome
 
 
 def cancel_run(run: AgentRun[Any, Any]) -> None:
@@ -74,11 +79,19 @@ def cancel_run(run: AgentRun[Any, Any]) -> None:
 class _Control:
     """The manager's handle on a run in this loop."""
 
-    __slots__ = ('job', 'run')
+    __slots__ = ('job', 'reset', 'run')
 
     def __init__(self, job: TaskJob) -> None:
         self.job = job
         self.run: AgentRun[Any, Any] | None = None
+        self.reset: Token[TaskJob | None] | None = None
+
+    def exit(self) -> None:
+        """The run is left: requests from now on are refused, and the task's context no longer names the job."""
+        self.job.detach()
+        if self.reset is not None:
+            current_task.reset(self.reset)
+            self.reset = None
 
     def bind(self, run: AgentRun[Any, Any]) -> None:
         # Pydantic AI can lose a cancellation that lands while a run is being set up: requests made before this

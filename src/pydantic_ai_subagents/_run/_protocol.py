@@ -17,6 +17,7 @@ Rules it keeps:
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -224,8 +225,11 @@ class Cascade(Protocol):
 class Executor(Protocol):
     """Runs a task somewhere and says how it ended."""
 
-    async def execute(self, job: TaskJob, observer: RunObserver) -> Outcome:
-        """Run the job; never raises except for the caller's own cancellation."""
+    def execute(self, job: TaskJob, observer: RunObserver) -> Coroutine[Any, Any, Outcome]:
+        """Run the job; never raises except for the caller's own cancellation.
+
+        An `async def`, or a function that returns the coroutine to await.
+        """
         ...
 
 

@@ -245,10 +245,43 @@ async def _ask_parent(question: str) -> str:
     return await job.observer.ask(question)
 
 
-ASK_PARENT_TOOLSET: FunctionToolset[Any] = FunctionToolset(
-    [Tool(_ask_parent, name='ask_parent', max_retries=2)], id='pydantic-ai-subagents-ask-parent'
-)
-"""The `ask_parent` tool, built once and shared: it finds its task through the `current_task` context variable."""
+class AskParentTool(Tool[Any]):
+    """The `ask_parent` tool, its definition made once, as the model receives it.
+
+    Pydantic AI makes a tool's definition on each listing of a run's tools; for a tool that returns a string it
+    carries a return schema, which each model request then copies the definition to drop (a return schema is sent
+    only where asked for), and the run copies it once more to stamp its toolset's id. This one's definition has no
+    return schema and has its toolset's id from the start, so a run uses it as it is. Nothing in it is per task:
+    the tool finds its task through the `current_task` context variable. Being one object, it is the same for every
+    run: a `prepare_tools` that changed tool definitions in place, not with `replace` as Pydantic AI does, would
+    change it for later runs too.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(_ask_parent, name='ask_parent', max_retries=2)
+        self._toolset_id: str | None = None
+        self._definition: ToolDefinition | None = None
+
+    def owned_by(self, toolsets: Sequence[AbstractToolset[Any]]) -> None:
+        """Take the id of the toolset among `toolsets` that holds this tool: its definition is made again with it."""
+        for toolset in toolsets:
+            if isinstance(toolset, FunctionToolset) and toolset.tools.get(self.name) is self:
+                self._toolset_id = toolset.id
+                self._definition = None
+
+    @property
+    def tool_def(self) -> ToolDefinition:
+        definition = self._definition
+        if definition is None:
+            definition = replace(super().tool_def, return_schema=None, toolset_id=self._toolset_id)
+            self._definition = definition
+        return definition
+
+
+_SHARED_ASK_PARENT = AskParentTool()
+ASK_PARENT_TOOLSET: FunctionToolset[Any] = FunctionToolset([_SHARED_ASK_PARENT], id='pydantic-ai-subagents-ask-parent')
+"""The `ask_parent` tool, built once and shared, for a ready agent (which is never changed)."""
+_SHARED_ASK_PARENT.owned_by([ASK_PARENT_TOOLSET])
 
 _AGENTS_THAT_ASK: weakref.WeakValueDictionary[int, Agent[Any, Any]] = weakref.WeakValueDictionary()
 
@@ -262,9 +295,12 @@ def task_agent(config: SubAgentConfig) -> Agent[Any, Any]:
     """
     if config.agent is not None:
         return config.agent
-    agent = build_agent(replace(config, toolsets=[contained(t) for t in config.toolsets]))
-    if config.can_ask_questions:
-        agent.tool_plain(name='ask_parent', retries=2)(_ask_parent)
+    tool = AskParentTool() if config.can_ask_questions else None
+    agent = build_agent(
+        replace(config, toolsets=[contained(t) for t in config.toolsets]), tools=() if tool is None else (tool,)
+    )
+    if tool is not None:
+        tool.owned_by(agent.toolsets)
         _AGENTS_THAT_ASK[id(agent)] = agent
     return agent
 
