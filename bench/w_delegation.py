@@ -33,7 +33,7 @@ from pydantic_ai.usage import UsageLimits
 from _harness import VARIANTS, Metric, Settings, WorkloadResult, alternate, noise_note, ratio, spread
 from _models import CHILD_INSTRUCTIONS, instant_child, looping_parent
 from pydantic_ai_subagents import SubAgentConfig, create_subagent_toolset
-from pydantic_ai_subagents._tools import QUIET_ANSWER_DESCRIPTION, SubagentTools
+from pydantic_ai_subagents._tools import SubagentTools
 from pydantic_ai_subagents._toolset import INSTRUCTIONS
 
 DelegationVariant = Literal['ours', 'floor', 'surface', 'ours+instructed', 'floor+instructed']
@@ -84,8 +84,6 @@ def _surface_toolset(child: Agent[None, str], subagents: dict[str, str]) -> Func
     others = (check_task, list_active_tasks, soft_cancel_task, hard_cancel_task, answer_subagent, wait_tasks)
     for function in (*others, message_task):
         function.__doc__ = getattr(SubagentTools, function.__name__).__doc__
-    # As ours reads while no task asks anything, which is the case throughout this workload.
-    answer_subagent.__doc__ = QUIET_ANSWER_DESCRIPTION
     listing = '; '.join(f'{name}: {summary}' for name, summary in subagents.items())
     tool = Tool(task, name='task', description=f'Delegate one job. Subagents: {listing}.')
     schema = copy.deepcopy(tool.function_schema.json_schema)
