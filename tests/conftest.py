@@ -22,7 +22,6 @@ from pydantic_ai.messages import (
     UserPromptPart,
 )
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, FunctionModel
-from pydantic_ai.tools import ToolDefinition
 
 models.ALLOW_MODEL_REQUESTS = False
 
@@ -48,8 +47,6 @@ class Script:
     prompts: list[list[str]] = field(default_factory=list[list[str]])
     """The user-channel text before each turn, as the model reads it: the prompt, notices framed in their tags."""
     info: AgentInfo | None = None
-    tool_definitions: list[list[ToolDefinition]] = field(default_factory=list[list[ToolDefinition]])
-    """The tools offered at each turn."""
 
     @property
     def last(self) -> list[str]:
@@ -60,7 +57,6 @@ class Script:
 
     async def __call__(self, messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         self.info = info
-        self.tool_definitions.append(list(info.function_tools))
         turn_no = sum(1 for m in messages if isinstance(m, ModelResponse))
         self.calls += 1
         self._record(messages)

@@ -31,16 +31,7 @@ from ._state import TaskRecord, TaskStatus
 from ._text import describe_record, list_line, truncate
 from ._tools_steer import steer_reply
 
-__all__ = (
-    'FOLLOW_UP',
-    'INSTRUCTIONS',
-    'QUIET_ANSWER_DESCRIPTION',
-    'REPEAT_NOTE',
-    'RepeatGuard',
-    'SubagentTools',
-    'started_reply',
-    'sync_reply',
-)
+__all__ = ('FOLLOW_UP', 'INSTRUCTIONS', 'REPEAT_NOTE', 'RepeatGuard', 'SubagentTools', 'started_reply', 'sync_reply')
 
 INSTRUCTIONS = (
     'You can delegate work to subagents with `task`, one job per task: for several jobs, start several tasks. '
@@ -452,9 +443,6 @@ _FOLLOW_UP_LINE = re.compile(re.escape(FOLLOW_UP).replace(re.escape('{task_id}')
 def _questions_asked(record: TaskRecord) -> int:
     return sum(1 for t in record.history if t.status is TaskStatus.WAITING_FOR_ANSWER)
 
-
-QUIET_ANSWER_DESCRIPTION = "Reply to a task's question. No task asks one now: don't call it."
-"""`answer_subagent`'s description while no task of the conversation asks anything."""
 
 _NOT_FOR_THE_USER = 'To answer the user, write your answer as plain text, without a tool call.'
 """Models mistake `answer_subagent` for the way to answer the user: a reply that has no question to take says so."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Unpack, cast
 
 from pydantic_ai.tools import RunContext
@@ -15,7 +15,7 @@ from ._config import GENERAL_PURPOSE, SubAgentConfig
 from ._manager import ManagerOptions, OnRunEnd, TaskManager, check_manager_options
 from ._runs import ParentRuns, apply_on_run_end, ending_badly, scope_of
 from ._state import SharedTaskStore
-from ._tools import INSTRUCTIONS, QUIET_ANSWER_DESCRIPTION, RepeatGuard, SubagentTools
+from ._tools import INSTRUCTIONS, RepeatGuard, SubagentTools
 
 __all__ = ('INSTRUCTIONS', 'TOOLSET_OPTIONS', 'SubAgentToolset', 'create_subagent_toolset', 'scope_of')
 
@@ -175,7 +175,6 @@ class _RunToolset(WrapperToolset[Any]):
     ctx: RunContext[Any] = field(repr=False)
     _stack: AsyncExitStack | None = field(default=None, repr=False)
     _tools: dict[str, ToolsetTool[Any]] | None = field(default=None, init=False, repr=False)
-    _unasked: dict[str, ToolsetTool[Any]] = field(default_factory=dict[str, ToolsetTool[Any]], init=False, repr=False)
     _repeats: RepeatGuard = field(default_factory=RepeatGuard, init=False, repr=False)
 
     async def for_run(self, ctx: RunContext[Any]) -> AbstractToolset[Any]:
@@ -186,13 +185,7 @@ class _RunToolset(WrapperToolset[Any]):
         # depend on the step, and building seven of them at every step of a long conversation adds up.
         if self._tools is None:
             self._tools = await self.wrapped.get_tools(ctx)
-            self._unasked = dict(self._tools)
-            if (answer := self._unasked.get('answer_subagent')) is not None:
-                quiet = replace(answer.tool_def, description=QUIET_ANSWER_DESCRIPTION)
-                self._unasked['answer_subagent'] = replace(answer, tool_def=quiet)
-        # While no task asks anything, `answer_subagent`'s description says so: models take it for the way to answer
-        # the user. It stays callable (a model calling a tool that is not listed would cost the run a retry).
-        return self._tools if self.owner.manager.asks(scope_of(ctx)) else self._unasked
+        return self._tools
 
     async def call_tool(
         self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any], tool: ToolsetTool[Any]

@@ -252,7 +252,6 @@ class TaskManager:
         self._settler.runtimes.clear()
         self._questions.clear()
         self._settler.live_per_scope.clear()
-        self._settler.asking_per_scope.clear()
         self._delivery.clear()
         self._running.slots.clear()
         if type(self.bus) is InMemoryMessageBus:
@@ -378,10 +377,6 @@ class TaskManager:
     def _notice(self, task_id: str) -> TaskNotice | None:
         record = self.store.get(task_id)
         return None if record is None else notice_of(record, self.describe(record, self.notice_chars))
-
-    def asks(self, scope: str) -> bool:
-        """Whether a task of `scope` that this manager runs waits for an answer now."""
-        return scope in self._settler.asking_per_scope
 
     def describe(self, record: TaskRecord, max_chars: int) -> str:
         """One task's state in the words the parent's model reads."""

@@ -52,8 +52,6 @@ class Settler:
         self._resume = resume
         self._forget = forget
         self.live_per_scope: dict[str, int] = {}
-        self.asking_per_scope: dict[str, int] = {}
-        """Tasks waiting for an answer, by scope: the parent's model is offered `answer_subagent` only then."""
         self.transcripts: dict[str, list[ModelMessage]] = {}
         self.kept: TranscriptStore | None = store if isinstance(store, TranscriptStore) else None
         """The store, when it keeps completed tasks' conversations for other processes too."""
@@ -151,14 +149,6 @@ class Settler:
                 self.live_per_scope[scope] = left
             else:
                 self.live_per_scope.pop(scope, None)
-        if change.new is TaskStatus.WAITING_FOR_ANSWER:
-            self.asking_per_scope[scope] = self.asking_per_scope.get(scope, 0) + 1
-        elif change.old is TaskStatus.WAITING_FOR_ANSWER:
-            left = self.asking_per_scope.get(scope, 1) - 1
-            if left > 0:
-                self.asking_per_scope[scope] = left
-            else:
-                self.asking_per_scope.pop(scope, None)
         if self.heard(scope):
             self.dispatch(event_for_change(change), change.record)
         # What can end a wait: the task finished or asks a question. A start or an answer taken ends none, so it
