@@ -73,14 +73,18 @@ def blocked_child(
 def looping_parent(turns: int, tool_name: str, args: dict[str, Any]) -> FunctionModel:
     """A parent that calls `tool_name(**args)` once per turn for `turns` turns, then answers `done`.
 
-    It keeps its own counter (it does not scan the history), so its own cost per turn is constant.
+    A string argument's `{turn}` is replaced by the turn's number, so that each call is a job of its own (a toolset
+    may answer a job it has already done from what it kept, as ours does). The parent keeps its own counter (it does
+    not scan the history), so its own cost per turn is constant.
     """
     state = {'calls': 0}
 
     def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         if state['calls'] < turns:
             state['calls'] += 1
-            return ModelResponse(parts=[ToolCallPart(tool_name, dict(args))])
+            turn = state['calls']
+            call = {k: v.replace('{turn}', str(turn)) if isinstance(v, str) else v for k, v in args.items()}
+            return ModelResponse(parts=[ToolCallPart(tool_name, call)])
         return ModelResponse(parts=[TextPart('done')])
 
     return FunctionModel(respond)

@@ -117,7 +117,7 @@ async def one_delegation_run(lib: str, variant: str, turns: int) -> float:
     """Seconds per delegation of one parent run with `turns` delegations."""
     if variant == 'floor':
         child = Agent(instant_child(), instructions=CHILD_INSTRUCTIONS)
-        parent = Agent(looping_parent(turns, 'delegate', {'description': 'Do job x.'}))
+        parent = Agent(looping_parent(turns, 'delegate', {'description': 'Do job {turn}.'}))
 
         @parent.tool
         async def delegate(ctx: RunContext[None], description: str) -> str:  # pyright: ignore[reportUnusedFunction]
@@ -127,13 +127,15 @@ async def one_delegation_run(lib: str, variant: str, turns: int) -> float:
         started = time.perf_counter()
         result = await parent.run('Go.', usage_limits=NO_LIMIT)
     elif lib == 'sapa':
-        model = looping_parent(turns, 'task', {'description': 'Do job x.', 'subagent_type': 'worker', 'mode': 'sync'})
+        model = looping_parent(
+            turns, 'task', {'description': 'Do job {turn}.', 'subagent_type': 'worker', 'mode': 'sync'}
+        )
         agent, toolset = sapa_parent(model, general_purpose=False)
         async with toolset:
             started = time.perf_counter()
             result = await agent.run('Go.', deps=Deps(), usage_limits=NO_LIMIT)
     else:
-        model = looping_parent(turns, 'delegate_task', {'agent_name': 'worker', 'task': 'Do job x.'})
+        model = looping_parent(turns, 'delegate_task', {'agent_name': 'worker', 'task': 'Do job {turn}.'})
         agent = harness_parent(model)
         started = time.perf_counter()
         result = await agent.run('Go.', usage_limits=NO_LIMIT)

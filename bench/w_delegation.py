@@ -134,7 +134,7 @@ async def one_run(variant: DelegationVariant, turns: int) -> float:
     if variant.startswith('ours'):
         toolset = create_subagent_toolset([_worker()])
         parent = Agent(
-            looping_parent(turns, 'task', {'description': 'Do job x.', 'subagent_type': 'worker', 'mode': 'sync'}),
+            looping_parent(turns, 'task', {'description': 'Do job {turn}.', 'subagent_type': 'worker', 'mode': 'sync'}),
             toolsets=[toolset],
             instructions=instructions,
         )
@@ -144,14 +144,14 @@ async def one_run(variant: DelegationVariant, turns: int) -> float:
             elapsed = time.perf_counter() - started
     elif variant == 'surface':
         child = Agent(instant_child(), instructions=CHILD_INSTRUCTIONS)
-        args = {'description': 'Do job x.', 'subagent_type': 'worker', 'mode': 'sync'}
+        args = {'description': 'Do job {turn}.', 'subagent_type': 'worker', 'mode': 'sync'}
         parent = Agent(looping_parent(turns, 'task', args), toolsets=[_surface_toolset(child, _offered())])
         started = time.perf_counter()
         result = await parent.run('Go.', usage_limits=limits)
         elapsed = time.perf_counter() - started
     else:
         child = Agent(instant_child(), instructions=CHILD_INSTRUCTIONS)
-        parent = Agent(looping_parent(turns, 'delegate', {'description': 'Do job x.'}), instructions=instructions)
+        parent = Agent(looping_parent(turns, 'delegate', {'description': 'Do job {turn}.'}), instructions=instructions)
 
         @parent.tool
         async def delegate(ctx: RunContext[None], description: str) -> str:  # pyright: ignore[reportUnusedFunction]
@@ -162,6 +162,8 @@ async def one_run(variant: DelegationVariant, turns: int) -> float:
         result = await parent.run('Go.', usage_limits=limits)
         elapsed = time.perf_counter() - started
     assert result.output == 'done', result.output
+    # Every turn ran its child (parent and children share the usage): a job answered from memory would measure nothing.
+    assert result.usage.requests == 2 * turns + 1, (variant, result.usage.requests)
     return elapsed / turns
 
 
