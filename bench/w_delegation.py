@@ -4,9 +4,11 @@ ours: the `task` tool of `create_subagent_toolset` (mode='sync').
 floor: a plain tool `delegate(ctx, description)` that awaits `child.run(...)` with the parent's usage and limits.
 surface: the floor's delegation behind a tool surface like ours (plain Pydantic AI): a second `FunctionToolset` with
 our eight tools' names, parameters and descriptions (the definitions sent to the model are ours, checked before the
-runs), whose `task` is the floor's delegation and whose other tools are never called, and our toolset's
-instructions. It measures what any toolset of this shape costs on Pydantic AI, so that ours/surface is the share of
-the library's own code.
+runs), whose `task` is the floor's delegation with a reply shaped as ours (the result, then the line with a task id)
+and whose other tools are never called, and our toolset's instructions. The reply's length counts: every model
+request of the parent reads the whole history again (`FunctionModel` also estimates its tokens from the text).
+It measures what any toolset of this shape costs on Pydantic AI, so that ours/surface is the share of the library's
+own code.
 Both parent runs get `usage_limits=UsageLimits(request_limit=None)` so neither trips the default request limit.
 ours+instructed and floor+instructed: the same two, with a parent agent that has instructions of its own, as most do.
 On Pydantic AI 2.78 any instructions make each model request take one more pass over the history (looking for
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+import secrets
 import time
 from dataclasses import replace
 from typing import Literal
@@ -33,7 +36,7 @@ from pydantic_ai.usage import UsageLimits
 from _harness import VARIANTS, Metric, Settings, WorkloadResult, alternate, noise_note, ratio, spread
 from _models import CHILD_INSTRUCTIONS, instant_child, looping_parent
 from pydantic_ai_subagents import SubAgentConfig, create_subagent_toolset
-from pydantic_ai_subagents._tools import SubagentTools
+from pydantic_ai_subagents._tools import SubagentTools, sync_reply
 from pydantic_ai_subagents._toolset import INSTRUCTIONS
 
 DelegationVariant = Literal['ours', 'floor', 'surface', 'ours+instructed', 'floor+instructed']
@@ -56,7 +59,8 @@ def _surface_toolset(child: Agent[None, str], subagents: dict[str, str]) -> Func
         mode: Literal['sync', 'async'] = 'sync',
         continue_task_id: str = '',
     ) -> str:
-        return (await child.run(description, usage=ctx.usage, usage_limits=ctx.usage_limits)).output
+        output = (await child.run(description, usage=ctx.usage, usage_limits=ctx.usage_limits)).output
+        return sync_reply(output, secrets.token_hex(12))
 
     async def check_task(ctx: RunContext[None], task_id: str) -> str:
         return task_id

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from pydantic_ai import Agent
+from pydantic_ai.messages import ModelMessage, ModelRequest, ToolReturnPart, UserPromptPart
 from pydantic_ai.models.function import FunctionModel
 
 from pydantic_ai_subagents import (
@@ -16,6 +17,7 @@ from pydantic_ai_subagents import (
     TaskStatus,
     create_subagent_toolset,
 )
+from pydantic_ai_subagents._manager._transcripts import Transcripts
 
 from .conftest import Gate, Script, call, split_sync_reply, task_id_from
 from .remembering import prompts_of, worker
@@ -142,3 +144,36 @@ async def test_a_task_in_its_own_process_is_continued_in_another(tmp_path: Path)
         second = await manager.wait_for(second.id, timeout=30)
     assert first.status is TaskStatus.COMPLETED, first.error
     assert second.result == 'one | two'
+
+
+async def test_older_conversations_are_kept_as_json_and_still_continue() -> None:
+    async with TaskManager() as manager:
+        manager._settler.transcripts.hot = 2  # pyright: ignore[reportPrivateUsage]
+        config = worker()
+        done = [await manager.wait_for((await manager.start(config, f'job {i}', scope='s')).id) for i in range(4)]
+        oldest, newest = done[0].id, done[-1].id
+        # The newest are the run's own objects; an older one is read back from JSON, equal each time, never the same.
+        assert manager.transcript(newest) is manager.transcript(newest)
+        first, again = manager.transcript(oldest), manager.transcript(oldest)
+        assert first is not None and first == again and first is not again
+        assert prompts_of(first) == ['job 0']
+        follow_up = await manager.start(config, 'and more', scope='s', continue_task_id=oldest)
+        assert (await manager.wait_for(follow_up.id)).result == 'job 0 | and more'
+
+
+def test_a_conversation_that_does_not_serialise_is_kept_as_it_is() -> None:
+    class Opaque:
+        """Not something Pydantic AI's JSON can hold."""
+
+    messages: list[ModelMessage] = [ModelRequest(parts=[ToolReturnPart('look', Opaque(), tool_call_id='1')])]
+    plain: list[ModelMessage] = [ModelRequest(parts=[UserPromptPart('hello')])]
+    kept = Transcripts(hot=0)
+    kept.keep('opaque', messages)
+    kept.keep('plain', plain)
+    assert kept.get('opaque') is messages
+    assert kept.get('plain') == plain and kept.get('plain') is not plain
+    assert len(kept) == 2 and 'plain' in kept
+    kept.pop('opaque')
+    kept.pop('plain')
+    kept.pop('never kept')
+    assert len(kept) == 0 and kept.get('plain') is None

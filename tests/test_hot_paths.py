@@ -342,6 +342,79 @@ async def test_a_finished_task_leaves_its_record_and_nothing_else() -> None:
         assert [r.status for r in manager.list('s')].count(TaskStatus.COMPLETED) == 201
 
 
+async def test_an_older_kept_conversation_is_nothing_for_the_collector() -> None:
+    """Past the newest few hundred, a finished task's conversation is kept as JSON: what the collector walks for
+    such a task is its record alone. At 100,000 tasks kept, conversations as objects made the fan-out 1.2x slower."""
+    config = SubAgentConfig(name='worker', model=child_text('ok'))
+    async with TaskManager(max_concurrent_tasks=None, max_tasks_per_scope=1000, max_retained=1000) as manager:
+        manager._settler.transcripts.hot = 0  # pyright: ignore[reportPrivateUsage]
+        await manager.wait_for((await manager.start(config, 'warm up', scope='s')).id)
+        gc.collect()
+        before = len(gc.get_objects())
+        records = await manager.wait([(await manager.start(config, f'job {i}', scope='s')).id for i in range(200)])
+        del records
+        await anyio.sleep(0)
+        gc.collect()
+        per_task = (len(gc.get_objects()) - before) / 200
+        # The record, its history tuple, three transitions and the final usage.
+        assert per_task <= 6.5, per_task
+        assert len(manager._settler.transcripts) == 201  # pyright: ignore[reportPrivateUsage]
+
+
+async def _cyclic_garbage_of(work: Any) -> list[str]:
+    """Run `work()` with the collector off, then name the objects of this library a collection finds unreachable."""
+    gc.collect()
+    gc.disable()
+    try:
+        await work()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        package = pydantic_ai_subagents.__name__
+        found = [type(o).__qualname__ for o in gc.garbage if type(o).__module__.startswith(package)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    return found
+
+
+async def test_a_finished_task_leaves_nothing_for_the_collector() -> None:
+    """A task's own objects (runtime, job, observer, cancel scope, ...) go by reference counting as it ends, whatever
+    the end: at 100,000 tasks, the collector's full passes over objects left in a reference cycle were a quarter of
+    the fan-out's wall time."""
+
+    async def fails(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        raise RuntimeError('boom')
+
+    gate = Gate()
+    done = SubAgentConfig(name='done', model=child_text('ok'))
+    failed = SubAgentConfig(name='failed', model=FunctionModel(fails))
+    blocked = SubAgentConfig(name='blocked', model=gate.model())
+    async with TaskManager() as manager:
+        for config in (done, failed):  # warm-up: imports, caches
+            await manager.wait_for((await manager.start(config, 'warm up', scope='s')).id)
+
+        async def tasks() -> None:
+            ids = [(await manager.start(c, f'job {i}', scope='s')).id for i, c in enumerate([done, failed] * 5)]
+            stopped = (await manager.start(blocked, 'job', scope='s')).id
+            await gate.entered.wait()
+            assert manager.hard_cancel(stopped)
+            records = await manager.wait([*ids, stopped])
+            assert {r.status for r in records} == {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}
+
+        assert await _cyclic_garbage_of(tasks) == []
+
+    toolset = create_subagent_toolset([SubAgentConfig(name='worker', model=child_text('ok'))])
+
+    async def delegations(jobs: int) -> None:
+        script = Script([[call('task', description=f'job {i}', subagent_type='worker')] for i in range(jobs)])
+        assert (await Agent(script.model(), toolsets=[toolset]).run('go')).output == 'done'
+
+    async with toolset:
+        await delegations(1)  # warm-up
+        assert await _cyclic_garbage_of(lambda: delegations(5)) == []
+
+
 async def test_a_task_runs_knowing_its_async_library() -> None:
     """A task runs in a fresh context (no parent run state) that still names the async library, so that the
     anyio calls of its run (dozens per model turn) find it at once rather than sniffing for it each time."""

@@ -360,7 +360,9 @@ class TaskManager:
         """The messages of a finished task's run, where they are kept, for the application (never shown to the parent).
 
         Kept while the record is retained, for a run in this process or in a child process of it; a completed
-        task's conversation is what a follow-up (`start(..., continue_task_id=...)`) starts from.
+        task's conversation is what a follow-up (`start(..., continue_task_id=...)`) starts from. The newest few
+        hundred are the run's own message objects; older ones are read back from Pydantic AI's JSON format, as
+        equal new objects on each call.
         """
         return self._settler.transcripts.get(task_id)
 

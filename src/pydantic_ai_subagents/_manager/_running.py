@@ -118,6 +118,10 @@ class Running:
         """The task is over here: wake who waits for its stop, forget it, and give its slot on."""
         if not runtime.end():
             return
+        # The runtime holds its job, the job its observer and the observer the runtime: cut that loop, so that the
+        # task's objects go as soon as nothing refers to them, not at a later run of the collector (at 100,000
+        # tasks, the collector's full passes were a quarter of the wall time).
+        runtime.job.observer = None
         self.settler.runtimes.pop(runtime.id, None)
         self._forget(runtime.id)
         following = self.slots.release(runtime.depth)

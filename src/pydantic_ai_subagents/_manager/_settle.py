@@ -16,8 +16,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from pydantic_ai.messages import ModelMessage
-
 from .._bus import InMemoryMessageBus, MessageBus
 from .._delivery import Delivery
 from .._errors import SubagentsError, TaskAlreadyFinishedError, TaskNotFoundError
@@ -25,7 +23,7 @@ from .._events import EVENTS_TOPIC, TaskEvent, TaskEventMessage, event_for_chang
 from .._run import Outcome, partial_from_messages, render_output, usage_snapshot
 from .._state import TERMINAL, StatusChange, TaskRecord, TaskStatus, TaskStore
 from ._runtime import TaskRuntime
-from ._transcripts import TranscriptStore
+from ._transcripts import Transcripts, TranscriptStore
 
 __all__ = ('Settler',)
 
@@ -52,7 +50,7 @@ class Settler:
         self._resume = resume
         self._forget = forget
         self.live_per_scope: dict[str, int] = {}
-        self.transcripts: dict[str, list[ModelMessage]] = {}
+        self.transcripts = Transcripts()
         self.kept: TranscriptStore | None = store if isinstance(store, TranscriptStore) else None
         """The store, when it keeps completed tasks' conversations for other processes too."""
         self.runtimes: dict[str, TaskRuntime] = {}
@@ -90,7 +88,7 @@ class Settler:
             if job.ledger is not None:
                 job.ledger.settle()
             if outcome.transcript is not None:
-                self.transcripts[job.id] = outcome.transcript
+                self.transcripts.keep(job.id, outcome.transcript)
             record = self.store.get(job.id)
             if record is None or record.status in TERMINAL:
                 return
@@ -188,7 +186,7 @@ class Settler:
     def prune(self) -> None:
         """Apply retention; forget what belonged to the dropped records."""
         for task_id in self.store.prune():
-            self.transcripts.pop(task_id, None)
+            self.transcripts.pop(task_id)
             self.delivery.forget(task_id)
             self._forget(task_id)
 

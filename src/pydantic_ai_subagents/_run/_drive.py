@@ -7,6 +7,7 @@ an [`Outcome`][pydantic_ai_subagents._run.Outcome]: what the run raised becomes 
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -49,6 +50,22 @@ def _conversation(error: BaseException) -> list[ModelMessage] | None:
     if isinstance(error, AgentRunError) and error.conversation is not None:
         return list(error.conversation.messages)
     return None
+
+
+def _drop_tracebacks(error: BaseException) -> None:
+    """Let go of the tracebacks of `error` and of the errors it arose from, once its outcome is made.
+
+    They hold this module's frame, and with it the job, its observer and the run, while the errors are often in
+    reference cycles of their own (the context managers the run left hold them): only the collector would then free
+    the task's objects. The outcome keeps all that is kept of an error.
+    """
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        traceback.clear_frames(link.__traceback__)
+        link.__traceback__ = None
+        link = link.__context__
 
 
 async def drive(
@@ -120,7 +137,9 @@ async def drive(
     except BaseException as e:
         if is_real_cancel(e):
             raise
-        return failed(e)
+        outcome = failed(e)
+        _drop_tracebacks(e)
+        return outcome
     finally:
         if on_exit is not None:
             on_exit()
