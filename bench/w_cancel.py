@@ -35,7 +35,7 @@ from pydantic_ai.toolsets import FunctionToolset
 from _harness import VARIANTS, Metric, Settings, Variant, WorkloadResult, latency, ratio
 from _models import CHILD_INSTRUCTIONS, Entered, blocked_child, request_text
 from pydantic_ai_subagents import SubAgentConfig, TaskManager, TaskStatus
-from pydantic_ai_subagents._run import _inprocess  # pyright: ignore[reportPrivateUsage]
+from pydantic_ai_subagents._run import _drive  # pyright: ignore[reportPrivateUsage]
 
 GOAL_P99_US = 500.0
 SEED = 20_240_601
@@ -100,19 +100,23 @@ async def ours_population(live: int) -> AsyncIterator[SampleFn]:
     model = blocked_child(entered.enter, on_exit=lambda: exits.append(time.monotonic()))
     config = SubAgentConfig(name='worker', instructions=CHILD_INSTRUCTIONS, model=model)
     run_exits: list[float] = []
-    outcome_of = _inprocess.outcome_of
+    # What the drive loop calls first once the run has exited with an error (a cancel's `RunCancelled`): its
+    # `failed` default, bound when the function was defined, so it is swapped there.
+    defaults = _drive.drive.__kwdefaults__
+    assert defaults is not None
+    assert defaults['failed'] is _drive.outcome_of
+    outcome_of = _drive.outcome_of
 
     def timed_outcome_of(error: BaseException) -> Any:
-        # What the executor calls first once the run has exited with an error (a cancel's `RunCancelled`).
         run_exits.append(time.monotonic())
         return outcome_of(error)
 
-    _inprocess.outcome_of = timed_outcome_of
+    defaults['failed'] = timed_outcome_of
     try:
         async with _ours(live, config, entered, exits, run_exits) as sample:
             yield sample
     finally:
-        _inprocess.outcome_of = outcome_of
+        defaults['failed'] = outcome_of
 
 
 @asynccontextmanager
