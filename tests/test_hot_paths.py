@@ -27,6 +27,7 @@ from pydantic_ai.tools import ToolDefinition
 
 import pydantic_ai_subagents
 from pydantic_ai_subagents import (
+    InMemoryTaskStore,
     SubAgentConfig,
     TaskManager,
     TaskStatus,
@@ -359,6 +360,27 @@ async def test_an_older_kept_conversation_is_nothing_for_the_collector() -> None
         # The record, its history tuple, three transitions and the final usage.
         assert per_task <= 6.5, per_task
         assert len(manager._settler.transcripts) == 201  # pyright: ignore[reportPrivateUsage]
+
+
+async def test_a_task_answered_in_one_turn_writes_its_record_three_times(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Created, running, completed: a response that ends the run is counted with the result, not in a write of its
+    own (each write is a new record, which the collector may have to walk; `test_web` checks that a response that
+    calls tools is counted while they run)."""
+    writes: list[str] = []
+    for name in ('create', 'transition', 'update'):
+        method = getattr(InMemoryTaskStore, name)
+
+        def counted(self: InMemoryTaskStore, *args: Any, _method: Any = method, _name: str = name, **kw: Any) -> Any:
+            writes.append(_name)
+            return _method(self, *args, **kw)
+
+        monkeypatch.setattr(InMemoryTaskStore, name, counted)
+    async with TaskManager() as manager:
+        record = await manager.wait_for(
+            (await manager.start(SubAgentConfig(name='w', model=child_text('ok')), 'job', scope='s')).id
+        )
+    assert record.status is TaskStatus.COMPLETED and record.usage.requests == 1
+    assert writes == ['create', 'transition', 'transition']
 
 
 async def _cyclic_garbage_of(work: Any) -> list[str]:

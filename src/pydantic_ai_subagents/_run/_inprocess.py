@@ -46,7 +46,8 @@ class InProcessExecutor:
         control.reset = current_task.set(job)
         try:
             observer.started()
-            # Usage is read again once each response is in, so the record counts a request while its tools run.
+            # Usage is read again once each response that calls tools is in, so the record counts a request while
+            # its tools run; a response that ends the run is counted with its result, one record write fewer.
             return drive(job, on_run=control.bind, after_response=observer.progress, on_exit=control.exit)
         except BaseException as e:
             control.exit()
