@@ -14,7 +14,7 @@ from typing import Any
 from pydantic_ai import CallToolsNode, ModelRequestNode, RunCancelled
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.exceptions import AgentRunError, UsageLimitExceeded
-from pydantic_ai.messages import ModelMessage, ModelResponse, ToolCallPart
+from pydantic_ai.messages import ModelMessage
 from pydantic_ai.run import AgentRun
 from pydantic_ai.toolsets import AbstractToolset
 from pydantic_graph import End
@@ -50,11 +50,6 @@ def _conversation(error: BaseException) -> list[ModelMessage] | None:
     if isinstance(error, AgentRunError) and error.conversation is not None:
         return list(error.conversation.messages)
     return None
-
-
-def _calls_tools(response: ModelResponse) -> bool:
-    """Whether tools run after `response`: else the run ends, and its end reports the usage with its result."""
-    return any(isinstance(part, ToolCallPart) for part in response.parts)
 
 
 def _drop_tracebacks(error: BaseException) -> None:
@@ -122,7 +117,7 @@ async def drive(
                             if observer is not None:
                                 observer.turn()
                         elif isinstance(node, CallToolsNode):
-                            if after_response is not None and _calls_tools(node.model_response):
+                            if after_response is not None and node.model_response.tool_calls:
                                 after_response()
                         elif run.result is not None:
                             break  # a capability's `wrap_run` answered without the graph
