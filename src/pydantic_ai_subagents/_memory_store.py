@@ -3,19 +3,38 @@
 The rules it keeps: every write happens under one lock, so a transition is atomic and two threads racing to finish
 a task produce one winner and one [`TaskAlreadyFinishedError`][pydantic_ai_subagents.TaskAlreadyFinishedError]; what
 it hands out is an immutable [`TaskRecord`][pydantic_ai_subagents.TaskRecord]; live tasks are never pruned.
+
+Finished tasks past the newest `HOT_RECORDS`, and tasks still `PENDING` past the newest `HOT_RECORDS` created, are
+kept packed (`pack_record`): plain values the garbage collector does not walk. Reading one gives a new record, equal
+to the one kept; a packed task that changes is an object again.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import fields as dataclass_fields
 from typing import Any
 
 from ._errors import InvalidTransitionError, TaskAlreadyFinishedError, TaskNotFoundError
-from ._state import LEGAL, TERMINAL, CancelKind, CancelRequest, StatusChange, TaskRecord, TaskStatus, Transition
+from ._state import (
+    LEGAL,
+    PACKED_REVISION,
+    PACKED_SCOPE,
+    PACKED_STATUS,
+    TERMINAL,
+    CancelKind,
+    CancelRequest,
+    PackedRecord,
+    StatusChange,
+    TaskRecord,
+    TaskStatus,
+    Transition,
+    pack_record,
+    unpack_record,
+)
 
 __all__ = ('InMemoryTaskStore',)
 
@@ -42,6 +61,11 @@ def _copier(cls: type[TaskRecord]) -> Callable[..., TaskRecord]:
 
 _copy = _copier(TaskRecord)
 
+
+HOT_RECORDS = 256
+"""How many of the newest finished tasks' records, and of the newest created ones, the store keeps as record
+objects; older finished ones, and older ones still `PENDING` (queued behind a concurrency limit), are packed."""
+_TERMINAL_VALUES = frozenset(status.value for status in TERMINAL)
 
 _UPDATABLE = frozenset({'usage', 'note', 'metadata', 'question', 'partial_result', 'messages', 'attempts'})
 _TRANSITION_FIELDS = frozenset({'result', 'error', 'partial_result', 'question', 'note', 'usage'})
@@ -75,8 +99,12 @@ class InMemoryTaskStore:
         self.retention_seconds = retention_seconds
         self._clock = clock
         self._lock = threading.Lock()
-        self._records: dict[str, TaskRecord] = {}
+        self._records: dict[str, TaskRecord | PackedRecord] = {}
         self._finished: OrderedDict[str, float] = OrderedDict()
+        self._hot: deque[str] = deque()
+        """Finished tasks whose records are still objects, oldest first."""
+        self._fresh: deque[str] = deque()
+        """The newest created tasks, oldest first: past them, a task still `PENDING` is packed."""
         self._pruned: OrderedDict[str, str] = OrderedDict()
 
     def __len__(self) -> int:
@@ -84,7 +112,8 @@ class InMemoryTaskStore:
 
     def __iter__(self) -> Iterator[TaskRecord]:
         with self._lock:
-            return iter(list(self._records.values()))
+            records = list(self._records.values())
+        return iter([unpack_record(r) if isinstance(r, tuple) else r for r in records])
 
     def create(self, record: TaskRecord) -> StatusChange:
         """Add a new task; it must be `PENDING` or `RUNNING` and have a fresh id."""
@@ -95,11 +124,19 @@ class InMemoryTaskStore:
                 raise ValueError(f'a new task starts PENDING or RUNNING, not {record.status.name}')
             stored = _copy(record, history=(Transition(status=record.status, at=self._clock()),), revision=1)
             self._records[record.id] = stored
+            fresh = self._fresh
+            fresh.append(record.id)
+            if len(fresh) > HOT_RECORDS:
+                oldest = self._records.get(fresh.popleft())
+                if isinstance(oldest, TaskRecord) and oldest.status is TaskStatus.PENDING:
+                    self._records[oldest.id] = pack_record(oldest)
         return StatusChange(record=stored, old=None, new=stored.status)
 
     def get(self, task_id: str) -> TaskRecord | None:
         """The task's current snapshot, or `None` if unknown or pruned."""
-        return self._records.get(task_id)
+        record = self._records.get(task_id)
+        # `type() is`, not `isinstance()`: no call on the hot path (a record is never a tuple).
+        return unpack_record(record) if type(record) is tuple else record  # pyright: ignore[reportReturnType]
 
     def was_pruned(self, task_id: str) -> str | None:
         """The scope of a task that existed but was dropped by retention (remembered for a while), else `None`."""
@@ -107,9 +144,21 @@ class InMemoryTaskStore:
 
     def _current(self, task_id: str) -> TaskRecord:
         try:
-            return self._records[task_id]
+            record = self._records[task_id]
         except KeyError:
             raise TaskNotFoundError(task_id) from None
+        return unpack_record(record) if type(record) is tuple else record  # pyright: ignore[reportReturnType]
+
+    def _finish(self, task_id: str, now: float) -> None:
+        """Count `task_id` as finished (under the lock), and pack the record that leaves the newest finished."""
+        self._finished[task_id] = now
+        hot = self._hot
+        hot.append(task_id)
+        if len(hot) > HOT_RECORDS:
+            oldest = hot.popleft()
+            record = self._records.get(oldest)
+            if isinstance(record, TaskRecord):
+                self._records[oldest] = pack_record(record)
 
     def transition(self, task_id: str, to: TaskStatus, **fields: Any) -> StatusChange:
         """Move a task to `to`, setting `fields` (`result`, `error`, `partial_result`, `question`, `note`, `usage`).
@@ -143,7 +192,7 @@ class InMemoryTaskStore:
             )
             self._records[task_id] = updated
             if to in TERMINAL:
-                self._finished[task_id] = now
+                self._finish(task_id, now)
         return StatusChange(record=updated, old=old, new=to)
 
     def update(self, task_id: str, **fields: Any) -> TaskRecord:
@@ -154,7 +203,8 @@ class InMemoryTaskStore:
         with self._lock:
             current = self._current(task_id)
             updated = _copy(current, revision=current.revision + 1, **fields)
-            self._records[task_id] = updated
+            packed = type(self._records[task_id]) is tuple
+            self._records[task_id] = pack_record(updated) if packed else updated
         return updated
 
     def request_cancel(self, task_id: str, kind: CancelKind, requested_by: str) -> TaskRecord:
@@ -195,24 +245,38 @@ class InMemoryTaskStore:
                     return None
                 self._records[record.id] = record
                 if record.is_terminal:
-                    self._finished[record.id] = self._clock()
+                    self._finish(record.id, self._clock())
                 return StatusChange(record=record, old=None, new=record.status)
+            if isinstance(current, tuple):
+                if current[PACKED_STATUS] in _TERMINAL_VALUES:  # only a later write of the same end is taken in
+                    if record.revision > current[PACKED_REVISION] and record.status.value == current[PACKED_STATUS]:
+                        self._records[record.id] = pack_record(record)
+                    return None
+                current = unpack_record(current)
             if record.revision <= current.revision or (current.is_terminal and record.status is not current.status):
                 return None
             self._records[record.id] = record
             if record.status is current.status:
                 return None
             if record.is_terminal:
-                self._finished[record.id] = self._clock()
+                self._finish(record.id, self._clock())
             return StatusChange(record=record, old=current.status, new=record.status)
 
     def list(self, scope: str | None = None, *, active_only: bool = False) -> list[TaskRecord]:
         """Tasks in creation order, optionally only one scope's and only the live ones."""
         with self._lock:
             records = list(self._records.values())
-        return [
-            r for r in records if (scope is None or r.scope == scope) and not (active_only and r.status.is_terminal)
-        ]
+        found: list[TaskRecord] = []
+        for r in records:
+            if isinstance(r, tuple):
+                if (scope is not None and r[PACKED_SCOPE] != scope) or (
+                    active_only and r[PACKED_STATUS] in _TERMINAL_VALUES
+                ):
+                    continue
+                found.append(unpack_record(r))
+            elif (scope is None or r.scope == scope) and not (active_only and r.status in TERMINAL):
+                found.append(r)
+        return found
 
     def prune(self) -> list[str]:
         """Drop finished tasks past `max_retained` or older than `retention_seconds`; return their ids."""
@@ -227,7 +291,7 @@ class InMemoryTaskStore:
                     break
                 del self._finished[task_id]
                 record = self._records.pop(task_id)
-                self._pruned[task_id] = record.scope
+                self._pruned[task_id] = record[PACKED_SCOPE] if isinstance(record, tuple) else record.scope
                 dropped.append(task_id)
             # Remember pruned ids (bounded) so the model can be told "gone" rather than "unknown".
             while len(self._pruned) > max(self.max_retained, 1000):

@@ -217,6 +217,102 @@ class TaskRecord:
         return max(0.0, end - start)
 
 
+PackedRecord: TypeAlias = tuple[Any, ...]
+"""A finished task's record as one tuple of plain values (see `pack_record`)."""
+
+_STATUS_BY_VALUE = {status.value: status for status in TaskStatus}
+
+
+def pack_record(record: TaskRecord) -> PackedRecord:
+    """`record` as one flat tuple of plain values, which the garbage collector stops walking (see `unpack_record`).
+
+    A record is six objects the collector walks on each full pass (the record, its history tuple and transitions,
+    its usage); kept by the hundred thousand, they made a fan-out of that size a quarter slower. The tuple holds
+    strings, numbers and datetimes (statuses by value), its history last, three values a transition, so CPython
+    untracks it at the first collection that looks at it (a nested tuple could take one collection more). A
+    result, metadata or steering messages that hold objects keep it tracked, and lose nothing.
+    """
+    cancel = record.cancel
+    usage = record.usage
+    packed = [
+        record.id,
+        record.subagent,
+        record.description,
+        record.mode,
+        record.scope,
+        record.parent_task_id,
+        record.depth,
+        record.status.value,
+        record.revision,
+        record.created_at,
+        record.result,
+        record.error,
+        record.partial_result,
+        record.question,
+        record.note,
+        record.metadata or None,  # even an empty dict keeps a tuple tracked
+        record.owner,
+        record.attempts,
+        record.continued_from,
+        record.messages or None,
+        usage.requests,
+        usage.tool_calls,
+        usage.input_tokens,
+        usage.output_tokens,
+    ]
+    if cancel is None:
+        packed += (None, None, None, None)
+    else:
+        packed += (cancel.kind, cancel.requested_by, cancel.at, cancel.timestamp)
+    for transition in record.history:
+        packed += (transition.status.value, transition.at, transition.timestamp)
+    return tuple(packed)
+
+
+PACKED_SCOPE, PACKED_STATUS, PACKED_REVISION = 4, 7, 8
+"""Where a packed record keeps its `scope`, its status's value and its `revision`."""
+_PACKED_HISTORY = 28
+
+
+def unpack_record(packed: PackedRecord) -> TaskRecord:
+    """The record that `pack_record` packed: a new object, equal to the one packed."""
+    by_value = _STATUS_BY_VALUE
+    metadata = packed[15]
+    kind = packed[24]
+    return TaskRecord(
+        id=packed[0],
+        subagent=packed[1],
+        description=packed[2],
+        mode=packed[3],
+        scope=packed[4],
+        parent_task_id=packed[5],
+        depth=packed[6],
+        status=by_value[packed[7]],
+        revision=packed[8],
+        created_at=packed[9],
+        result=packed[10],
+        error=packed[11],
+        partial_result=packed[12],
+        question=packed[13],
+        note=packed[14],
+        metadata={} if metadata is None else metadata,
+        owner=packed[16],
+        attempts=packed[17],
+        continued_from=packed[18],
+        messages=packed[19] or (),
+        usage=TaskUsage(requests=packed[20], tool_calls=packed[21], input_tokens=packed[22], output_tokens=packed[23]),
+        cancel=None
+        if kind is None
+        else CancelRequest(kind=kind, requested_by=packed[25], at=packed[26], timestamp=packed[27]),
+        history=tuple(
+            [
+                Transition(status=by_value[packed[i]], at=packed[i + 1], timestamp=packed[i + 2])
+                for i in range(_PACKED_HISTORY, len(packed), 3)
+            ]
+        ),
+    )
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StatusChange:
     """One transition, as the store reports it: the source of every status event."""

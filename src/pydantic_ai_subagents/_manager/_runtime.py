@@ -16,10 +16,10 @@ __all__ = ('TaskRuntime', 'Watcher')
 
 
 class Watcher(Protocol):
-    """What waits for a task to finish or ask a question: anything with a `set()`."""
+    """What waits for tasks to finish or ask a question: one watcher can watch many tasks."""
 
-    def set(self) -> None:
-        """The task finished or asks a question."""
+    def changed(self, task_id: str) -> None:
+        """The task `task_id` finished or asks a question."""
         ...
 
 
@@ -37,9 +37,9 @@ class TaskRuntime:
     parent_usage: RunUsage | None = None
     trace_context: Context = field(default_factory=Context)
     """The tracing context of the tool call that created the task."""
-    watchers: list[Watcher] | None = None
-    """Set at the task's next change that can end a wait (it finishes or asks a question), then dropped (waiters
-    register here; `None`: nobody watches)."""
+    watchers: Watcher | list[Watcher] | None = None
+    """Told of the task's next change that can end a wait (it finishes or asks a question), then dropped: one
+    watcher, or a list of several (`None`: nobody watches). Most tasks have one, and no list to walk."""
     soft_requested_turn: int | None = None
     timed_out: bool = False
     thread_note: str | None = None
@@ -81,23 +81,31 @@ class TaskRuntime:
         return True
 
     def watch(self, watcher: Watcher) -> None:
-        """Wake `watcher` at the task's next change that can end a wait: it finishes or asks a question."""
-        if self.watchers is None:
-            self.watchers = [watcher]
+        """Tell `watcher` of the task's next change that can end a wait: it finishes or asks a question."""
+        watchers = self.watchers
+        if watchers is None:
+            self.watchers = watcher
+        elif isinstance(watchers, list):
+            watchers.append(watcher)
         else:
-            self.watchers.append(watcher)
+            self.watchers = [watchers, watcher]
 
     def unwatch(self, watcher: Watcher) -> None:
         """Take back a watch that is no longer needed."""
         watchers = self.watchers
-        if watchers is not None and watcher in watchers:
+        if watchers is watcher:
+            self.watchers = None
+        elif isinstance(watchers, list) and watcher in watchers:
             watchers.remove(watcher)
 
     def notify(self) -> None:
-        """Wake whoever watches the task: it finished or asks a question."""
+        """Tell whoever watches the task that it finished or asks a question."""
         watchers = self.watchers
         if watchers is None:
             return
         self.watchers = None
-        for watcher in watchers:
-            watcher.set()
+        if isinstance(watchers, list):
+            for watcher in watchers:
+                watcher.changed(self.id)
+        else:
+            watchers.changed(self.id)

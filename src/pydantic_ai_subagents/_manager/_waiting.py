@@ -2,10 +2,12 @@
 
 Rules it keeps:
 
-- A wait looks again only at the tasks that report a change, so a wait on many tasks costs O(changes), and each
-  task holds at most one watch of a wait at a time; a watch not used is taken back when the wait ends.
+- A wait looks again only at the tasks that report a change, so a wait on many tasks costs O(changes). The wait is
+  itself the one watcher of all its tasks (no object per task), each task holds it at most once at a time, and a
+  watch not used is taken back when the wait ends.
 - A task that finishes while waited on gives back its runtime and leaves its final snapshot with the wait, so
-  retention dropping the record meanwhile changes nothing for the waiter.
+  retention dropping the record meanwhile changes nothing for the waiter. The wait keeps it packed
+  (`pack_record`), and keeps no snapshot from its start: a wait on many tasks holds no record objects of its own.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Literal
 import anyio
 
 from .._errors import TaskNotFoundError
-from .._state import TERMINAL, TaskRecord, TaskStatus
+from .._state import TERMINAL, PackedRecord, TaskRecord, TaskStatus, pack_record, unpack_record
 from ._runtime import TaskRuntime, Watcher
 from ._settle import Settler
 
@@ -37,9 +39,9 @@ class Waiting:
         """Watches of other processes' tasks, woken when this process's copy of them changes."""
 
     def remote_changed(self, record: TaskRecord) -> None:
-        """A task of another process changed: wake its watchers."""
+        """A task of another process changed: tell its watchers."""
         for watcher in self.remote.pop(record.id, ()):
-            watcher.set()
+            watcher.changed(record.id)
 
     async def wait(
         self,
@@ -62,11 +64,11 @@ class Waiting:
 
         runtimes = self.settler.runtimes
         held: dict[str, TaskRuntime] = {task_id: runtimes[task_id] for task_id in task_ids if task_id in runtimes}
-        finals: dict[str, TaskRecord] = {}
+        finals: dict[str, PackedRecord] = {}
 
         def final(task_id: str) -> TaskRecord | None:
-            if (record := finals.get(task_id)) is not None:
-                return record
+            if (packed := finals.get(task_id)) is not None:
+                return unpack_record(packed)
             runtime = held.get(task_id)
             return None if runtime is None else runtime.final
 
@@ -86,17 +88,14 @@ class Waiting:
             wanted = len(unsettled)
         else:
             wanted = 1 if records and len(unsettled) == len({record.id for record in records}) else 0
+        del records  # the answer is a snapshot taken at the end
         waiter = _Waiter()
-        watches: dict[str, _Watch] = {}
 
         def watch(task_id: str) -> None:
-            found = watches.get(task_id)
-            if found is None:
-                found = watches[task_id] = _Watch(task_id, waiter)
             if (runtime := held.get(task_id)) is not None:
-                runtime.watch(found)
+                runtime.watch(waiter)
             elif self.shared:
-                self.remote.setdefault(task_id, []).append(found)
+                self.remote.setdefault(task_id, []).append(waiter)
 
         for runtime in direct_runtimes:
             runtime.direct_waiters += 1
@@ -108,7 +107,7 @@ class Waiting:
                 nonlocal wanted
                 while wanted > 0:
                     await waiter.event.wait()
-                    changed, waiter.changed = waiter.changed, []
+                    changed, waiter.changes = waiter.changes, []
                     for task_id in changed:
                         if task_id not in unsettled:
                             continue
@@ -117,7 +116,7 @@ class Waiting:
                             unsettled.discard(task_id)
                             wanted -= 1
                             if record is not None and record.status in TERMINAL:
-                                finals[task_id] = record
+                                finals[task_id] = pack_record(record)
                                 held.pop(task_id, None)
                         else:
                             watch(task_id)
@@ -134,11 +133,10 @@ class Waiting:
             for runtime in direct_runtimes:
                 runtime.direct_waiters -= 1
             for task_id in unsettled:
-                found = watches[task_id]
                 if (runtime := held.get(task_id)) is not None:
-                    runtime.unwatch(found)
+                    runtime.unwatch(waiter)
                 else:
-                    self._forget_remote(task_id, found)
+                    self._forget_remote(task_id, waiter)
         return snapshot()
 
     def _forget_remote(self, task_id: str, watcher: Watcher) -> None:
@@ -151,24 +149,14 @@ class Waiting:
 
 
 class _Waiter:
-    """One `wait` call: the tasks it waits on add their id to `changed` and wake it."""
+    """One `wait` call, the watcher of every task it waits on: each change adds the task's id and wakes it."""
 
-    __slots__ = ('changed', 'event')
+    __slots__ = ('changes', 'event')
 
     def __init__(self) -> None:
-        self.changed: list[str] = []
+        self.changes: list[str] = []
         self.event = anyio.Event()
 
-
-class _Watch:
-    """What a `wait` call leaves with one task: its `Watcher`."""
-
-    __slots__ = ('task_id', 'waiter')
-
-    def __init__(self, task_id: str, waiter: _Waiter) -> None:
-        self.task_id = task_id
-        self.waiter = waiter
-
-    def set(self) -> None:
-        self.waiter.changed.append(self.task_id)
-        self.waiter.event.set()
+    def changed(self, task_id: str) -> None:
+        self.changes.append(task_id)
+        self.event.set()
