@@ -132,7 +132,7 @@ class History:
         ids: list[str] = []
         for reply in self.returns('task'):
             # Async start, a sync task paused on a question or note, a sync task finished (its last line).
-            match = re.search(r'Task started with ID: (\w+)|Task (\w+) paused|\(Task (\w+)\. To revise', reply)
+            match = re.search(r'Task started with ID: (\w+)|Task (\w+) paused|continue_task_id="(\w+)"\.\)$', reply)
             if match:
                 ids.append(next(group for group in match.groups() if group))
         return ids

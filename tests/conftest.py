@@ -132,10 +132,7 @@ def task_id_from(reply: str) -> str:
 
 def sync_reply(result: str, task_id: str) -> str:
     """What the model reads when a sync task completes: its result, then one line with its id (the wording pinned)."""
-    return (
-        f'{result}\n\n(Task {task_id}. To revise or extend this result, call task with '
-        f'continue_task_id="{task_id}": the subagent remembers its work; a new task would not.)'
-    )
+    return f'{result}\n\n(To revise or extend this result, call task with continue_task_id="{task_id}".)'
 
 
 def answered_reply(result: str, task_id: str) -> str:
@@ -145,8 +142,8 @@ def answered_reply(result: str, task_id: str) -> str:
 
 def split_sync_reply(reply: str) -> tuple[str, str]:
     """A completed sync task's reply as `(result, task_id)`; fails unless the reply ends with the id line."""
-    result, _, line = reply.rpartition('\n\n(Task ')
-    task_id = line.split('.', 1)[0]
+    result, _, line = reply.rpartition('\n\n(To revise or extend this result, call task with continue_task_id="')
+    task_id = line.split('"', 1)[0]
     assert reply == sync_reply(result, task_id), reply
     return result, task_id
 

@@ -356,6 +356,26 @@ async def test_the_toolset_builds_its_tool_definitions_once_per_run() -> None:
     assert script.info is not None and 'task' in {t.name for t in script.info.function_tools}
 
 
+async def test_the_parent_s_model_gets_the_same_definitions_at_every_request() -> None:
+    """The tools reply in plain text, so their definitions carry no return schema: Pydantic AI sends the ones listed
+    for the run as they are, where it would copy each definition at every request to drop the schema."""
+    seen: list[list[ToolDefinition]] = []
+
+    def parent(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        seen.append(info.function_tools)
+        if len(seen) <= 3:
+            return ModelResponse(parts=[call('task', description=f'job {len(seen)}', subagent_type='worker')])
+        return ModelResponse(parts=[TextPart('done')])
+
+    toolset = create_subagent_toolset([SubAgentConfig(name='worker', model=child_text('ok'))])
+    async with toolset:
+        assert (await Agent(FunctionModel(parent), toolsets=[toolset]).run('go')).output == 'done'
+    first = seen[0]
+    assert len(seen) == 4 and len(first) == 8
+    assert all(d.return_schema is None for d in first)
+    assert all(a is b for definitions in seen[1:] for a, b in zip(definitions, first, strict=True))
+
+
 async def test_task_events_are_built_only_when_someone_listens(monkeypatch: pytest.MonkeyPatch) -> None:
     built: list[str] = []
     real = _settle.event_for_change
@@ -708,6 +728,38 @@ async def test_a_sync_wait_wakes_once_for_its_result(monkeypatch: pytest.MonkeyP
         record = await manager.wait_for(task_id, until_question=False)
     assert record.result == 'Year 1969'
     assert woken == [task_id, task_id]  # the question, then the result: not the start, nor the answer taken
+
+
+async def test_a_wait_on_a_few_tasks_packs_no_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sync task's wait, on its one task, keeps the final record as it is: packing it only to unpack it at once
+    is work for nothing. Only a wait on many tasks packs what it keeps (it may keep thousands)."""
+    from pydantic_ai_subagents._manager import _waiting  # pyright: ignore[reportPrivateUsage]
+
+    packed: list[str] = []
+    real = _waiting.pack_record
+
+    def counted(record: TaskRecord) -> Any:
+        packed.append(record.id)
+        return real(record)
+
+    monkeypatch.setattr(_waiting, 'pack_record', counted)
+    config = SubAgentConfig(name='worker', model=child_text('ok'))
+    gate = Gate()
+    async with TaskManager(max_concurrent_tasks=1) as manager:
+        record = await manager.wait_for((await manager.start(config, 'job', scope='s', mode='sync')).id)
+        assert (record.status, record.result, packed) == (TaskStatus.COMPLETED, 'ok', [])
+        # Many tasks, none finished before the wait starts: the first holds the only slot until the gate opens.
+        first = (await manager.start(SubAgentConfig(name='blocked', model=gate.model()), 'first', scope='s')).id
+        ids = [first, *[(await manager.start(config, f'job {i}', scope='s')).id for i in range(_waiting.PACKED_FROM)]]
+        await gate.entered.wait()
+        out: list[list[TaskRecord]] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_into, out, manager.wait(ids))
+            await anyio.wait_all_tasks_blocked()  # the wait watches every task
+            gate.release.set()
+    [records] = out
+    assert [(r.id, r.result) for r in records] == [(first, 'child result'), *((i, 'ok') for i in ids[1:])]
+    assert sorted(packed) == sorted(ids)
 
 
 def test_a_store_write_copies_its_record_in_a_few_calls() -> None:

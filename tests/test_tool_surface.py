@@ -253,7 +253,7 @@ async def test_a_job_the_run_already_saw_completed_is_not_run_again() -> None:
         return call('task', description='How far is the Moon?', subagent_type='researcher', **more)
 
     def first_id(s: Script) -> str:
-        return s.replies[1][0].rpartition('\n\n(Task ')[2].split('.', 1)[0]
+        return s.replies[1][0].rpartition('continue_task_id="')[2].split('"', 1)[0]
 
     script = Script(
         [

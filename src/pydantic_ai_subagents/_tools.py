@@ -431,11 +431,11 @@ def sync_reply(result: str, task_id: str) -> str:
     return result + FOLLOW_UP.format(task_id=task_id)
 
 
-FOLLOW_UP = (
-    '\n\n(Task {task_id}. To revise or extend this result, call task with continue_task_id="{task_id}": '
-    'the subagent remembers its work; a new task would not.)'
-)
-"""The line after a completed sync task's result: the model never learns a sync task's id otherwise."""
+FOLLOW_UP = '\n\n(To revise or extend this result, call task with continue_task_id="{task_id}".)'
+"""The line after a completed sync task's result: the model never learns a sync task's id otherwise.
+
+It names the id once and stays short: every later request of the conversation sends it again.
+"""
 
 _FOLLOW_UP_LINE = re.compile(re.escape(FOLLOW_UP).replace(re.escape('{task_id}'), r'\S+') + r'\Z')
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Unpack, cast
 
 from pydantic_ai.tools import RunContext
@@ -182,9 +182,15 @@ class _RunToolset(WrapperToolset[Any]):
 
     async def get_tools(self, ctx: RunContext[Any]) -> dict[str, ToolsetTool[Any]]:
         # Listed once per run: the tools have no `prepare` and a fixed retry budget, so their definitions never
-        # depend on the step, and building seven of them at every step of a long conversation adds up.
+        # depend on the step, and building seven of them at every step of a long conversation adds up. Their replies
+        # are plain text, so the definitions carry no return schema: Pydantic AI would copy each one at every request
+        # to drop it.
         if self._tools is None:
-            self._tools = await self.wrapped.get_tools(ctx)
+            listed = await self.wrapped.get_tools(ctx)
+            self._tools = {
+                name: replace(tool, tool_def=replace(tool.tool_def, return_schema=None))
+                for name, tool in listed.items()
+            }
         return self._tools
 
     async def call_tool(

@@ -7,7 +7,9 @@ Rules it keeps:
   watch not used is taken back when the wait ends.
 - A task that finishes while waited on gives back its runtime and leaves its final snapshot with the wait, so
   retention dropping the record meanwhile changes nothing for the waiter. The wait keeps it packed
-  (`pack_record`), and keeps no snapshot from its start: a wait on many tasks holds no record objects of its own.
+  (`pack_record`) when it waits on many, and keeps no snapshot from its start: a wait on many tasks holds no record
+  objects of its own. A wait on a few (a sync task's, on its one task) keeps them as they are: a record packed only to
+  be unpacked at once is work for nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ __all__ = ('WaitMode', 'Waiting')
 
 WaitMode = Literal['all', 'any']
 """Wait until all the given tasks, or any one of them, finished or asked a question."""
+
+PACKED_FROM = 16
+"""A wait on more tasks than this keeps their final records packed; a smaller one keeps them as they are."""
 
 
 class Waiting:
@@ -64,11 +69,12 @@ class Waiting:
 
         runtimes = self.settler.runtimes
         held: dict[str, TaskRuntime] = {task_id: runtimes[task_id] for task_id in task_ids if task_id in runtimes}
-        finals: dict[str, PackedRecord] = {}
+        finals: dict[str, TaskRecord | PackedRecord] = {}
+        pack = len(task_ids) > PACKED_FROM
 
         def final(task_id: str) -> TaskRecord | None:
-            if (packed := finals.get(task_id)) is not None:
-                return unpack_record(packed)
+            if (kept := finals.get(task_id)) is not None:
+                return unpack_record(kept) if type(kept) is tuple else kept  # pyright: ignore[reportReturnType]
             runtime = held.get(task_id)
             return None if runtime is None else runtime.final
 
@@ -116,7 +122,7 @@ class Waiting:
                             unsettled.discard(task_id)
                             wanted -= 1
                             if record is not None and record.status in TERMINAL:
-                                finals[task_id] = pack_record(record)
+                                finals[task_id] = pack_record(record) if pack else record
                                 held.pop(task_id, None)
                         else:
                             watch(task_id)
