@@ -1,7 +1,7 @@
 """The workloads for an alternative library, run inside that library's own venv.
 
-    <venv>/bin/python bench/alternatives.py sapa|harness [--turns N] [--reps N] [--fanout N] [--cancel-live 1,100]
-        [--cancel-samples N] [--memory-live N] [--only delegation,model_cost,fanout,cancel,memory]
+    <venv>/bin/python bench/alternatives.py sapa|harness [--turns N] [--reps N] [--delegation-reps N] [--fanout N]
+        [--cancel-live 1,100] [--cancel-samples N] [--memory-live N] [--only delegation,model_cost,fanout,cancel,memory]
     <venv>/bin/python bench/alternatives.py LIB --fanout-point alt|floor N   # one fan-out in a fresh interpreter
 
 `run.py --alternatives` creates the venvs under bench/.venvs/ and runs this script there. It imports the standard
@@ -725,7 +725,7 @@ async def measure(lib: str, args: argparse.Namespace, only: tuple[str, ...]) -> 
             seconds[name] = round(time.perf_counter() - started, 1)
 
     if 'delegation' in only:
-        data['delegation'] = await timed('delegation', delegation(lib, args.turns, args.reps))
+        data['delegation'] = await timed('delegation', delegation(lib, args.turns, args.delegation_reps or args.reps))
     if 'model_cost' in only:
         data['model_cost'] = await timed('model_cost', model_cost(lib))
     if 'fanout' in only:
@@ -753,6 +753,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('library', choices=sorted(PACKAGES))
     parser.add_argument('--turns', type=int, default=300, help='delegations per parent run')
     parser.add_argument('--reps', type=int, default=3, help='repetitions of the timed workloads')
+    parser.add_argument('--delegation-reps', type=int, help='repetitions of the delegation workload (default: --reps)')
     parser.add_argument('--fanout', type=int, default=1000, help='tasks per fan-out')
     parser.add_argument('--cancel-live', default='1,100,1000', help='live tasks during hard cancel, comma-separated')
     parser.add_argument('--cancel-samples', type=int, default=300, help='hard cancels per number of live tasks')

@@ -147,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--json', help='where to write the JSON results (default: bench/results/latest[-full].json)')
     parser.add_argument('--no-json', action='store_true', help='write no JSON file')
     parser.add_argument(
-        '--reps', type=int, help="repetitions of our timed workloads and the floor's (default: 3; --full: 5)"
+        '--reps',
+        type=int,
+        help="repetitions of our timed workloads and the floor's (default: 3, delegation 7; --full: 5)",
     )
     parser.add_argument('--profile', metavar='WORKLOAD', help='cProfile our variant of one workload and exit')
     parser.add_argument(
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     mode: Mode = 'quick' if args.quick else 'full' if args.full else 'default'
     settings = Settings.for_mode(mode)
     if args.reps is not None:
-        settings = dataclasses.replace(settings, reps=args.reps)
+        settings = dataclasses.replace(settings, reps=args.reps, delegation_reps=args.reps)
     if args.profile:
         profile(args.profile, settings)
         return 0
@@ -272,6 +274,7 @@ def run_alternatives(settings: Settings, results: list[WorkloadResult]) -> dict[
         '--only': ','.join(only),
         '--turns': settings.delegation_turns,
         '--reps': settings.alternative_reps,
+        '--delegation-reps': settings.delegation_reps,
         '--fanout': settings.fanout_tasks,
         '--cancel-live': ','.join(str(n) for n in settings.cancel_live),
         '--cancel-samples': settings.cancel_samples,

@@ -176,7 +176,7 @@ def run(settings: Settings) -> WorkloadResult:
     result = WorkloadResult(
         'delegation',
         'Delegation overhead (one sync delegation per parent turn)',
-        params={'turns': turns, 'reps': settings.reps},
+        params={'turns': turns, 'reps': settings.delegation_reps},
     )
 
     variants: tuple[DelegationVariant, ...] = (*VARIANTS, 'surface', 'ours+instructed', 'floor+instructed')
@@ -188,7 +188,7 @@ def run(settings: Settings) -> WorkloadResult:
         )
         for variant in variants if settings.warmup else ():  # warm-up: imports, schema caches
             await one_run(variant, 3)
-        return await alternate(settings.reps, variants, lambda v: one_run(v, turns))
+        return await alternate(settings.delegation_reps, variants, lambda v: one_run(v, turns))
 
     samples = anyio.run(main)
     ours = spread([s * 1e3 for s in samples['ours']])
