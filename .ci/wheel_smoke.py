@@ -46,7 +46,8 @@ async def delegate() -> None:
             ],
         )
         statuses = [record.status for record in subagents.manager.list()]
-    assert run.texts[0].startswith('Found 3 sources on bicycles.\n\n(Task '), run.texts
+    follow_up = f'(To revise or extend this result, call task with continue_task_id="{run.task_ids[0]}".)'
+    assert run.texts[0] == f'Found 3 sources on bicycles.\n\n{follow_up}', run.texts
     assert 'A draft for children.' in run.reply('wait_tasks'), run.texts
     assert statuses == [TaskStatus.COMPLETED, TaskStatus.COMPLETED], statuses
 
