@@ -36,7 +36,7 @@ from pydantic_ai.usage import UsageLimits
 from _harness import VARIANTS, Metric, Settings, WorkloadResult, alternate, noise_note, ratio, spread
 from _models import CHILD_INSTRUCTIONS, instant_child, looping_parent
 from pydantic_ai_subagents import SubAgentConfig, create_subagent_toolset
-from pydantic_ai_subagents._tools import SubagentTools, sync_reply
+from pydantic_ai_subagents._tools import CONTINUE_TASK_ID, SubagentTools, sync_reply, task_description
 from pydantic_ai_subagents._toolset import INSTRUCTIONS
 
 DelegationVariant = Literal['ours', 'floor', 'surface', 'ours+instructed', 'floor+instructed']
@@ -88,10 +88,10 @@ def _surface_toolset(child: Agent[None, str], subagents: dict[str, str]) -> Func
     others = (check_task, list_active_tasks, soft_cancel_task, hard_cancel_task, answer_subagent, wait_tasks)
     for function in (*others, message_task):
         function.__doc__ = getattr(SubagentTools, function.__name__).__doc__
-    listing = '; '.join(f'{name}: {summary}' for name, summary in subagents.items())
-    tool = Tool(task, name='task', description=f'Delegate one job. Subagents: {listing}.')
+    tool = Tool(task, name='task', description=task_description(subagents))
     schema = copy.deepcopy(tool.function_schema.json_schema)
     schema['properties']['subagent_type']['enum'] = list(subagents)
+    schema['properties']['continue_task_id']['description'] = CONTINUE_TASK_ID
 
     async def with_names(ctx: RunContext[None], tool_def: ToolDefinition) -> ToolDefinition:
         return replace(tool_def, parameters_json_schema=schema)

@@ -13,7 +13,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.models.test import TestModel
 
 from pydantic_ai_subagents import SubAgentConfig, TaskStatus, create_subagent_toolset
-from pydantic_ai_subagents._tools import INSTRUCTIONS, REPEAT_NOTE
+from pydantic_ai_subagents._tools import CONTINUE_TASK_ID, INSTRUCTIONS, REPEAT_NOTE
 
 from .conftest import Gate, Script, answered_reply, call, child_text, split_sync_reply, sync_reply, task_id_from
 
@@ -59,8 +59,22 @@ async def test_tool_definitions_and_instructions_stay_within_their_budget() -> N
         'wait_tasks',
         'message_task',
     ]
-    assert len(text) <= 2_500, len(text)
+    # 2,500 before `continue_task_id` had a description (about 90 characters): it turned the follow-up evaluation from
+    # failing to passing on the evaluations' small model.
+    assert len(text) <= 2_600, len(text)
     assert len(INSTRUCTIONS) <= 600, len(INSTRUCTIONS)
+
+
+async def test_continue_task_id_says_what_it_is_in_the_schema() -> None:
+    """Without a description of its own, a small model (Qwen2.5-Coder-1.5B in the evals) never passed
+    continue_task_id, even when asked to continue a task: it started the job again in a new task."""
+    tools, _ = await tool_definitions(TEAM)
+    task = next(t for t in tools if t.name == 'task')
+    assert task.parameters_json_schema['properties']['continue_task_id'] == {
+        'default': '',
+        'description': CONTINUE_TASK_ID,
+        'type': 'string',
+    }
 
 
 async def test_subagent_type_is_an_enum_of_the_configured_names() -> None:

@@ -31,7 +31,16 @@ from ._state import TaskRecord, TaskStatus
 from ._text import describe_record, list_line, truncate
 from ._tools_steer import steer_reply
 
-__all__ = ('FOLLOW_UP', 'INSTRUCTIONS', 'REPEAT_NOTE', 'RepeatGuard', 'SubagentTools', 'started_reply', 'sync_reply')
+__all__ = (
+    'CONTINUE_TASK_ID',
+    'FOLLOW_UP',
+    'INSTRUCTIONS',
+    'REPEAT_NOTE',
+    'RepeatGuard',
+    'SubagentTools',
+    'started_reply',
+    'sync_reply',
+)
 
 INSTRUCTIONS = (
     'You can delegate work to subagents with `task`, one job per task: for several jobs, start several tasks. '
@@ -42,6 +51,17 @@ INSTRUCTIONS = (
     'once with none. Each tool reply says what you can do next.'
 )
 """What the toolset adds to the parent's instructions."""
+
+
+CONTINUE_TASK_ID = 'ID of a completed task to revise or extend; its subagent remembers it.'
+"""The description of `task`'s `continue_task_id` in its schema: a small model left it out without one, and started
+the job again in a new task that knew nothing of the first."""
+
+
+def task_description(summaries: Mapping[str, str]) -> str:
+    """`task`'s description: what it does, then each subagent's name and one-line summary."""
+    listing = '; '.join(f'{name}: {summary}' for name, summary in summaries.items())
+    return f'Delegate one job. Subagents: {listing}' + ('' if listing.endswith('.') else '.')
 
 
 class ToolsOwner(Protocol):
@@ -94,12 +114,14 @@ class SubagentTools:
         """The eight tools as a function toolset, with the toolset's instructions.
 
         `subagent_type` is an enum of the configured names in `task`'s schema, so a model (or `TestModel`) can only
-        pick a valid one; a name outside it still gets a `ModelRetry` listing the valid ones.
+        pick a valid one; a name outside it still gets a `ModelRetry` listing the valid ones. `continue_task_id` has
+        a description there too (`CONTINUE_TASK_ID`).
         """
-        listing = '; '.join(f'{name}: {config.summary}' for name, config in self.subagents.items())
-        task = Tool(self.task, name='task', description=f'Delegate one job. Subagents: {listing}.')
+        summaries = {name: config.summary for name, config in self.subagents.items()}
+        task = Tool(self.task, name='task', description=task_description(summaries))
         schema = copy.deepcopy(task.function_schema.json_schema)
         schema['properties']['subagent_type']['enum'] = list(self.subagents)
+        schema['properties']['continue_task_id']['description'] = CONTINUE_TASK_ID
 
         async def with_names(ctx: RunContext[Any], tool_def: ToolDefinition) -> ToolDefinition:
             return replace(tool_def, parameters_json_schema=schema)
@@ -131,7 +153,8 @@ class SubagentTools:
     ) -> str:
         """Delegate one job to a subagent.
 
-        The model learns what `description` and `continue_task_id` are from the toolset's instructions.
+        The model learns what `description` is from the toolset's instructions, and `continue_task_id` from them and
+        from its description in the schema.
         """
         owner, manager = self.owner, self.manager
         description = description.strip()
