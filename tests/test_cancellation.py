@@ -578,14 +578,14 @@ async def test_a_hard_cancel_during_a_thread_run_tool_says_so_in_the_note() -> N
 
 async def test_an_in_process_run_is_stopped_through_the_cancellation_agent_run_cancel_uses() -> None:
     """A hard cancel stops an in-process run with the cancellation the run already has, read where
-    `AgentRun.cancel` reads it but without building `run.ctx` (see `cancel_run`). This fails if Pydantic AI moves
+    `AgentRun.cancel` reads it but without building `run.ctx` (see `run_stopper`). This fails if Pydantic AI moves
     it, or if `AgentRun.cancel` starts doing more than that."""
     import inspect
 
     from pydantic_ai import RunCancelled
     from pydantic_ai.run import AgentRun
 
-    from pydantic_ai_subagents._run._inprocess import cancel_run  # pyright: ignore[reportPrivateUsage]
+    from pydantic_ai_subagents._run._inprocess import run_stopper  # pyright: ignore[reportPrivateUsage]
 
     code = [line.strip() for line in inspect.getsource(AgentRun.cancel).splitlines() if line.strip()]
     assert code[-1] == 'self.ctx.deps.cancellation.cancel()'
@@ -609,5 +609,7 @@ async def test_an_in_process_run_is_stopped_through_the_cancellation_agent_run_c
             run = runs[0]
             graph_run = run._graph_run  # pyright: ignore[reportPrivateUsage]
             assert graph_run.deps.cancellation is run.ctx.deps.cancellation
-            cancel_run(run)
+            stopper = run_stopper(run)
+            assert stopper is run.ctx.deps.cancellation
+            stopper.cancel()
     assert outcome == ['cancelled'] and gate.finished == 0

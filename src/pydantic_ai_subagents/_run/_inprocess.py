@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Coroutine
 from contextvars import Token
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic_ai.exceptions import UserError
 from pydantic_ai.run import AgentRun
@@ -26,7 +26,7 @@ from ._drive import drive, outcome_of
 from ._protocol import Outcome, RunObserver, TaskJob, current_task
 from ._support import SOFT_CANCEL_NOTICE, is_real_cancel
 
-__all__ = ('InProcessExecutor', 'cancel_run')
+__all__ = ('InProcessExecutor', 'Stoppable', 'run_stopper')
 
 
 class InProcessExecutor:
@@ -60,31 +60,39 @@ async def _ready(outcome: Outcome) -> Outcome:
     return outcome
 
 
-def cancel_run(run: AgentRun[Any, Any]) -> None:
-    """Cancel `run` as [`AgentRun.cancel`][pydantic_ai.run.AgentRun.cancel] does, with the same effect.
+class Stoppable(Protocol):
+    """What stops a run: its cancellation, or the run itself."""
+
+    def cancel(self) -> None:
+        """Stop the run now (a no-op once it has ended)."""
+        ...
+
+
+def run_stopper(run: AgentRun[Any, Any]) -> Stoppable:
+    """What cancels `run` as [`AgentRun.cancel`][pydantic_ai.run.AgentRun.cancel] does, with the same effect.
 
     `AgentRun.cancel()` is `self.ctx.deps.cancellation.cancel()`, and `run.ctx` builds a new context object on each
     read: two objects for the collector and eight calls inside a hard cancel, which is meant to allocate next to
     nothing. This reads the same cancellation from Pydantic AI's non-public `_graph_run` (the object `ctx` is built
-    from); should that attribute go, it falls back to the public call. `tests/test_cancellation.py` checks that the
-    two still name the same cancellation and that `AgentRun.cancel` still does only this.
+    from) once, as the run is bound, so a hard cancel does not walk from the run to it among a thousand live runs'
+    objects; should that attribute go, the run itself is the stopper (the public call). `tests/test_cancellation.py`
+    checks that the two still name the same cancellation and that `AgentRun.cancel` still does only this.
     """
     try:
-        cancellation = run._graph_run.deps.cancellation  # pyright: ignore[reportPrivateUsage]
+        return run._graph_run.deps.cancellation  # pyright: ignore[reportPrivateUsage]
     except AttributeError:  # pragma: no cover - a Pydantic AI that changed its run's insides
-        run.cancel()
-    else:
-        cancellation.cancel()
+        return run
 
 
 class _Control:
     """The manager's handle on a run in this loop."""
 
-    __slots__ = ('job', 'reset', 'run')
+    __slots__ = ('job', 'reset', 'run', 'stopper')
 
     def __init__(self, job: TaskJob) -> None:
         self.job = job
         self.run: AgentRun[Any, Any] | None = None
+        self.stopper: Stoppable | None = None
         self.reset: Token[TaskJob | None] | None = None
 
     def exit(self) -> None:
@@ -98,13 +106,14 @@ class _Control:
         # Pydantic AI can lose a cancellation that lands while a run is being set up: requests made before this
         # point are held on the job and applied now.
         self.run = run
+        self.stopper = run_stopper(run)
         self.job.attach(self)
 
     def stop(self) -> None:
         # Called on the run's loop (the manager's), so it cancels the task driving the run at once; a no-op once the
         # run has ended. Before the run exists there is nothing to cancel: the job holds the stop until `bind`.
-        if self.run is not None:
-            cancel_run(self.run)
+        if self.stopper is not None:
+            self.stopper.cancel()
 
     def soft_notice(self) -> None:
         if self.run is not None:
