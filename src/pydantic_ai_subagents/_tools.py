@@ -40,6 +40,7 @@ __all__ = (
     'SubagentTools',
     'started_reply',
     'sync_reply',
+    'task_description',
 )
 
 INSTRUCTIONS = (
@@ -455,10 +456,8 @@ def sync_reply(result: str, task_id: str) -> str:
 
 
 FOLLOW_UP = '\n\n(To revise or extend this result, call task with continue_task_id="{task_id}".)'
-"""The line after a completed sync task's result: the model never learns a sync task's id otherwise.
-
-It names the id once and stays short: every later request of the conversation sends it again.
-"""
+"""The line after a completed sync task's result (the model never learns a sync task's id otherwise): the id once,
+and short, since every later request of the conversation sends it again."""
 
 _FOLLOW_UP_LINE = re.compile(re.escape(FOLLOW_UP).replace(re.escape('{task_id}'), r'\S+') + r'\Z')
 
