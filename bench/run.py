@@ -424,6 +424,17 @@ def _alt_cancel(result: WorkloadResult, name: str, data: Any) -> None:
                 vs_ours=ratio(alt['p50'], ours['p50']) if ours else None,
             )
         )
+        if 'alt_call' in hard:
+            call = hard['alt_call']
+            ours_call = result.series.get(f'call_{live}_live', {}).get('ours')
+            result.add(
+                Metric(
+                    f'{name}: the cancel call itself, {live:,} live',
+                    'us',
+                    call,
+                    vs_ours=ratio(call['p50'], ours_call['p50']) if ours_call else None,
+                )
+            )
     premature = sum(h['premature_cancelled'] for h in data['hard'])
     wrong = sum(h['not_cancelled'] for h in data['hard'])
     samples = sum(h['alt']['n'] for h in data['hard'])
