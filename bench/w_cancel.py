@@ -5,7 +5,9 @@ random live task, time from `manager.hard_cancel(id)` to the moment its run has 
 `stopped` event, awaited right after the call), then start a replacement so L stay live. Right after `hard_cancel`
 returns, the status must still be non-terminal; once `stopped` is set it must be terminal: both are checked on every
 sample. floor: plain `child.run(...)` tasks, each in its own anyio `CancelScope`; time from `scope.cancel()` to the
-task's exit. Ours also times its own part once the run has stopped: from the run's `RunCancelled` reaching the
+task's exit. A second floor, the token floor, gives each plain run a Pydantic AI `CancellationToken` and stops it
+with `token.cancel()`, as this library stops a run. The three populations share the loop and their samples
+alternate. Ours also times its own part once the run has stopped: from the run's `RunCancelled` reaching the
 in-process executor to status CANCELLED.
 
 Soft cancel: a child that loops model turn -> `work` tool (5 ms each). After a few turns, at a random moment,
@@ -23,16 +25,17 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
 import anyio.abc
-from pydantic_ai import Agent
+from pydantic_ai import Agent, CancellationToken, RunCancelled
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.toolsets import FunctionToolset
 
-from _harness import VARIANTS, Metric, Settings, Variant, WorkloadResult, latency, ratio
+from _harness import VARIANTS, Metric, Settings, WorkloadResult, latency, ratio
 from _models import CHILD_INSTRUCTIONS, Entered, blocked_child, request_text
 from pydantic_ai_subagents import SubAgentConfig, TaskManager, TaskStatus
 from pydantic_ai_subagents._run import _drive  # pyright: ignore[reportPrivateUsage]
@@ -165,13 +168,18 @@ async def _ours(
 @dataclass
 class _Slot:
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    token: CancellationToken = field(default_factory=CancellationToken)
     stopped: anyio.Event = field(default_factory=anyio.Event)
     exit_to_stop_us: float | None = None
 
 
 @asynccontextmanager
-async def floor_population(live: int) -> AsyncIterator[SampleFn]:
-    """`live` plain `child.run` tasks, each in its own cancel scope and blocked in its model call."""
+async def floor_population(live: int, *, token: bool = False) -> AsyncIterator[SampleFn]:
+    """`live` plain `child.run` tasks, each in its own cancel scope and blocked in its model call.
+
+    With `token`, each run is given a Pydantic AI `CancellationToken` and is stopped through it (the run ends with
+    `RunCancelled`), as this library stops a run, rather than by cancelling its scope.
+    """
     entered = Entered()
     exits: list[float] = []
     child = Agent(
@@ -181,7 +189,9 @@ async def floor_population(live: int) -> AsyncIterator[SampleFn]:
     async def one(slot: _Slot, prompt: str) -> None:
         try:
             with slot.scope:
-                await child.run(prompt)
+                await child.run(prompt, cancellation_token=slot.token if token else None)
+        except RunCancelled:
+            pass
         finally:
             if exits:
                 slot.exit_to_stop_us = (time.monotonic() - exits[-1]) * 1e6
@@ -199,7 +209,10 @@ async def floor_population(live: int) -> AsyncIterator[SampleFn]:
             slot = slots[index]
             cpu = time.thread_time()
             started = time.perf_counter()
-            slot.scope.cancel()
+            if token:
+                slot.token.cancel()
+            else:
+                slot.scope.cancel()
             returned = time.perf_counter()
             out.call_cpu_us.append((time.thread_time() - cpu) * 1e6)
             await slot.stopped.wait()
@@ -215,15 +228,19 @@ async def floor_population(live: int) -> AsyncIterator[SampleFn]:
         tg.cancel_scope.cancel()
 
 
-POPULATIONS: dict[Variant, Callable[[int], AbstractAsyncContextManager[SampleFn]]] = {
+TOKEN_FLOOR = 'floor_token'
+"""The floor stopped through Pydantic AI's `CancellationToken`, the way this library stops a run."""
+
+POPULATIONS: dict[str, Callable[[int], AbstractAsyncContextManager[SampleFn]]] = {
     'ours': ours_population,
     'floor': floor_population,
+    TOKEN_FLOOR: partial(floor_population, token=True),
 }
 
 
 async def hard_cancel(
-    live: int, samples: int, rng: random.Random, variants: tuple[Variant, ...] = VARIANTS
-) -> dict[Variant, HardCancelSample]:
+    live: int, samples: int, rng: random.Random, variants: tuple[str, ...] = (*VARIANTS, TOKEN_FLOOR)
+) -> dict[str, HardCancelSample]:
     """Both populations live in the same event loop; samples alternate between them (ABBA), so that the load of
     the loop and of the machine is the same for both."""
     out = {v: HardCancelSample() for v in variants}
@@ -352,6 +369,29 @@ def run(settings: Settings) -> WorkloadResult:
                 (o['p99'] < GOAL_P99_US) if goal else None,
             )
         )
+        token: HardCancelSample = data[f'hard_{live}'][TOKEN_FLOOR]
+        t = latency(token.latencies_us)
+        result.add(
+            Metric(
+                "  same, the floor stopped with Pydantic AI's token",
+                'us',
+                o,
+                t,
+                ratio(o['p50'], t['p50']),
+                note="the floor's runs given a `CancellationToken` and stopped by `token.cancel()`, the way this "
+                'library stops a run (the run ends with `RunCancelled`, its messages kept), instead of by their scope',
+            )
+        )
+        result.add(Metric("    the token floor's `token.cancel()` call", 'us', latency(token.call_us)))
+        if token.exit_to_status_us:
+            result.add(
+                Metric("    the token floor's model call left -> run exited", 'us', latency(token.exit_to_status_us))
+            )
+        result.series[f'hard_cancel_{live}_live_token_floor'] = {
+            'latency': t,
+            'call': latency(token.call_us),
+            'exit_to_stop': latency(token.exit_to_status_us) if token.exit_to_status_us else None,
+        }
         oc, fc = _clean(ours), _clean(floor)
         result.add(
             Metric(
