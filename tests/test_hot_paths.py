@@ -35,6 +35,7 @@ from pydantic_ai_subagents import (
     create_subagent_toolset,
 )
 from pydantic_ai_subagents._manager import _settle
+from pydantic_ai_subagents._run import Outcome
 from pydantic_ai_subagents._run._support import _ask_parent  # pyright: ignore[reportPrivateUsage]
 
 from .conftest import Gate, Script, call, child_text
@@ -518,6 +519,40 @@ async def test_a_finished_task_leaves_nothing_for_the_collector() -> None:
     async with toolset:
         await delegations(1)  # warm-up
         assert await _cyclic_garbage_of(lambda: delegations(5)) == []
+
+
+@pytest.mark.parametrize('end', ['hard cancel', 'failure'])
+async def test_a_stopped_or_failed_run_is_freed_after_its_waiter_is_woken(
+    end: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clearing the frames of a run that raised frees most of it at once (tens of microseconds): that waits for the
+    loop's pass after the task is settled, so the status is written and who waits for it runs first; then the
+    frames are cleared, nothing of them left for the collector."""
+    order: list[str] = []
+    real = Outcome.release
+
+    def release(self: Outcome) -> None:
+        order.append('released')
+        real(self)
+        assert self.raised is not None and self.raised.__traceback__ is None
+
+    monkeypatch.setattr(Outcome, 'release', release)
+
+    async def fails(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        raise RuntimeError('boom')
+
+    gate = Gate()
+    model = gate.model() if end == 'hard cancel' else FunctionModel(fails)
+    async with TaskManager() as manager:
+        task_id = (await manager.start(SubAgentConfig(name='w', model=model), 'job', scope='s')).id
+        if end == 'hard cancel':
+            await gate.entered.wait()
+            assert manager.hard_cancel(task_id)
+        record = await manager.wait_for(task_id)
+        order.append(f'woken, {record.status.value}')
+        await anyio.lowlevel.checkpoint()
+    expected = 'cancelled' if end == 'hard cancel' else 'failed'
+    assert order == [f'woken, {expected}', 'released']
 
 
 async def test_a_task_runs_knowing_its_async_library() -> None:

@@ -10,6 +10,7 @@ Rules it keeps:
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 from collections.abc import Callable
 from functools import partial
@@ -113,6 +114,10 @@ class Running:
         finally:
             self.settler.settle(runtime, outcome or Outcome(kind='stopped', note=CLOSED_NOTE))
             self.end(runtime)
+            if outcome is not None and outcome.raised is not None:
+                # Freeing the stopped or failed run's objects waits for the next pass of the loop: who waits for the
+                # task's end (woken just now) runs first.
+                asyncio.get_running_loop().call_soon(outcome.release)
 
     def end(self, runtime: TaskRuntime) -> None:
         """The task is over here: wake who waits for its stop, forget it, and give its slot on."""

@@ -69,7 +69,7 @@ def _failure(error: BaseException) -> Outcome:
     """
     if not isinstance(error, Exception):
         raise error
-    return Outcome(kind='failed', error=outcome_of(error).error or safe_error(error))
+    return Outcome(kind='failed', error=outcome_of(error).error or safe_error(error), raised=error)
 
 
 def _leave() -> None:
@@ -128,6 +128,7 @@ class _ChildSide:
                 # JSON form still carries the data; the conversation is left out.
                 assert isinstance(last, _Done)
                 self._send(_Done(output=to_jsonable_python(last.output, fallback=repr), usage=usage))
+        outcome.release()
 
     # RunObserver
 

@@ -7,7 +7,6 @@ an [`Outcome`][pydantic_ai_subagents._run.Outcome]: what the run raised becomes 
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -34,15 +33,18 @@ __all__ = ('drive', 'outcome_of')
 
 
 def outcome_of(error: BaseException) -> Outcome:
-    """The outcome of a run that raised `error` (not the caller's own cancellation: that propagates)."""
+    """The outcome of a run that raised `error` (not the caller's own cancellation: that propagates).
+
+    It holds `error` (`Outcome.raised`), whose tracebacks its taker drops once the task is settled.
+    """
     if isinstance(error, RunCancelled):
         # The partial result is read from the transcript by the settle point, only when the task keeps one (a hard
         # cancel keeps none): the status is written sooner after the run exits.
-        return Outcome(kind='stopped', transcript=error.all_messages())
+        return Outcome(kind='stopped', transcript=error.all_messages(), raised=error)
     transcript = _conversation(error)
     if isinstance(error, UsageLimitExceeded):
-        return Outcome(kind='failed', error=f'usage limit reached: {error}', transcript=transcript)
-    return Outcome(kind='failed', error=safe_error(error), transcript=transcript)
+        return Outcome(kind='failed', error=f'usage limit reached: {error}', transcript=transcript, raised=error)
+    return Outcome(kind='failed', error=safe_error(error), transcript=transcript, raised=error)
 
 
 def _conversation(error: BaseException) -> list[ModelMessage] | None:
@@ -50,22 +52,6 @@ def _conversation(error: BaseException) -> list[ModelMessage] | None:
     if isinstance(error, AgentRunError) and error.conversation is not None:
         return list(error.conversation.messages)
     return None
-
-
-def _drop_tracebacks(error: BaseException) -> None:
-    """Let go of the tracebacks of `error` and of the errors it arose from, once its outcome is made.
-
-    They hold this module's frame, and with it the job, its observer and the run, while the errors are often in
-    reference cycles of their own (the context managers the run left hold them): only the collector would then free
-    the task's objects. The outcome keeps all that is kept of an error.
-    """
-    seen: set[int] = set()
-    link: BaseException | None = error
-    while link is not None and id(link) not in seen:
-        seen.add(id(link))
-        traceback.clear_frames(link.__traceback__)
-        link.__traceback__ = None
-        link = link.__context__
 
 
 async def drive(
@@ -137,9 +123,9 @@ async def drive(
     except BaseException as e:
         if is_real_cancel(e):
             raise
-        outcome = failed(e)
-        _drop_tracebacks(e)
-        return outcome
+        # What was raised goes with the outcome (`failed` puts it there): its tracebacks are dropped once the task
+        # is settled (`Outcome.release`), so that the status is written before the run's objects are freed.
+        return failed(e)
     finally:
         if on_exit is not None:
             on_exit()
