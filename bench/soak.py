@@ -287,15 +287,18 @@ class Soak:
             stop.wait(0.002)
 
     def tables(self) -> dict[str, int]:
-        """Sizes of the manager's internal tables (private: read defensively, for the memory check)."""
+        """Sizes of the manager's internal tables, for the memory check.
+
+        They are private, and read as they are: should one move, this raises rather than count an empty table.
+        """
         manager: Any = self.manager
-        delivery = getattr(manager, '_delivery', None)
-        owed = getattr(delivery, '_owed', None) or getattr(manager, '_undelivered', None) or {}
+        settler, questions, delivery = manager._settler, manager._questions, manager._delivery
+        owed: dict[str, dict[str, None]] = delivery._owed
         return {
             'records': len(manager.store.list()),
-            'runtimes': len(getattr(manager, '_runtimes', {})),
-            'questions': len(getattr(manager, '_questions', {})),
-            'transcripts': len(getattr(manager, '_transcripts', {})),
+            'runtimes': len(settler.runtimes),
+            'questions': len(questions.waiting),
+            'transcripts': len(settler.transcripts),
             'notices owed': sum(len(v) for v in owed.values()),
             'scopes owed': len(owed),
         }
