@@ -12,10 +12,11 @@ import gc
 import pstats
 import sys
 import weakref
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import anyio
@@ -377,15 +378,22 @@ async def test_the_parent_s_model_gets_the_same_definitions_at_every_request() -
     assert all(a is b for definitions in seen[1:] for a, b in zip(definitions, first, strict=True))
 
 
+def _spy(monkeypatch: pytest.MonkeyPatch, module: ModuleType, name: str, note: Callable[[Any], Any]) -> list[Any]:
+    """Wrap the one-argument function `module.name` for the test: each call still runs it, and `note(argument)` is
+    appended to the list returned."""
+    real = getattr(module, name)
+    notes: list[Any] = []
+
+    def spied(argument: Any) -> Any:
+        notes.append(note(argument))
+        return real(argument)
+
+    monkeypatch.setattr(module, name, spied)
+    return notes
+
+
 async def test_task_events_are_built_only_when_someone_listens(monkeypatch: pytest.MonkeyPatch) -> None:
-    built: list[str] = []
-    real = _settle.event_for_change
-
-    def counted(change: Any) -> Any:
-        built.append(change.new.value)
-        return real(change)
-
-    monkeypatch.setattr(_settle, 'event_for_change', counted)
+    built = _spy(monkeypatch, _settle, 'event_for_change', lambda change: change.new.value)
     config = SubAgentConfig(name='worker', model=child_text('ok'))
     async with TaskManager() as manager:
         await manager.wait_for((await manager.start(config, 'quiet', scope='s')).id)
@@ -596,14 +604,7 @@ async def test_a_hard_cancel_allocates_little_and_keeps_no_transcript_reading(mo
     the run's own cancellation makes the rest to stop it: the loop's handle that delivers the task's cancel, and what
     it carries), so that a collection seldom lands in it. At the run's exit the status is written without reading the transcript for a
     partial result, which a hard cancel does not keep."""
-    read: list[int] = []
-    real = _settle.partial_from_messages
-
-    def counted(messages: Any) -> Any:
-        read.append(len(messages))
-        return real(messages)
-
-    monkeypatch.setattr(_settle, 'partial_from_messages', counted)
+    read = _spy(monkeypatch, _settle, 'partial_from_messages', len)
     gate = Gate()
     async with TaskManager() as manager:
         task_id = (await manager.start(SubAgentConfig(name='b', model=gate.model()), 'b', scope='s')).id
@@ -677,14 +678,7 @@ async def test_no_collection_and_no_event_lands_in_a_hard_cancel(monkeypatch: py
     listener still reads it before the task's end."""
     from pydantic_ai_subagents._manager import _cancelling
 
-    built: list[str] = []
-    real = _cancelling.cancel_requested_event
-
-    def counted(record: Any) -> Any:
-        built.append(record.id)
-        return real(record)
-
-    monkeypatch.setattr(_cancelling, 'cancel_requested_event', counted)
+    built = _spy(monkeypatch, _cancelling, 'cancel_requested_event', lambda record: record.id)
     collections: list[bool] = []
 
     def on_gc(phase: str, info: dict[str, int]) -> None:
@@ -770,14 +764,7 @@ async def test_a_wait_on_a_few_tasks_packs_no_record(monkeypatch: pytest.MonkeyP
     is work for nothing. Only a wait on many tasks packs what it keeps (it may keep thousands)."""
     from pydantic_ai_subagents._manager import _waiting  # pyright: ignore[reportPrivateUsage]
 
-    packed: list[str] = []
-    real = _waiting.pack_record
-
-    def counted(record: TaskRecord) -> Any:
-        packed.append(record.id)
-        return real(record)
-
-    monkeypatch.setattr(_waiting, 'pack_record', counted)
+    packed = _spy(monkeypatch, _waiting, 'pack_record', lambda record: record.id)
     config = SubAgentConfig(name='worker', model=child_text('ok'))
     gate = Gate()
     async with TaskManager(max_concurrent_tasks=1) as manager:
